@@ -1,0 +1,3 @@
+from gridex.cli import app
+
+app(prog_name="gridex")

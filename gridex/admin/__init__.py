@@ -1,0 +1,1 @@
+"""Audit log and the admin and system endpoints."""

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response
+from sqlalchemy import select
+
+from gridex import __version__
+from gridex.admin import system
+from gridex.admin.schemas import HealthOut, OutboxEmailOut, SystemInfoOut
+from gridex.admin.service import audit_query
+from gridex.auth.deps import AdminPrincipal
+from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import AuthenticationRequired, error_response
+from gridex.core.metrics import render as render_metrics
+from gridex.core.pagination import Page, PageDep, paginate
+from gridex.core.responses import OrjsonResponse
+from gridex.core.schemas import AwareDatetime
+from gridex.core.security import constant_time_equal
+from gridex.notifications.models import EmailOutbox
+from gridex.users.schemas import AuditEntryOut
+
+admin_router = APIRouter(prefix="/admin", tags=["admin"])
+system_router = APIRouter(prefix="/system", tags=["system"])
+
+
+@admin_router.get("/audit-logs")
+async def audit_logs(
+    _: AdminPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    actor_id: uuid.UUID | None = None,
+    action: str | None = None,
+    subject_type: str | None = None,
+    subject_id: str | None = None,
+    outcome: Annotated[str | None, Query(pattern="^(success|failure)$")] = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    to: AwareDatetime | None = None,
+) -> Page[AuditEntryOut]:
+    query = audit_query(
+        actor_id=actor_id,
+        action=action,
+        subject_type=subject_type,
+        subject_id=subject_id,
+        outcome=outcome,
+        since=from_,
+        until=to,
+    )
+    rows, total = await paginate(session, query, page)
+    return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)
+
+
+@admin_router.get("/outbox")
+async def outbox(
+    _: AdminPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    status: Annotated[str | None, Query(pattern="^(pending|sent|failed|logged)$")] = None,
+    to: Annotated[str | None, Query(max_length=254)] = None,
+) -> Page[OutboxEmailOut]:
+    """Emails sent and waiting: OTP codes, invitations, password resets."""
+    query = select(EmailOutbox).order_by(EmailOutbox.created_at.desc(), EmailOutbox.id)
+    if status:
+        query = query.where(EmailOutbox.status == status)
+    if to:
+        query = query.where(EmailOutbox.to_address == to.lower())
+    rows, total = await paginate(session, query, page)
+    return Page.build([OutboxEmailOut.model_validate(r) for r in rows], total, page)
+
+
+@system_router.get("/info")
+async def system_info(_: AdminPrincipal, rt: RuntimeDep) -> SystemInfoOut:
+    """Version, backends and a configuration summary without secrets."""
+    return SystemInfoOut(
+        version=__version__,
+        environment=rt.settings.env,
+        uptime_seconds=round(rt.uptime_seconds, 3),
+        backends=system.backends(rt),
+        config=system.config_summary(rt),
+        jobs=[job.name for job in rt.jobs.jobs],
+    )
+
+
+health_router = APIRouter(tags=["system"])
+
+
+@health_router.get("/health")
+async def health(rt: RuntimeDep) -> OrjsonResponse:
+    """Every dependency's state; 503 only when the database is down."""
+    result = await system.checks(rt)
+    status = system.overall(result)
+    body = HealthOut(
+        status=status, version=__version__, timestamp=rt.clock.now(), checks=result
+    ).model_dump(mode="json")
+    return OrjsonResponse(body, status_code=503 if status == "unhealthy" else 200)
+
+
+@health_router.get("/health/live")
+async def live() -> dict[str, str]:
+    """The process is up and serving."""
+    return {"status": "alive"}
+
+
+@health_router.get("/health/ready")
+async def ready(rt: RuntimeDep) -> OrjsonResponse:
+    """200 when the database answers, else 503: take this worker out of the load balancer."""
+    database = await system.check_database(rt)
+    if database != "ok":
+        return error_response("SERVICE_UNAVAILABLE", 503, "The database is not reachable")
+    return OrjsonResponse({"status": "ready", "checks": {"database": database}})
+
+
+@health_router.get("/metrics", response_class=Response, include_in_schema=True)
+async def metrics(
+    rt: RuntimeDep,
+    authorization: Annotated[str | None, Header()] = None,
+) -> Response:
+    """Prometheus metrics; when GRIDEX_METRICS_TOKEN is set, send it as a bearer token."""
+    token = rt.settings.metrics_token
+    if token and not (
+        authorization is not None
+        and authorization.startswith("Bearer ")
+        and constant_time_equal(authorization[7:], token)
+    ):
+        raise AuthenticationRequired("The metrics token is required")
+    payload, content_type = render_metrics()
+    return Response(payload, media_type=content_type)

@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from gridex.core.schemas import OutputModel, UtcDatetime
+
+
+class OutboxEmailOut(OutputModel):
+    id: uuid.UUID
+    to_address: str
+    subject: str
+    body: str
+    kind: str
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: UtcDatetime
+    sent_at: UtcDatetime | None
+
+
+class SystemInfoOut(OutputModel):
+    name: str = "gridex"
+    version: str
+    environment: str
+    uptime_seconds: float
+    backends: dict[str, str]
+    config: dict[str, Any]
+    jobs: list[str]
+
+
+class HealthOut(OutputModel):
+    status: str
+    version: str
+    timestamp: UtcDatetime
+    checks: dict[str, str]

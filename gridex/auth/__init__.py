@@ -1,0 +1,1 @@
+"""Sign-in, sessions, tokens, wallet sign-in and API keys."""

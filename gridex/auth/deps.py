@@ -1,0 +1,78 @@
+"""Authorisation as dependencies: who is calling, and whether their role or scopes allow it."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from gridex.auth import service
+from gridex.auth.service import Principal
+from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import AuthenticationRequired, Forbidden
+from gridex.users.models import Role
+
+bearer_scheme = HTTPBearer(auto_error=False, description="Access token from /auth/login")
+api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+
+
+async def _principal(
+    request: Request,
+    session: SessionDep,
+    rt: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal:
+    if bearer is not None:
+        principal = await service.authenticate_bearer(session, rt, bearer.credentials)
+    elif api_key:
+        principal = await service.authenticate_api_key(session, rt, api_key)
+    else:
+        raise AuthenticationRequired(headers={"WWW-Authenticate": "Bearer"})
+    request.state.principal = principal
+    return principal
+
+
+async def _user_principal(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
+    if principal.api_key is not None:
+        raise Forbidden("This endpoint needs a user's access token, not an API key")
+    return principal
+
+
+# A user or API key: endpoints that devices and integrations may call check scopes with
+# `require_scope`.
+AnyPrincipal = Annotated[Principal, Depends(_principal)]
+# A signed-in user through an access token.
+CurrentPrincipal = Annotated[Principal, Depends(_user_principal)]
+
+
+def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that lets through signed-in users of the given roles only."""
+    allowed = frozenset(roles)
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in allowed:
+            raise Forbidden(
+                "Your role cannot do this", details={"required": sorted(r.value for r in allowed)}
+            )
+        return principal
+
+    return dependency
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency for endpoints an API key may call: the key needs ``scope``."""
+
+    async def dependency(principal: AnyPrincipal) -> Principal:
+        scopes = principal.scopes
+        if scopes is not None and scope not in scopes:
+            raise Forbidden(f"The API key lacks the scope {scope!r}", details={"required": scope})
+        return principal
+
+    return dependency
+
+
+AdminPrincipal = Annotated[Principal, Depends(require_role(Role.admin))]
+StaffPrincipal = Annotated[Principal, Depends(require_role(Role.admin, Role.operator))]

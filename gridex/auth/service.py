@@ -1,0 +1,990 @@
+"""Sign-in and sessions: registration, OTPs, passwords, lockout, tokens, wallets and API keys."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridex.admin.service import record
+from gridex.auth.models import (
+    ApiKey,
+    AuthSession,
+    OtpCode,
+    OtpPurpose,
+    RefreshToken,
+    WalletNonce,
+)
+from gridex.auth.schemas import ApiKeyIn, RegisterIn
+from gridex.core.clock import utc_iso
+from gridex.core.errors import (
+    AccountLocked,
+    AccountSuspended,
+    Conflict,
+    EmailNotVerified,
+    Forbidden,
+    InvalidCredentials,
+    InvalidSignature,
+    InvalidToken,
+    NotFound,
+    RateLimitExceeded,
+    ValidationFailed,
+)
+from gridex.core.runtime import Runtime
+from gridex.core.security import (
+    AccessClaims,
+    TokenError,
+    constant_time_equal,
+    decode_access_token,
+    decode_wallet_address,
+    encode_access_token,
+    keyed_hash,
+    new_otp,
+    new_secret,
+    sha256_hex,
+    verify_ed25519,
+)
+from gridex.notifications.service import queue_email
+from gridex.users.models import SELF_SERVICE_ROLES, Role, User, UserStatus
+from gridex.users.repository import get_user_by_email, get_user_by_login
+
+INVITE_OTP_HOURS = 72
+API_KEY_PREFIX = "gdx"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user through an access token, or a user's API key with its scopes."""
+
+    user: User
+    session_id: uuid.UUID | None = None
+    api_key: ApiKey | None = None
+    claims: AccessClaims | None = None
+
+    @property
+    def role(self) -> Role:
+        return self.user.role
+
+    @property
+    def scopes(self) -> frozenset[str] | None:
+        """None for a user's own token (the role decides); the key's scopes for an API key."""
+        return frozenset(self.api_key.scopes) if self.api_key is not None else None
+
+    @property
+    def actor_type(self) -> str:
+        return "api_key" if self.api_key is not None else "user"
+
+
+@dataclass(frozen=True, slots=True)
+class TokenPair:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+def check_password_policy(password: str, *, username: str | None, email: str | None) -> None:
+    """10+ characters, more than one character class, not the username or the email."""
+    problems = []
+    if len(password) < 10:
+        problems.append("at least 10 characters")
+    classes = sum(
+        (
+            any(c.islower() for c in password),
+            any(c.isupper() for c in password),
+            any(c.isdigit() for c in password),
+            any(not c.isalnum() for c in password),
+        )
+    )
+    if classes < 2:
+        problems.append("characters of at least two kinds (lower, upper, digit, symbol)")
+    lowered = password.lower()
+    if (username and lowered == username.lower()) or (email and lowered == email.lower()):
+        problems.append("different from the username and email")
+    if problems:
+        raise ValidationFailed(
+            "The password does not meet the policy", details={"password": problems}
+        )
+
+
+# --- OTP codes -------------------------------------------------------------------------------
+
+
+def _otp_hash(rt: Runtime, user_id: uuid.UUID, purpose: OtpPurpose, code: str) -> str:
+    return keyed_hash(rt.settings.secret_key, "otp", str(user_id), purpose.value, code)
+
+
+async def _issue_otp(
+    session: AsyncSession, rt: Runtime, user: User, purpose: OtpPurpose, *, minutes: float
+) -> str:
+    """A new code replaces any earlier unused one of the same purpose."""
+    now = rt.clock.now()
+    await session.execute(
+        update(OtpCode)
+        .where(
+            OtpCode.user_id == user.id,
+            OtpCode.purpose == purpose,
+            OtpCode.consumed_at.is_(None),
+        )
+        .values(consumed_at=now)
+    )
+    code = new_otp()
+    session.add(
+        OtpCode(
+            user_id=user.id,
+            purpose=purpose,
+            code_hash=_otp_hash(rt, user.id, purpose, code),
+            expires_at=now + timedelta(minutes=minutes),
+            created_at=now,
+        )
+    )
+    return code
+
+
+async def _consume_otp(
+    session: AsyncSession, rt: Runtime, user: User | None, purpose: OtpPurpose, code: str
+) -> None:
+    """Check a code; a wrong one costs an attempt, and a code dies after the allowed attempts."""
+    invalid = ValidationFailed("The code is invalid or has expired", details={"otp": "invalid"})
+    if user is None:
+        raise invalid
+    now = rt.clock.now()
+    otp = await session.scalar(
+        select(OtpCode)
+        .where(
+            OtpCode.user_id == user.id,
+            OtpCode.purpose == purpose,
+            OtpCode.consumed_at.is_(None),
+        )
+        .order_by(OtpCode.created_at.desc())
+        .limit(1)
+        .with_for_update()
+    )
+    if otp is None or otp.expires_at <= now:
+        raise invalid
+    if otp.attempts >= rt.settings.otp_max_attempts:
+        raise ValidationFailed(
+            "Too many attempts for this code; request a new one", details={"otp": "exhausted"}
+        )
+    if not constant_time_equal(otp.code_hash, _otp_hash(rt, user.id, purpose, code)):
+        otp.attempts += 1
+        left = rt.settings.otp_max_attempts - otp.attempts
+        if left <= 0:
+            otp.consumed_at = now
+        raise ValidationFailed(
+            "The code is invalid or has expired",
+            details={"otp": "invalid", "attempts_left": max(left, 0)},
+            persist=True,
+        )
+    otp.consumed_at = now
+
+
+def _send_otp_email(
+    session: AsyncSession, rt: Runtime, user: User, purpose: OtpPurpose, code: str
+) -> None:
+    assert user.email is not None
+    subjects = {
+        OtpPurpose.verify_email: "Your Gridex verification code",
+        OtpPurpose.reset_password: "Your Gridex password reset code",
+        OtpPurpose.set_password: "You are invited to Gridex",
+    }
+    minutes = (
+        INVITE_OTP_HOURS * 60 if purpose is OtpPurpose.set_password else rt.settings.otp_minutes
+    )
+    body = (
+        f"Hello {user.username},\n\nYour code is {code}. It expires in {minutes} minutes.\n\n"
+        "If you did not ask for it, ignore this email.\n"
+    )
+    queue_email(
+        session,
+        rt.settings,
+        rt.clock,
+        to=user.email,
+        subject=subjects[purpose],
+        body=body,
+        kind=purpose.value,
+    )
+
+
+async def _rate_limit_account(rt: Runtime, action: str, account: str) -> None:
+    """The stricter auth limit also applies per account, whichever IPs the attempts come from."""
+    if not rt.limiter.enabled:
+        return
+    state = await rt.limiter.hit(rt.limiter.auth, "account", action, account.lower())
+    if not state.allowed:
+        raise RateLimitExceeded(
+            "Too many attempts for this account; try again later",
+            headers={"Retry-After": str(state.reset_after)},
+        )
+
+
+# --- registration and email verification -----------------------------------------------------
+
+
+async def register(session: AsyncSession, rt: Runtime, data: RegisterIn) -> User:
+    """Create a self-service account (prosumer, consumer or investor) and email a code."""
+    if data.role not in SELF_SERVICE_ROLES:
+        record(
+            session,
+            at=rt.clock.now(),
+            action="auth.register",
+            actor_id=None,
+            outcome="failure",
+            details={"reason": "role_not_allowed", "role": data.role.value},
+        )
+        raise Forbidden(
+            "Operator and admin accounts are created by an admin",
+            details={"role": data.role.value},
+            persist=True,
+        )
+    username, email = data.username.lower(), str(data.email).lower()
+    check_password_policy(data.password, username=username, email=email)
+    await ensure_unique(session, username=username, email=email)
+    now = rt.clock.now()
+    user = User(
+        username=username,
+        email=email,
+        password_hash=rt.hasher.hash(data.password),
+        role=data.role,
+        status=UserStatus.active,
+        first_name=data.first_name,
+        last_name=data.last_name,
+        department=data.department,
+        region=data.region,
+        department_metadata=data.department_metadata or {},
+        profile_metadata={},
+        preferences={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(user)
+    await flush_unique(session)
+    code = await _issue_otp(
+        session, rt, user, OtpPurpose.verify_email, minutes=rt.settings.otp_minutes
+    )
+    _send_otp_email(session, rt, user, OtpPurpose.verify_email, code)
+    record(
+        session,
+        at=now,
+        action="auth.register",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+        details={"role": user.role.value},
+    )
+    return user
+
+
+async def ensure_unique(
+    session: AsyncSession,
+    *,
+    username: str | None,
+    email: str | None,
+    exclude: uuid.UUID | None = None,
+) -> None:
+    clashes = []
+    if username is not None:
+        other = await session.scalar(select(User.id).where(User.username == username))
+        if other is not None and other != exclude:
+            clashes.append("username")
+    if email is not None:
+        other = await session.scalar(select(User.id).where(User.email == email))
+        if other is not None and other != exclude:
+            clashes.append("email")
+    if clashes:
+        raise Conflict(
+            f"The {' and '.join(clashes)} {'is' if len(clashes) == 1 else 'are'} already taken",
+            details={"fields": clashes},
+        )
+
+
+async def flush_unique(session: AsyncSession) -> None:
+    """Flush, turning a unique-constraint race into the same 409 the pre-check gives."""
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise Conflict("The username, email or wallet is already taken") from exc
+
+
+async def verify_email(session: AsyncSession, rt: Runtime, email: str, otp: str) -> User:
+    await _rate_limit_account(rt, "verify", email)
+    user = await get_user_by_email(session, email.lower())
+    await _consume_otp(session, rt, user, OtpPurpose.verify_email, otp)
+    assert user is not None
+    user.email_verified_at = rt.clock.now()
+    record(
+        session,
+        at=rt.clock.now(),
+        action="auth.email_verified",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+    )
+    return user
+
+
+async def resend_otp(session: AsyncSession, rt: Runtime, email: str) -> None:
+    """Send a new verification code when the account exists and is unverified; silent otherwise."""
+    await _rate_limit_account(rt, "resend", email)
+    user = await get_user_by_email(session, email.lower())
+    if user is None or user.email_verified or user.status is not UserStatus.active:
+        return
+    code = await _issue_otp(
+        session, rt, user, OtpPurpose.verify_email, minutes=rt.settings.otp_minutes
+    )
+    _send_otp_email(session, rt, user, OtpPurpose.verify_email, code)
+    record(
+        session,
+        at=rt.clock.now(),
+        action="auth.otp_resent",
+        actor_id=None,
+        subject_type="user",
+        subject_id=user.id,
+    )
+
+
+# --- sessions and tokens ---------------------------------------------------------------------
+
+
+async def _start_session(
+    session: AsyncSession,
+    rt: Runtime,
+    user: User,
+    *,
+    method: str,
+    ip: str | None,
+    user_agent: str | None,
+) -> TokenPair:
+    now = rt.clock.now()
+    auth_session = AuthSession(
+        user_id=user.id,
+        method=method,
+        ip=ip,
+        user_agent=(user_agent or "")[:300] or None,
+        created_at=now,
+        expires_at=now + timedelta(days=rt.settings.refresh_token_days),
+    )
+    session.add(auth_session)
+    await session.flush()
+    user.last_login_at = now
+    return _issue_tokens(session, rt, user, auth_session)
+
+
+def _issue_tokens(
+    session: AsyncSession, rt: Runtime, user: User, auth_session: AuthSession
+) -> TokenPair:
+    now = rt.clock.now()
+    ttl = timedelta(minutes=rt.settings.access_token_minutes)
+    claims = AccessClaims(
+        user_id=user.id,
+        session_id=auth_session.id,
+        role=user.role.value,
+        jti=uuid.uuid4().hex,
+        issued_at=now,
+        expires_at=now + ttl,
+    )
+    refresh = new_secret()
+    session.add(
+        RefreshToken(session_id=auth_session.id, token_hash=sha256_hex(refresh), created_at=now)
+    )
+    return TokenPair(
+        access_token=encode_access_token(claims, rt.settings.secret_key),
+        refresh_token=refresh,
+        expires_in=int(ttl.total_seconds()),
+        user=user,
+    )
+
+
+async def login(
+    session: AsyncSession,
+    rt: Runtime,
+    identifier: str,
+    password: str,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+) -> TokenPair:
+    """Password sign-in by username or email, with lockout after repeated failures."""
+    await _rate_limit_account(rt, "login", identifier)
+    now = rt.clock.now()
+    user = await get_user_by_login(session, identifier)
+    if user is None or user.status in (UserStatus.deleted, UserStatus.invited):
+        rt.hasher.verify(password, None)  # same time as a real check: no account enumeration
+        record(
+            session,
+            at=now,
+            action="auth.login",
+            actor_id=None,
+            outcome="failure",
+            details={"reason": "unknown_account"},
+        )
+        raise InvalidCredentials(persist=True)
+    if user.locked_until is not None and user.locked_until > now:
+        record(
+            session,
+            at=now,
+            action="auth.login",
+            actor_id=user.id,
+            subject_type="user",
+            subject_id=user.id,
+            outcome="failure",
+            details={"reason": "locked"},
+        )
+        raise AccountLocked(
+            "The account is locked after repeated failed sign-ins",
+            details={"locked_until": utc_iso(user.locked_until)},
+            persist=True,
+        )
+    if not rt.hasher.verify(password, user.password_hash):
+        user.failed_login_count += 1
+        details: dict[str, object] = {"reason": "bad_password", "failures": user.failed_login_count}
+        if user.failed_login_count >= rt.settings.lockout_threshold:
+            user.locked_until = now + timedelta(minutes=rt.settings.lockout_minutes)
+            user.failed_login_count = 0
+            details["locked_until"] = utc_iso(user.locked_until)
+            record(
+                session,
+                at=now,
+                action="auth.account_locked",
+                actor_id=None,
+                subject_type="user",
+                subject_id=user.id,
+                details=details,
+            )
+            raise AccountLocked(
+                "Too many failed sign-ins; the account is locked",
+                details={"locked_until": utc_iso(user.locked_until)},
+                persist=True,
+            )
+        record(
+            session,
+            at=now,
+            action="auth.login",
+            actor_id=user.id,
+            subject_type="user",
+            subject_id=user.id,
+            outcome="failure",
+            details=details,
+        )
+        raise InvalidCredentials(persist=True)
+    if user.status is UserStatus.suspended:
+        raise AccountSuspended(details={"reason": user.suspended_reason})
+    if user.email is not None and not user.email_verified:
+        raise EmailNotVerified(
+            "Verify your email first; POST /api/v1/auth/resend-otp sends a new code"
+        )
+    user.failed_login_count = 0
+    user.locked_until = None
+    pair = await _start_session(session, rt, user, method="password", ip=ip, user_agent=user_agent)
+    record(
+        session,
+        at=now,
+        action="auth.login",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+    )
+    return pair
+
+
+async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
+    """Rotate a refresh token; a spent token presented again revokes its whole session."""
+    now = rt.clock.now()
+    stored = await session.scalar(
+        select(RefreshToken).where(RefreshToken.token_hash == sha256_hex(token)).with_for_update()
+    )
+    if stored is None:
+        raise InvalidToken("Unknown refresh token")
+    auth_session = await session.get(AuthSession, stored.session_id, with_for_update=True)
+    assert auth_session is not None
+    if stored.used_at is not None:
+        if auth_session.revoked_at is None:
+            auth_session.revoked_at, auth_session.revoked_reason = now, "refresh_token_reuse"
+        record(
+            session,
+            at=now,
+            action="auth.refresh_reuse_detected",
+            actor_id=None,
+            subject_type="user",
+            subject_id=auth_session.user_id,
+            outcome="failure",
+            details={"session_id": str(auth_session.id)},
+        )
+        raise InvalidToken(
+            "This refresh token was already used; the session is revoked", persist=True
+        )
+    if auth_session.revoked_at is not None or auth_session.expires_at <= now:
+        raise InvalidToken("The session has ended")
+    user = await session.get(User, auth_session.user_id)
+    if user is None or user.status is not UserStatus.active:
+        raise InvalidToken("The account is not active")
+    stored.used_at = now
+    record(
+        session,
+        at=now,
+        action="auth.refresh",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+    )
+    return _issue_tokens(session, rt, user, auth_session)
+
+
+async def authenticate_bearer(session: AsyncSession, rt: Runtime, token: str) -> Principal:
+    now = rt.clock.now()
+    try:
+        claims = decode_access_token(token, rt.settings.secret_key, now=now)
+    except TokenError as exc:
+        raise InvalidToken() from exc
+    row = (
+        await session.execute(
+            select(User, AuthSession.revoked_at)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+        )
+    ).one_or_none()
+    if row is None or row[1] is not None:
+        raise InvalidToken("The session has ended")
+    user: User = row[0]
+    if user.status is UserStatus.suspended:
+        raise AccountSuspended(details={"reason": user.suspended_reason})
+    if user.status is not UserStatus.active:
+        raise InvalidToken("The account is not active")
+    return Principal(user=user, session_id=claims.session_id, claims=claims)
+
+
+async def authenticate_api_key(session: AsyncSession, rt: Runtime, key: str) -> Principal:
+    parts = key.split("_")
+    if len(parts) != 3 or parts[0] != API_KEY_PREFIX:
+        raise InvalidToken("Malformed API key")
+    api_key = await session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    now = rt.clock.now()
+    if (
+        api_key is None
+        or not constant_time_equal(api_key.key_hash, sha256_hex(key))
+        or api_key.revoked_at is not None
+        or (api_key.expires_at is not None and api_key.expires_at <= now)
+    ):
+        raise InvalidToken("Unknown, revoked or expired API key")
+    user = await session.get(User, api_key.user_id)
+    if user is None or user.status is not UserStatus.active:
+        raise InvalidToken("The key's owner is not active")
+    # Coarse last-use tracking: at most one write a minute per key keeps ingest cheap.
+    if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
+        api_key.last_used_at = now
+    return Principal(user=user, api_key=api_key)
+
+
+async def revoke_sessions(
+    session: AsyncSession,
+    rt: Runtime,
+    user_id: uuid.UUID,
+    *,
+    reason: str,
+    keep: uuid.UUID | None = None,
+) -> int:
+    query = update(AuthSession).where(
+        AuthSession.user_id == user_id, AuthSession.revoked_at.is_(None)
+    )
+    if keep is not None:
+        query = query.where(AuthSession.id != keep)
+    result = await session.execute(query.values(revoked_at=rt.clock.now(), revoked_reason=reason))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def logout(session: AsyncSession, rt: Runtime, principal: Principal) -> None:
+    assert principal.session_id is not None
+    await session.execute(
+        update(AuthSession)
+        .where(AuthSession.id == principal.session_id)
+        .values(revoked_at=rt.clock.now(), revoked_reason="logout")
+    )
+    record(
+        session,
+        at=rt.clock.now(),
+        action="auth.logout",
+        actor_id=principal.user.id,
+        subject_type="user",
+        subject_id=principal.user.id,
+    )
+
+
+async def logout_all(session: AsyncSession, rt: Runtime, principal: Principal) -> int:
+    count = await revoke_sessions(session, rt, principal.user.id, reason="logout_all")
+    record(
+        session,
+        at=rt.clock.now(),
+        action="auth.logout_all",
+        actor_id=principal.user.id,
+        subject_type="user",
+        subject_id=principal.user.id,
+        details={"sessions": count},
+    )
+    return count
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+async def change_password(
+    session: AsyncSession, rt: Runtime, principal: Principal, current: str, new: str
+) -> None:
+    user = principal.user
+    if not rt.hasher.verify(current, user.password_hash):
+        record(
+            session,
+            at=rt.clock.now(),
+            action="auth.password_change",
+            actor_id=user.id,
+            subject_type="user",
+            subject_id=user.id,
+            outcome="failure",
+        )
+        raise InvalidCredentials("The current password is wrong", persist=True)
+    check_password_policy(new, username=user.username, email=user.email)
+    user.password_hash = rt.hasher.hash(new)
+    await revoke_sessions(
+        session, rt, user.id, reason="password_changed", keep=principal.session_id
+    )
+    record(
+        session,
+        at=rt.clock.now(),
+        action="auth.password_change",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+    )
+
+
+async def forgot_password(session: AsyncSession, rt: Runtime, email: str) -> None:
+    """Email a reset code when the account exists; the answer is the same either way."""
+    await _rate_limit_account(rt, "forgot", email)
+    user = await get_user_by_email(session, email.lower())
+    if user is None or user.status is not UserStatus.active:
+        return
+    code = await _issue_otp(
+        session, rt, user, OtpPurpose.reset_password, minutes=rt.settings.otp_minutes
+    )
+    _send_otp_email(session, rt, user, OtpPurpose.reset_password, code)
+    record(
+        session,
+        at=rt.clock.now(),
+        action="auth.password_forgot",
+        actor_id=None,
+        subject_type="user",
+        subject_id=user.id,
+    )
+
+
+async def reset_password(
+    session: AsyncSession, rt: Runtime, email: str, otp: str, new_password: str
+) -> None:
+    await _rate_limit_account(rt, "reset", email)
+    user = await get_user_by_email(session, email.lower())
+    if user is not None and user.status is not UserStatus.active:
+        user = None
+    await _consume_otp(session, rt, user, OtpPurpose.reset_password, otp)
+    assert user is not None
+    check_password_policy(new_password, username=user.username, email=user.email)
+    user.password_hash = rt.hasher.hash(new_password)
+    user.failed_login_count, user.locked_until = 0, None
+    # Whoever knew the old password is signed out everywhere.
+    await revoke_sessions(session, rt, user.id, reason="password_reset")
+    if user.email_verified_at is None:
+        user.email_verified_at = rt.clock.now()  # the code proved the mailbox
+    record(
+        session,
+        at=rt.clock.now(),
+        action="auth.password_reset",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+    )
+
+
+async def invite(session: AsyncSession, rt: Runtime, user: User) -> None:
+    """Email an invited user the code with which they set a first password."""
+    code = await _issue_otp(
+        session, rt, user, OtpPurpose.set_password, minutes=INVITE_OTP_HOURS * 60
+    )
+    _send_otp_email(session, rt, user, OtpPurpose.set_password, code)
+
+
+async def set_password(
+    session: AsyncSession, rt: Runtime, email: str, otp: str, password: str
+) -> User:
+    await _rate_limit_account(rt, "set_password", email)
+    user = await get_user_by_email(session, email.lower())
+    if user is not None and user.status is not UserStatus.invited:
+        user = None
+    await _consume_otp(session, rt, user, OtpPurpose.set_password, otp)
+    assert user is not None
+    check_password_policy(password, username=user.username, email=user.email)
+    now = rt.clock.now()
+    user.password_hash = rt.hasher.hash(password)
+    user.status = UserStatus.active
+    user.email_verified_at = now
+    user.updated_at = now
+    record(
+        session,
+        at=now,
+        action="auth.password_set",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+    )
+    return user
+
+
+# --- Sign-In-With-Solana -----------------------------------------------------------------------
+
+
+def _siws_message(
+    rt: Runtime, address: str, nonce: str, issued: datetime, expires: datetime
+) -> str:
+    return "\n".join(
+        (
+            f"{rt.settings.public_domain} wants you to sign in with your Solana account:",
+            address,
+            "",
+            "Sign in to Gridex, the community energy exchange.",
+            "",
+            f"URI: {rt.settings.public_url}",
+            "Version: 1",
+            f"Chain ID: {rt.settings.chain_id}",
+            f"Nonce: {nonce}",
+            f"Issued At: {utc_iso(issued)}",
+            f"Expiration Time: {utc_iso(expires)}",
+        )
+    )
+
+
+def _wallet_key(address: str) -> bytes:
+    try:
+        return decode_wallet_address(address)
+    except ValueError as exc:
+        raise ValidationFailed(
+            "wallet_address is not a Solana address", details={"wallet_address": str(exc)}
+        ) from exc
+
+
+async def wallet_challenge(session: AsyncSession, rt: Runtime, address: str) -> WalletNonce:
+    _wallet_key(address)
+    now = rt.clock.now()
+    nonce = secrets.token_hex(16)
+    expires = now + timedelta(minutes=rt.settings.wallet_nonce_minutes)
+    challenge = WalletNonce(
+        nonce=nonce,
+        wallet_address=address,
+        message=_siws_message(rt, address, nonce, now, expires),
+        issued_at=now,
+        expires_at=expires,
+    )
+    session.add(challenge)
+    return challenge
+
+
+def _nonce_of(message: str) -> str | None:
+    for line in message.splitlines():
+        if line.startswith("Nonce: "):
+            return line.removeprefix("Nonce: ").strip()
+    return None
+
+
+async def _consume_challenge(
+    session: AsyncSession, rt: Runtime, address: str, signature: str, message: str
+) -> None:
+    """Check the signed message against what was issued, then spend the nonce exactly once."""
+    public_key = _wallet_key(address)
+    nonce = _nonce_of(message)
+    challenge = await session.get(WalletNonce, nonce) if nonce else None
+    now = rt.clock.now()
+    if challenge is None or challenge.wallet_address != address or challenge.message != message:
+        raise InvalidSignature("The message does not match an issued challenge")
+    if not verify_ed25519(public_key, message.encode(), signature):
+        raise InvalidSignature("The signature does not verify against the wallet address")
+    # The conditional update is the atomic spend: two concurrent verifications cannot both win.
+    result = await session.execute(
+        update(WalletNonce)
+        .where(
+            WalletNonce.nonce == challenge.nonce,
+            WalletNonce.consumed_at.is_(None),
+            WalletNonce.expires_at > now,
+        )
+        .values(consumed_at=now)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        raise InvalidSignature("The challenge was already used or has expired")
+
+
+async def wallet_sign_in(
+    session: AsyncSession,
+    rt: Runtime,
+    address: str,
+    signature: str,
+    message: str,
+    *,
+    ip: str | None,
+    user_agent: str | None,
+) -> TokenPair:
+    """Sign in with a wallet; the first sign-in of an unknown wallet creates a wallet-only user."""
+    await _consume_challenge(session, rt, address, signature, message)
+    user = await session.scalar(select(User).where(User.wallet_address == address))
+    now = rt.clock.now()
+    if user is None:
+        user = User(
+            username=f"wallet-{address[:12].lower()}-{secrets.token_hex(2)}",
+            email=None,
+            role=Role.prosumer,
+            status=UserStatus.active,
+            wallet_address=address,
+            profile_metadata={},
+            department_metadata={},
+            preferences={},
+            created_at=now,
+            updated_at=now,
+        )
+        session.add(user)
+        await flush_unique(session)
+        record(
+            session,
+            at=now,
+            action="auth.register",
+            actor_id=user.id,
+            subject_type="user",
+            subject_id=user.id,
+            details={"method": "wallet"},
+        )
+    elif user.status is UserStatus.suspended:
+        raise AccountSuspended(details={"reason": user.suspended_reason})
+    elif user.status is not UserStatus.active:
+        raise InvalidCredentials()
+    pair = await _start_session(session, rt, user, method="wallet", ip=ip, user_agent=user_agent)
+    record(
+        session,
+        at=now,
+        action="auth.login",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+        details={"method": "wallet"},
+    )
+    return pair
+
+
+async def link_wallet(
+    session: AsyncSession,
+    rt: Runtime,
+    principal: Principal,
+    address: str,
+    signature: str,
+    message: str,
+) -> User:
+    await _consume_challenge(session, rt, address, signature, message)
+    owner = await session.scalar(select(User.id).where(User.wallet_address == address))
+    if owner is not None and owner != principal.user.id:
+        raise Conflict("This wallet is linked to another account")
+    principal.user.wallet_address = address
+    principal.user.updated_at = rt.clock.now()
+    await flush_unique(session)
+    record(
+        session,
+        at=rt.clock.now(),
+        action="user.wallet_linked",
+        actor_id=principal.user.id,
+        subject_type="user",
+        subject_id=principal.user.id,
+        details={"wallet_address": address},
+    )
+    return principal.user
+
+
+async def unlink_wallet(session: AsyncSession, rt: Runtime, principal: Principal) -> User:
+    user = principal.user
+    if user.wallet_address is None:
+        raise NotFound("No wallet is linked")
+    if user.password_hash is None:
+        raise Conflict("A wallet-only account cannot unlink its only sign-in method")
+    record(
+        session,
+        at=rt.clock.now(),
+        action="user.wallet_unlinked",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+        details={"wallet_address": user.wallet_address},
+    )
+    user.wallet_address = None
+    user.updated_at = rt.clock.now()
+    return user
+
+
+# --- API keys --------------------------------------------------------------------------------
+
+
+async def create_api_key(
+    session: AsyncSession, rt: Runtime, principal: Principal, data: ApiKeyIn
+) -> tuple[ApiKey, str]:
+    """Create a key; the returned secret is never stored or shown again."""
+    now = rt.clock.now()
+    if data.expires_at is not None and data.expires_at <= now:
+        raise ValidationFailed("expires_at must be in the future")
+    prefix = secrets.token_hex(6)
+    secret = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32).replace('_', '-')}"
+    api_key = ApiKey(
+        user_id=principal.user.id,
+        name=data.name,
+        prefix=prefix,
+        key_hash=sha256_hex(secret),
+        scopes=data.scopes,
+        meter_id=data.meter_id,
+        expires_at=data.expires_at,
+        created_at=now,
+    )
+    session.add(api_key)
+    await session.flush()
+    record(
+        session,
+        at=now,
+        action="api_key.created",
+        actor_id=principal.user.id,
+        subject_type="api_key",
+        subject_id=api_key.id,
+        details={"scopes": data.scopes},
+    )
+    return api_key, secret
+
+
+async def list_api_keys(session: AsyncSession, principal: Principal) -> list[ApiKey]:
+    keys = await session.scalars(
+        select(ApiKey).where(ApiKey.user_id == principal.user.id).order_by(ApiKey.created_at)
+    )
+    return list(keys)
+
+
+async def revoke_api_key(
+    session: AsyncSession, rt: Runtime, principal: Principal, key_id: uuid.UUID
+) -> None:
+    api_key = await session.scalar(
+        select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == principal.user.id)
+    )
+    if api_key is None:
+        raise NotFound("No such API key")
+    if api_key.revoked_at is None:
+        api_key.revoked_at = rt.clock.now()
+        record(
+            session,
+            at=rt.clock.now(),
+            action="api_key.revoked",
+            actor_id=principal.user.id,
+            subject_type="api_key",
+            subject_id=api_key.id,
+        )

@@ -1,0 +1,155 @@
+"""The ``gridex`` command line: serve, worker, database and admin tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import tempfile
+from typing import Annotated
+
+import typer
+
+from gridex import __version__
+from gridex.core.config import InsecureConfiguration, get_settings
+
+app = typer.Typer(help="Gridex: peer-to-peer energy exchange.", no_args_is_help=True)
+db_app = typer.Typer(help="Database tasks.", no_args_is_help=True)
+admin_app = typer.Typer(help="Administration tasks.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(admin_app, name="admin")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"gridex {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Gridex: peer-to-peer energy exchange."""
+
+
+def _check_config() -> None:
+    settings = get_settings()
+    try:
+        settings.check_production_safety()
+    except InsecureConfiguration as exc:
+        typer.echo(f"Refusing to start: {exc}", err=True)
+        raise typer.Exit(code=2) from exc
+
+
+def _configure_logging() -> None:
+    from gridex.core.logging import configure_logging
+
+    settings = get_settings()
+    configure_logging(settings.log_level, json=settings.log_json)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[int, typer.Option(min=1, help="Number of worker processes.")] = 1,
+    demo: Annotated[
+        bool, typer.Option("--demo/--no-demo", help="Seed a demo community (not in production).")
+    ] = False,
+    migrate: Annotated[
+        bool, typer.Option("--migrate/--no-migrate", help="Apply migrations before serving.")
+    ] = True,
+) -> None:
+    """Apply migrations and serve the API (Swagger UI at /docs)."""
+    import uvicorn
+
+    from gridex.core.migrate import upgrade
+
+    _check_config()
+    _configure_logging()
+    settings = get_settings()
+    if migrate:
+        upgrade(settings.database_url)
+    if demo:
+        _seed_demo()
+    if workers > 1:
+        # Metrics of all workers are aggregated through files in a shared directory.
+        os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gridex-prom-"))
+    uvicorn.run(
+        "gridex.asgi:app",
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        access_log=False,
+        proxy_headers=True,
+    )
+
+
+@app.command()
+def worker() -> None:
+    """Run the scheduled jobs without serving HTTP (one leader per job across workers)."""
+    from gridex.app import build_runtime
+
+    _check_config()
+    _configure_logging()
+    settings = get_settings()
+
+    async def run() -> None:
+        runtime = build_runtime(settings)
+        runtime.jobs.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        typer.echo(f"gridex worker {runtime.jobs.holder}: {len(runtime.jobs.jobs)} jobs", err=True)
+        await stop.wait()
+        runtime.jobs.shutdown()
+        await runtime.db.dispose()
+
+    asyncio.run(run())
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from gridex.core.migrate import upgrade
+
+    upgrade(get_settings().database_url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@admin_app.command("create-user")
+def create_user(
+    username: Annotated[str, typer.Option()],
+    email: Annotated[str, typer.Option()],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    role: Annotated[str, typer.Option()] = "admin",
+) -> None:
+    """Create a verified, active account (any role)."""
+    from gridex.users.bootstrap import create_verified_user
+
+    try:
+        user_id = asyncio.run(
+            create_verified_user(
+                get_settings(), username=username, email=email, password=password, role=role
+            )
+        )
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"created {role} {username} ({user_id})")
+
+
+def _seed_demo() -> None:
+    from gridex.users.bootstrap import seed_demo
+
+    settings = get_settings()
+    if settings.env == "production":
+        typer.echo("--demo is ignored in production", err=True)
+        return
+    for line in asyncio.run(seed_demo(settings)):
+        typer.echo(line, err=True)

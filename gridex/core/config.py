@@ -1,0 +1,112 @@
+"""Deployment configuration, read only from ``GRIDEX_*`` environment variables and ``.env``."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from limits import parse
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
+MIN_SECRET_KEY_LENGTH = 32
+
+
+class InsecureConfiguration(ValueError):
+    """The configuration is not safe to serve in production."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDEX_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    env: Literal["development", "test", "production"] = "development"
+    secret_key: str = DEFAULT_SECRET_KEY
+    data_dir: Path = Path(".")
+    database_url: str = ""
+    redis_url: str | None = None
+    mqtt_url: str | None = None
+    smtp_url: str | None = None
+    smtp_from: str = "Gridex <no-reply@gridex.local>"
+    public_domain: str = "localhost:8080"
+    public_url: str = "http://127.0.0.1:8080"
+    chain_id: str = "localnet"
+    currency: str = "USD"
+
+    run_jobs: bool = True
+    cors_origins: list[str] = Field(default_factory=list)
+    max_body_bytes: int = 10 * 1024 * 1024
+    log_level: str = "INFO"
+    log_json: bool = True
+    metrics_token: str | None = None
+
+    access_token_minutes: int = 15
+    refresh_token_days: int = 30
+    otp_minutes: int = 10
+    otp_max_attempts: int = 5
+    wallet_nonce_minutes: int = 5
+    lockout_threshold: int = 5
+    lockout_minutes: int = 30
+    # Argon2id cost; the defaults are the OWASP-recommended minimum for Argon2id.
+    argon2_time_cost: int = 2
+    argon2_memory_kib: int = 19456
+
+    rate_limit_enabled: bool = True
+    rate_limit_anonymous: str = "120/minute"
+    rate_limit_auth: str = "10/minute"
+    rate_limit_default: str = "600/minute"
+    rate_limit_admin: str = "6000/minute"
+    rate_limit_ingest: str = "6000/minute"
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator(
+        "rate_limit_anonymous",
+        "rate_limit_auth",
+        "rate_limit_default",
+        "rate_limit_admin",
+        "rate_limit_ingest",
+    )
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        parse(value)  # raises ValueError on a malformed limits string
+        return value
+
+    @model_validator(mode="after")
+    def _default_database(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite+aiosqlite:///{self.data_dir / 'gridex.db'}"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def check_production_safety(self) -> None:
+        """Refuse to serve production traffic with a default or short secret key."""
+        if self.env != "production":
+            return
+        if self.secret_key == DEFAULT_SECRET_KEY:
+            raise InsecureConfiguration(
+                "GRIDEX_SECRET_KEY is the built-in default; set a random secret of at least "
+                f"{MIN_SECRET_KEY_LENGTH} characters (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`)"
+            )
+        if len(self.secret_key) < MIN_SECRET_KEY_LENGTH:
+            raise InsecureConfiguration(
+                f"GRIDEX_SECRET_KEY is {len(self.secret_key)} characters long; production needs at "
+                f"least {MIN_SECRET_KEY_LENGTH}"
+            )
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

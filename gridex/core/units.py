@@ -1,0 +1,65 @@
+"""Conversions between the API's units and the integers stored (Wh, micros).
+
+Energy is stored as integer watt-hours and spoken as kWh with at most 3 decimals. Money is stored as
+integer micro-units of the deployment currency and spoken as decimal strings with 6 decimals.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+MICROS_PER_UNIT = 1_000_000
+WH_PER_KWH = 1_000
+_MICRO = Decimal("0.000001")
+
+
+class UnitError(ValueError):
+    """A value cannot be represented exactly in the stored unit."""
+
+
+def _decimal(value: Decimal | int | float | str) -> Decimal:
+    try:
+        # str() of a float gives its shortest round-tripping form, so 0.1 stays 0.1.
+        result = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
+    except (InvalidOperation, ValueError) as exc:
+        raise UnitError(f"{value!r} is not a number") from exc
+    if not result.is_finite():
+        raise UnitError(f"{value!r} is not a finite number")
+    return result
+
+
+def kwh_to_wh(value: Decimal | int | float | str) -> int:
+    """kWh with at most 3 decimals to integer Wh; more precision is an error, not a rounding."""
+    wh = _decimal(value) * WH_PER_KWH
+    if wh != wh.to_integral_value():
+        raise UnitError(f"{value!r} kWh is not a whole number of Wh (at most 3 decimals)")
+    return int(wh)
+
+
+def wh_to_kwh(wh: int) -> float:
+    """Integer Wh to kWh for JSON; exact because every Wh value has at most 3 decimals in kWh."""
+    return float(Decimal(wh) / WH_PER_KWH)
+
+
+def money_to_micros(value: Decimal | int | float | str) -> int:
+    """A money amount (string or number) to integer micros; more than 6 decimals is an error."""
+    micros = _decimal(value) * MICROS_PER_UNIT
+    if micros != micros.to_integral_value():
+        raise UnitError(f"{value!r} has more than 6 decimals")
+    return int(micros)
+
+
+def micros_to_money(micros: int) -> str:
+    """Integer micros to the API's decimal string, always with 6 decimals (``"0.125000"``)."""
+    return str((Decimal(micros) / MICROS_PER_UNIT).quantize(_MICRO))
+
+
+def round_half_even(numerator: int, denominator: int) -> int:
+    """Integer division rounded half-even, exact for any sign (no float)."""
+    if denominator <= 0:
+        raise ValueError("denominator must be positive")
+    quotient, remainder = divmod(numerator, denominator)
+    twice = 2 * remainder
+    if twice > denominator or (twice == denominator and quotient % 2 == 1):
+        quotient += 1
+    return quotient

@@ -1,0 +1,1 @@
+"""Email outbox now; in-app notifications and WebSocket fan-out build on it."""

@@ -1,0 +1,1 @@
+"""People: accounts, roles, profiles and admin user management."""

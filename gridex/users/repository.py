@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from sqlalchemy import Select, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridex.users.models import Role, User, UserStatus
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email))
+
+
+async def get_user_by_login(session: AsyncSession, identifier: str) -> User | None:
+    """A user by username or email (both stored lower-case)."""
+    column = User.email if "@" in identifier else User.username
+    return await session.scalar(select(User).where(column == identifier.lower()))
+
+
+def user_search_query(
+    *,
+    search: str | None = None,
+    role: Role | None = None,
+    region: str | None = None,
+    status: UserStatus | None = None,
+    department: str | None = None,
+    include_deleted: bool = False,
+) -> Select[User]:
+    query = select(User).order_by(User.created_at.desc(), User.id)
+    if search:
+        pattern = f"%{search.lower()}%"
+        query = query.where(
+            or_(
+                User.username.like(pattern),
+                User.email.like(pattern),
+                User.first_name.ilike(pattern),
+                User.last_name.ilike(pattern),
+            )
+        )
+    if role is not None:
+        query = query.where(User.role == role)
+    if region:
+        query = query.where(User.region == region)
+    if status is not None:
+        query = query.where(User.status == status)
+    elif not include_deleted:
+        query = query.where(User.status != UserStatus.deleted)
+    if department:
+        query = query.where(User.department == department)
+    return query

@@ -1,0 +1,223 @@
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response, status
+
+from gridex.admin.service import audit_query
+from gridex.auth import service as auth_service
+from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, StaffPrincipal
+from gridex.auth.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, WalletVerifyIn
+from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.pagination import Page, PageDep, paginate
+from gridex.users import service
+from gridex.users.models import Role, UserStatus
+from gridex.users.repository import user_search_query
+from gridex.users.schemas import (
+    AdminUserUpdate,
+    AuditEntryOut,
+    DepartmentOut,
+    InviteIn,
+    Preferences,
+    ProfileUpdate,
+    RoleIn,
+    SuspendIn,
+    UserOut,
+)
+
+me_router = APIRouter(prefix="/me", tags=["me"])
+users_router = APIRouter(prefix="/users", tags=["users"])
+departments_router = APIRouter(prefix="/departments", tags=["users"])
+
+
+# --- /me ----------------------------------------------------------------------------------
+
+
+@me_router.get("")
+async def get_me(principal: CurrentPrincipal) -> UserOut:
+    return UserOut.model_validate(principal.user)
+
+
+@me_router.patch("")
+async def patch_me(
+    body: ProfileUpdate, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> UserOut:
+    """Update your profile; role, status and email are not writable here."""
+    return UserOut.model_validate(await service.update_profile(session, rt, principal, body))
+
+
+@me_router.get("/preferences")
+async def get_preferences(principal: CurrentPrincipal) -> Preferences:
+    return service.get_preferences(principal.user)
+
+
+@me_router.put("/preferences")
+async def put_preferences(
+    body: Preferences, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> Preferences:
+    return await service.put_preferences(session, rt, principal, body)
+
+
+@me_router.post("/wallet")
+async def link_wallet(
+    body: WalletVerifyIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> UserOut:
+    """Link an external wallet by signing a challenge from POST /auth/wallet/challenge."""
+    user = await auth_service.link_wallet(
+        session, rt, principal, body.wallet_address, body.signature, body.message
+    )
+    return UserOut.model_validate(user)
+
+
+@me_router.delete("/wallet")
+async def unlink_wallet(
+    principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> UserOut:
+    return UserOut.model_validate(await auth_service.unlink_wallet(session, rt, principal))
+
+
+@me_router.get("/activity")
+async def my_activity(
+    principal: CurrentPrincipal, session: SessionDep, page: PageDep
+) -> Page[AuditEntryOut]:
+    rows, total = await paginate(session, audit_query(involving_user=principal.user.id), page)
+    return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)
+
+
+@me_router.post("/api-keys", status_code=status.HTTP_201_CREATED)
+async def create_api_key(
+    body: ApiKeyIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> ApiKeyCreatedOut:
+    """Create an API key; the secret in `key` is shown only in this response."""
+    api_key, secret = await auth_service.create_api_key(session, rt, principal, body)
+    return ApiKeyCreatedOut.model_validate(
+        {**ApiKeyOut.model_validate(api_key).model_dump(), "key": secret}
+    )
+
+
+@me_router.get("/api-keys")
+async def list_api_keys(principal: CurrentPrincipal, session: SessionDep) -> list[ApiKeyOut]:
+    return [
+        ApiKeyOut.model_validate(k) for k in await auth_service.list_api_keys(session, principal)
+    ]
+
+
+@me_router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def revoke_api_key(
+    key_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> None:
+    await auth_service.revoke_api_key(session, rt, principal, key_id)
+
+
+# --- /users (admin; operators read) -------------------------------------------------------
+
+
+@users_router.get("")
+async def list_users(
+    _: StaffPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    search: Annotated[str | None, Query(max_length=100)] = None,
+    role: Role | None = None,
+    region: str | None = None,
+    status: UserStatus | None = None,
+    department: str | None = None,
+) -> Page[UserOut]:
+    query = user_search_query(
+        search=search, role=role, region=region, status=status, department=department
+    )
+    rows, total = await paginate(session, query, page)
+    return Page.build([UserOut.model_validate(r) for r in rows], total, page)
+
+
+@users_router.get("/export.csv", response_class=Response)
+async def export_users(
+    _: StaffPrincipal,
+    session: SessionDep,
+    search: Annotated[str | None, Query(max_length=100)] = None,
+    role: Role | None = None,
+    region: str | None = None,
+    status: UserStatus | None = None,
+    department: str | None = None,
+) -> Response:
+    query = user_search_query(
+        search=search, role=role, region=region, status=status, department=department
+    )
+    return Response(
+        await service.export_csv(session, query),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": 'attachment; filename="gridex-users.csv"'},
+    )
+
+
+@users_router.post("", status_code=status.HTTP_201_CREATED)
+async def invite_user(
+    body: InviteIn, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
+) -> UserOut:
+    """Invite a person: the account waits for them to set a password with the emailed code."""
+    return UserOut.model_validate(await service.invite_user(session, rt, admin, body))
+
+
+@users_router.get("/{user_id}")
+async def get_user(user_id: uuid.UUID, _: StaffPrincipal, session: SessionDep) -> UserOut:
+    return UserOut.model_validate(await service.get_user(session, user_id))
+
+
+@users_router.patch("/{user_id}")
+async def update_user(
+    user_id: uuid.UUID,
+    body: AdminUserUpdate,
+    admin: AdminPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> UserOut:
+    return UserOut.model_validate(await service.admin_update(session, rt, admin, user_id, body))
+
+
+@users_router.put("/{user_id}/role")
+async def set_role(
+    user_id: uuid.UUID, body: RoleIn, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
+) -> UserOut:
+    return UserOut.model_validate(await service.set_role(session, rt, admin, user_id, body.role))
+
+
+@users_router.post("/{user_id}/suspend")
+async def suspend_user(
+    user_id: uuid.UUID,
+    body: SuspendIn,
+    admin: AdminPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> UserOut:
+    return UserOut.model_validate(await service.suspend(session, rt, admin, user_id, body.reason))
+
+
+@users_router.post("/{user_id}/activate")
+async def activate_user(
+    user_id: uuid.UUID, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
+) -> UserOut:
+    return UserOut.model_validate(await service.activate(session, rt, admin, user_id))
+
+
+@users_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_user(
+    user_id: uuid.UUID, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
+) -> None:
+    """Soft delete: personal data is anonymised, the ledger history stays."""
+    await service.soft_delete(session, rt, admin, user_id)
+
+
+@users_router.get("/{user_id}/activity")
+async def user_activity(
+    user_id: uuid.UUID, _: StaffPrincipal, session: SessionDep, page: PageDep
+) -> Page[AuditEntryOut]:
+    await service.get_user(session, user_id)
+    rows, total = await paginate(session, audit_query(involving_user=user_id), page)
+    return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)
+
+
+@departments_router.get("/{name}")
+async def department(name: str, session: SessionDep) -> DepartmentOut:
+    """Public summary of a department: members by role and regions."""
+    return DepartmentOut.model_validate(await service.department_summary(session, name))

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any
+from zoneinfo import available_timezones
+
+from pydantic import EmailStr, Field, field_validator
+
+from gridex.core.schemas import InputModel, OutputModel, UtcDatetime
+from gridex.users.models import Role, UserStatus
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
+NOTIFICATION_CHANNELS = frozenset({"in_app", "email", "websocket"})
+NOTIFICATION_EVENTS = frozenset(
+    {
+        "trade_executed",
+        "order_updated",
+        "settlement_completed",
+        "device_offline",
+        "alert_raised",
+        "invoice_issued",
+        "low_balance",
+        "security",
+    }
+)
+
+
+class UserOut(OutputModel):
+    id: uuid.UUID
+    username: str
+    email: str | None
+    role: Role
+    status: UserStatus
+    email_verified: bool
+    first_name: str | None
+    last_name: str | None
+    department: str | None
+    region: str | None
+    phone: str | None
+    metadata: dict[str, Any] = Field(validation_alias="profile_metadata")
+    department_metadata: dict[str, Any]
+    wallet_address: str | None
+    created_at: UtcDatetime
+    last_login_at: UtcDatetime | None
+
+
+class ProfileUpdate(InputModel):
+    """What a user may change about themselves: never role, status or email."""
+
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    department: str | None = Field(default=None, max_length=100)
+    region: str | None = Field(default=None, max_length=64)
+    phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()-]{4,31}$")
+    metadata: dict[str, Any] | None = None
+    department_metadata: dict[str, Any] | None = None
+
+
+class AdminUserUpdate(ProfileUpdate):
+    email: EmailStr | None = None
+
+
+class Preferences(InputModel):
+    """Notification channels per event type, locale and time zone."""
+
+    notifications: dict[str, list[str]] = Field(default_factory=dict)
+    locale: str = Field(default="en", pattern=r"^[a-z]{2,3}(-[A-Za-z]{2,4})?$")
+    timezone: str = "UTC"
+
+    @field_validator("notifications")
+    @classmethod
+    def _known_channels(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for event, channels in value.items():
+            if event not in NOTIFICATION_EVENTS:
+                raise ValueError(
+                    f"unknown event type {event!r}; known: {sorted(NOTIFICATION_EVENTS)}"
+                )
+            unknown = set(channels) - NOTIFICATION_CHANNELS
+            if unknown:
+                raise ValueError(
+                    f"unknown channels {sorted(unknown)}; known: {sorted(NOTIFICATION_CHANNELS)}"
+                )
+        return {event: sorted(set(channels)) for event, channels in value.items()}
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        if value not in available_timezones():
+            raise ValueError(f"unknown time zone {value!r}")
+        return value
+
+
+class InviteIn(InputModel):
+    username: str = Field(pattern=USERNAME_PATTERN)
+    email: EmailStr
+    role: Role
+    first_name: str | None = Field(default=None, max_length=100)
+    last_name: str | None = Field(default=None, max_length=100)
+    department: str | None = Field(default=None, max_length=100)
+    region: str | None = Field(default=None, max_length=64)
+
+
+class RoleIn(InputModel):
+    role: Role
+
+
+class SuspendIn(InputModel):
+    reason: str = Field(min_length=3, max_length=500)
+
+
+class AuditEntryOut(OutputModel):
+    id: uuid.UUID
+    at: UtcDatetime
+    actor_id: uuid.UUID | None
+    actor_type: str
+    action: str
+    subject_type: str | None
+    subject_id: str | None
+    outcome: str
+    ip: str | None
+    request_id: str | None
+    details: dict[str, Any]
+
+
+class DepartmentOut(OutputModel):
+    name: str
+    members: int
+    members_by_role: dict[str, int]
+    regions: list[str]

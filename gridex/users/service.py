@@ -1,0 +1,325 @@
+"""Profiles, preferences and the admin's management of accounts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from typing import Any
+
+from sqlalchemy import Select, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridex.admin.service import record
+from gridex.auth import service as auth_service
+from gridex.auth.models import ApiKey
+from gridex.auth.service import Principal
+from gridex.core.clock import utc_iso
+from gridex.core.errors import Conflict, Forbidden, NotFound
+from gridex.core.runtime import Runtime
+from gridex.users.models import Role, User, UserStatus
+from gridex.users.schemas import AdminUserUpdate, InviteIn, Preferences, ProfileUpdate
+
+DEFAULT_PREFERENCES = Preferences().model_dump()
+
+
+def _apply_profile(user: User, data: ProfileUpdate) -> dict[str, Any]:
+    changes = data.model_dump(exclude_unset=True)
+    for field, value in changes.items():
+        if field == "metadata":
+            user.profile_metadata = value or {}
+        elif field == "department_metadata":
+            user.department_metadata = value or {}
+        elif field == "email":
+            user.email = value.lower() if value else None
+        else:
+            setattr(user, field, value)
+    return changes
+
+
+async def update_profile(
+    session: AsyncSession, rt: Runtime, principal: Principal, data: ProfileUpdate
+) -> User:
+    user = principal.user
+    changes = _apply_profile(user, data)
+    user.updated_at = rt.clock.now()
+    record(
+        session,
+        at=rt.clock.now(),
+        action="user.profile_updated",
+        actor_id=user.id,
+        subject_type="user",
+        subject_id=user.id,
+        details={"fields": sorted(changes)},
+    )
+    return user
+
+
+def get_preferences(user: User) -> Preferences:
+    return Preferences.model_validate({**DEFAULT_PREFERENCES, **(user.preferences or {})})
+
+
+async def put_preferences(
+    session: AsyncSession, rt: Runtime, principal: Principal, prefs: Preferences
+) -> Preferences:
+    principal.user.preferences = prefs.model_dump()
+    principal.user.updated_at = rt.clock.now()
+    record(
+        session,
+        at=rt.clock.now(),
+        action="user.preferences_updated",
+        actor_id=principal.user.id,
+        subject_type="user",
+        subject_id=principal.user.id,
+    )
+    return prefs
+
+
+# --- admin ---------------------------------------------------------------------------------
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await session.get(User, user_id)
+    if user is None:
+        raise NotFound("No such user")
+    return user
+
+
+async def invite_user(session: AsyncSession, rt: Runtime, admin: Principal, data: InviteIn) -> User:
+    """Create an account for someone else; they set a password with the emailed code."""
+    username, email = data.username.lower(), str(data.email).lower()
+    await auth_service.ensure_unique(session, username=username, email=email)
+    now = rt.clock.now()
+    user = User(
+        username=username,
+        email=email,
+        role=data.role,
+        status=UserStatus.invited,
+        first_name=data.first_name,
+        last_name=data.last_name,
+        department=data.department,
+        region=data.region,
+        profile_metadata={},
+        department_metadata={},
+        preferences={},
+        invited_by_id=admin.user.id,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(user)
+    await auth_service.flush_unique(session)
+    await auth_service.invite(session, rt, user)
+    record(
+        session,
+        at=now,
+        action="user.invited",
+        actor_id=admin.user.id,
+        subject_type="user",
+        subject_id=user.id,
+        details={"role": data.role.value},
+    )
+    return user
+
+
+async def admin_update(
+    session: AsyncSession,
+    rt: Runtime,
+    admin: Principal,
+    user_id: uuid.UUID,
+    data: AdminUserUpdate,
+) -> User:
+    user = await get_user(session, user_id)
+    if data.email is not None:
+        await auth_service.ensure_unique(
+            session, username=None, email=str(data.email).lower(), exclude=user.id
+        )
+    changes = _apply_profile(user, data)
+    user.updated_at = rt.clock.now()
+    await auth_service.flush_unique(session)
+    record(
+        session,
+        at=rt.clock.now(),
+        action="user.updated",
+        actor_id=admin.user.id,
+        subject_type="user",
+        subject_id=user.id,
+        details={"fields": sorted(changes)},
+    )
+    return user
+
+
+def _not_self(admin: Principal, user: User, action: str) -> None:
+    # An admin who demotes, suspends or deletes themselves can lock everyone out.
+    if admin.user.id == user.id:
+        raise Forbidden(f"You cannot {action} your own account")
+
+
+async def set_role(
+    session: AsyncSession, rt: Runtime, admin: Principal, user_id: uuid.UUID, role: Role
+) -> User:
+    user = await get_user(session, user_id)
+    _not_self(admin, user, "change the role of")
+    if user.status is UserStatus.deleted:
+        raise Conflict("The account is deleted")
+    previous = user.role
+    user.role = role
+    user.updated_at = rt.clock.now()
+    # Tokens carry the role; end sessions so the new role applies at once.
+    await auth_service.revoke_sessions(session, rt, user.id, reason="role_changed")
+    record(
+        session,
+        at=rt.clock.now(),
+        action="user.role_changed",
+        actor_id=admin.user.id,
+        subject_type="user",
+        subject_id=user.id,
+        details={"from": previous.value, "to": role.value},
+    )
+    return user
+
+
+async def suspend(
+    session: AsyncSession, rt: Runtime, admin: Principal, user_id: uuid.UUID, reason: str
+) -> User:
+    user = await get_user(session, user_id)
+    _not_self(admin, user, "suspend")
+    if user.status is UserStatus.deleted:
+        raise Conflict("The account is deleted")
+    user.status = UserStatus.suspended
+    user.suspended_reason = reason
+    user.updated_at = rt.clock.now()
+    await auth_service.revoke_sessions(session, rt, user.id, reason="suspended")
+    record(
+        session,
+        at=rt.clock.now(),
+        action="user.suspended",
+        actor_id=admin.user.id,
+        subject_type="user",
+        subject_id=user.id,
+        details={"reason": reason},
+    )
+    return user
+
+
+async def activate(
+    session: AsyncSession, rt: Runtime, admin: Principal, user_id: uuid.UUID
+) -> User:
+    user = await get_user(session, user_id)
+    if user.status is UserStatus.deleted:
+        raise Conflict("A deleted account cannot be reactivated")
+    if user.status is UserStatus.invited:
+        raise Conflict("The invited person has not set a password yet")
+    user.status = UserStatus.active
+    user.suspended_reason = None
+    user.failed_login_count, user.locked_until = 0, None
+    user.updated_at = rt.clock.now()
+    record(
+        session,
+        at=rt.clock.now(),
+        action="user.activated",
+        actor_id=admin.user.id,
+        subject_type="user",
+        subject_id=user.id,
+    )
+    return user
+
+
+async def soft_delete(
+    session: AsyncSession, rt: Runtime, admin: Principal, user_id: uuid.UUID
+) -> None:
+    """Delete an account: personal data is anonymised; the row stays for the ledger's sake."""
+    user = await get_user(session, user_id)
+    _not_self(admin, user, "delete")
+    if user.status is UserStatus.deleted:
+        return
+    now = rt.clock.now()
+    short = user.id.hex[:12]
+    user.username = f"deleted-{short}"
+    user.email = None
+    user.password_hash = None
+    user.first_name = user.last_name = user.phone = None
+    user.wallet_address = None
+    user.profile_metadata, user.department_metadata, user.preferences = {}, {}, {}
+    user.status = UserStatus.deleted
+    user.deleted_at = user.updated_at = now
+    await auth_service.revoke_sessions(session, rt, user.id, reason="deleted")
+    await session.execute(
+        update(ApiKey)
+        .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
+        .values(revoked_at=now)
+    )
+    record(
+        session,
+        at=now,
+        action="user.deleted",
+        actor_id=admin.user.id,
+        subject_type="user",
+        subject_id=user.id,
+    )
+
+
+CSV_COLUMNS = (
+    "id",
+    "username",
+    "email",
+    "role",
+    "status",
+    "first_name",
+    "last_name",
+    "department",
+    "region",
+    "wallet_address",
+    "email_verified",
+    "created_at",
+    "last_login_at",
+)
+
+
+async def export_csv(session: AsyncSession, query: Select[User]) -> str:
+    """The users of ``query`` as CSV."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    for user in await session.scalars(query):
+        writer.writerow(
+            [
+                user.id,
+                user.username,
+                user.email or "",
+                user.role.value,
+                user.status.value,
+                user.first_name or "",
+                user.last_name or "",
+                user.department or "",
+                user.region or "",
+                user.wallet_address or "",
+                user.email_verified,
+                utc_iso(user.created_at),
+                utc_iso(user.last_login_at) if user.last_login_at else "",
+            ]
+        )
+    return buffer.getvalue()
+
+
+async def department_summary(session: AsyncSession, name: str) -> dict[str, Any]:
+    rows = (
+        await session.execute(
+            select(User.role, User.region, func.count())
+            .where(User.department == name, User.status != UserStatus.deleted)
+            .group_by(User.role, User.region)
+        )
+    ).all()
+    if not rows:
+        raise NotFound("No such department")
+    by_role: dict[str, int] = {}
+    regions: set[str] = set()
+    for role, region, count in rows:
+        by_role[role.value] = by_role.get(role.value, 0) + count
+        if region:
+            regions.add(region)
+    return {
+        "name": name,
+        "members": sum(by_role.values()),
+        "members_by_role": by_role,
+        "regions": sorted(regions),
+    }
