@@ -114,8 +114,8 @@ def worker() -> None:
 
 
 @db_app.command("upgrade")
-def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
-    """Apply migrations up to REVISION (default: head)."""
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "heads") -> None:
+    """Apply migrations up to REVISION (default: every head)."""
     from gridex.core.migrate import upgrade
 
     upgrade(get_settings().database_url, revision)
