@@ -12,7 +12,7 @@ from gridex import __version__
 from gridex.admin.routes import admin_router, health_router, system_router
 from gridex.auth.routes import router as auth_router
 from gridex.core.clock import Clock, SystemClock
-from gridex.core.config import Settings, get_settings
+from gridex.core.config import API_PREFIX, Settings, get_settings
 from gridex.core.db import Database
 from gridex.core.errors import install_error_handlers
 from gridex.core.jobs import JobRunner
@@ -26,8 +26,6 @@ from gridex.core.runtime import Runtime
 from gridex.core.security import PasswordHasher
 from gridex.jobs import register_jobs
 from gridex.users.routes import departments_router, me_router, users_router
-
-API_PREFIX = "/api/v1"
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -10,6 +11,7 @@ from limits import parse
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+API_PREFIX = "/api/v1"
 DEFAULT_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
 MIN_SECRET_KEY_LENGTH = 32
 
@@ -60,6 +62,37 @@ class Settings(BaseSettings):
     rate_limit_default: str = "600/minute"
     rate_limit_admin: str = "6000/minute"
     rate_limit_ingest: str = "6000/minute"
+
+    # --- Meters and telemetry (gridex/meters) ---------------------------------------------
+    # A meter is offline after this many of its intervals pass without a reading.
+    offline_after_intervals: int = Field(default=3, ge=1)
+    # Readings older than this are refused (and kept in the dead-letter table).
+    reading_retention_days: int = Field(default=365, ge=1)
+    # How far in the future a reading's interval end may be, for device clock skew.
+    reading_future_skew_seconds: int = Field(default=300, ge=0)
+    # Most readings accepted in one ingest call (HTTP batch, list or one MQTT message).
+    ingest_max_readings: int = Field(default=10_000, ge=1)
+    # kg CO2e avoided per kWh produced locally instead of drawn from the grid.
+    grid_emission_factor_kg_per_kwh: Decimal = Decimal("0.4")
+    # MQTT consumer: a stable client id per process keeps its persistent session across
+    # restarts; run several consumers on one host with distinct ids.
+    mqtt_client_id: str | None = None
+    mqtt_shared_group: str = "gridex"
+    mqtt_session_expiry_seconds: int = Field(default=3600, ge=0)
+    # A command not acknowledged by its device within this many seconds is `timeout`.
+    meter_command_timeout_seconds: int = Field(default=60, ge=1)
+
+    # --- Ledger, wallet and payments (gridex/ledger, gridex/payments, core/idempotency.py) ---
+    # Payment provider adapter by name; "builtin" follows Stripe's intent + signed-webhook flow.
+    payment_provider: str = "builtin"
+    # HMAC-SHA256 key of the `Gridex-Signature` webhook header. Empty: outside production a key
+    # derived from `secret_key`; in production every webhook is refused until it is set.
+    payment_webhook_secret: str = ""
+    payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    idempotency_ttl_hours: int = Field(default=24, ge=1)
+    # A claim older than this is taken over by a retry (its work can never have committed, see
+    # core/idempotency.py); keep it above the longest request.
+    idempotency_lease_seconds: int = Field(default=60, ge=1)
 
     @field_validator("cors_origins", mode="before")
     @classmethod

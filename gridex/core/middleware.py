@@ -12,8 +12,10 @@ import uuid
 from typing import Any
 
 import structlog
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gridex.core.config import API_PREFIX
 from gridex.core.context import client_ip_var, request_id_var
 from gridex.core.errors import error_body
 from gridex.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, RATE_LIMITED
@@ -39,6 +41,20 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
+
+
+def _route_template(scope: Scope) -> str:
+    """The matched route's path template, e.g. ``/api/v1/users/{user_id}`` (bounded cardinality).
+
+    A route knows its router's prefix but not the ``/api/v1`` under which the app includes every
+    router, so that one prefix is put back here.
+    """
+    template = getattr(scope.get("route"), "path", None)
+    if template is None:
+        return "unmatched"
+    if scope["path"].startswith(API_PREFIX + "/") and not template.startswith(API_PREFIX):
+        return API_PREFIX + template
+    return str(template)
 
 
 class RequestContextMiddleware:
@@ -74,8 +90,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = _route_template(scope)
             method = scope["method"]
             HTTP_REQUESTS.labels(method, template, str(status_code)).inc()
             HTTP_LATENCY.labels(method, template).observe(elapsed)
@@ -113,8 +128,12 @@ class RequestContextMiddleware:
         return headers
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(HTTPException):
+    """Raised from ``receive``; an HTTPException so that FastAPI's body parsing lets it through to
+    the error handler instead of turning it into a generic 400."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"The request body is larger than {max_bytes} bytes")
 
 
 class BodyLimitMiddleware:
@@ -141,7 +160,7 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.max_bytes)
             return message
 
         async def tracking_send(message: Message) -> None:

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import os
+
+import httpx
+import pytest
+
+from gridex.app import build_runtime, create_app
+from gridex.core.runtime import Runtime
+from tests.conftest import make_settings
+from tests.factories import API, signed_in
+
+
+@pytest.mark.parametrize("settings_overrides", [{"max_body_bytes": 1024}])
+async def test_oversize_body_is_413_before_reading_it(client: httpx.AsyncClient) -> None:
+    declared = await client.post(
+        f"{API}/auth/register", content=b"x" * 2048, headers={"content-type": "application/json"}
+    )
+    assert declared.status_code == 413
+    assert declared.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+    chunks_sent = 0
+
+    async def stream():  # type: ignore[no-untyped-def]
+        nonlocal chunks_sent
+        for _ in range(100):
+            chunks_sent += 1
+            yield b"y" * 512
+
+    streamed = await client.post(
+        f"{API}/auth/register", content=stream(), headers={"content-type": "application/json"}
+    )
+    assert streamed.status_code == 413
+    assert streamed.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_anonymous": "3/minute",
+            "rate_limit_auth": "2/minute",
+        }
+    ],
+)
+async def test_rate_limits_anonymous_and_auth(client: httpx.AsyncClient) -> None:
+    statuses = []
+    for _ in range(3):
+        response = await client.get(f"{API}/departments/none")
+        statuses.append(response.status_code)
+        assert response.headers["ratelimit-limit"] == "3"
+    limited = await client.get(f"{API}/departments/none")
+    assert statuses == [404, 404, 404]
+    assert limited.status_code == 429
+    assert limited.json()["error"]["code"] == "RATE_LIMIT_EXCEEDED"
+    assert int(limited.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_auth": "2/minute",
+            "rate_limit_anonymous": "100/minute",
+        }
+    ],
+)
+async def test_login_has_the_stricter_auth_limit(client: httpx.AsyncClient) -> None:
+    body = {"username": "someone", "password": "Whatever-123"}
+    codes = [(await client.post(f"{API}/auth/login", json=body)).status_code for _ in range(3)]
+    assert codes == [401, 401, 429]
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_default": "2/minute",
+            "rate_limit_admin": "50/minute",
+            "rate_limit_auth": "100/minute",
+        }
+    ],
+)
+async def test_limits_are_per_user_and_role(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    from gridex.users.models import Role
+
+    user = await signed_in(client, runtime)
+    other = await signed_in(client, runtime)
+    admin = await signed_in(client, runtime, Role.admin)
+    codes = [(await client.get(f"{API}/me", headers=user.headers)).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    assert (await client.get(f"{API}/me", headers=other.headers)).status_code == 200
+    admin_codes = {
+        (await client.get(f"{API}/me", headers=admin.headers)).status_code for _ in range(5)
+    }
+    assert admin_codes == {200}
+
+
+async def test_redis_rate_limit_store(database_url: str) -> None:
+    redis_url = os.environ.get("GRIDEX_TEST_REDIS_URL")
+    if not redis_url:
+        pytest.skip("GRIDEX_TEST_REDIS_URL is not set")
+    settings = make_settings(
+        database_url, redis_url=redis_url, rate_limit_enabled=True, rate_limit_anonymous="2/minute"
+    )
+    rt = build_runtime(settings)
+    await rt.limiter.reset()
+    assert await rt.limiter.check()
+    app = create_app(runtime=rt)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://test"
+    ) as http:
+        codes = [(await http.get(f"{API}/departments/x")).status_code for _ in range(3)]
+        health = await http.get("/health")
+    assert codes == [404, 404, 429]
+    assert health.json()["checks"]["redis"] == "ok"
+    # A second process sharing the Redis store sees the same counts.
+    other = build_runtime(settings)
+    app2 = create_app(runtime=other)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app2), base_url="http://test"
+    ) as http:
+        assert (await http.get(f"{API}/departments/x")).status_code == 429
+    await rt.limiter.reset()
+    await rt.db.dispose()
+    await other.db.dispose()
+
+
+@pytest.mark.parametrize("settings_overrides", [{"cors_origins": ["https://app.example.org"]}])
+async def test_cors(client: httpx.AsyncClient) -> None:
+    preflight = await client.options(
+        f"{API}/auth/login",
+        headers={"Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example.org"
+    other = await client.get("/health/live", headers={"Origin": "https://evil.example.org"})
+    assert "access-control-allow-origin" not in other.headers
