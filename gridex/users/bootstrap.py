@@ -111,7 +111,7 @@ async def seed_demo(settings: Settings) -> list[str]:
             await create_verified_user(
                 settings,
                 username=username,
-                email=f"{username}@demo.gridex.local",
+                email=f"{username}@demo.example.org",
                 password=DEMO_PASSWORD,
                 role=role.value,
                 first_name=first,

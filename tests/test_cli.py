@@ -1,0 +1,93 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from gridex import __version__
+from gridex.cli import app
+from gridex.core.config import get_settings
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("GRIDEX_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("GRIDEX_DATABASE_URL", raising=False)
+    monkeypatch.setenv("GRIDEX_ARGON2_TIME_COST", "1")
+    monkeypatch.setenv("GRIDEX_ARGON2_MEMORY_KIB", "1024")
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"gridex {__version__}"
+
+
+def test_python_dash_m_is_the_same_cli() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "gridex", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == f"gridex {__version__}"
+
+
+def test_db_upgrade_and_create_user(data_dir: Path) -> None:
+    upgraded = runner.invoke(app, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert (data_dir / "gridex.db").exists()
+    args = ["admin", "create-user", "--username", "root", "--email", "root@example.org"]
+    created = runner.invoke(app, [*args, "--password", "Str0ng-Admin-Pass", "--role", "admin"])
+    assert created.exit_code == 0, created.output
+    assert "created admin root" in created.stdout
+    again = runner.invoke(app, [*args, "--password", "Str0ng-Admin-Pass"])
+    assert again.exit_code == 1
+    assert "already taken" in again.output
+    weak = runner.invoke(
+        app,
+        [
+            "admin",
+            "create-user",
+            "--username",
+            "u2",
+            "--email",
+            "u2@example.org",
+            "--password",
+            "weak",
+        ],
+    )
+    assert weak.exit_code == 1
+    bad_role = runner.invoke(
+        app,
+        [
+            "admin",
+            "create-user",
+            "--username",
+            "u3",
+            "--email",
+            "u3@example.org",
+            "--password",
+            "Str0ng-Admin-Pass",
+            "--role",
+            "emperor",
+        ],
+    )
+    assert bad_role.exit_code == 1
+
+
+def test_serve_refuses_insecure_production(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GRIDEX_ENV", "production")
+    monkeypatch.setenv("GRIDEX_SECRET_KEY", "too-short")
+    get_settings.cache_clear()
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "Refusing to start" in result.output
+    assert "GRIDEX_SECRET_KEY" in result.output
+    worker = runner.invoke(app, ["worker"])
+    assert worker.exit_code == 2
