@@ -49,12 +49,13 @@ def _route_template(scope: Scope) -> str:
     A route knows its router's prefix but not the ``/api/v1`` under which the app includes every
     router, so that one prefix is put back here.
     """
-    template = getattr(scope.get("route"), "path", None)
-    if template is None:
+    path = getattr(scope.get("route"), "path", None)
+    if path is None:
         return "unmatched"
+    template = str(path)
     if scope["path"].startswith(API_PREFIX + "/") and not template.startswith(API_PREFIX):
         return API_PREFIX + template
-    return str(template)
+    return template
 
 
 class RequestContextMiddleware:
