@@ -138,3 +138,25 @@ async def test_cors(client: httpx.AsyncClient) -> None:
     assert preflight.headers["access-control-allow-origin"] == "https://app.example.org"
     other = await client.get("/health/live", headers={"Origin": "https://evil.example.org"})
     assert "access-control-allow-origin" not in other.headers
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_auth": "3/minute",
+            "rate_limit_anonymous": "100/minute",
+        }
+    ],
+)
+async def test_auth_limit_also_holds_per_account_across_ips(runtime: Runtime) -> None:
+    app = create_app(runtime=runtime)
+    body = {"username": "target-account", "password": "Guessing-123"}
+    codes = []
+    for i in range(4):
+        transport = httpx.ASGITransport(app=app, client=(f"10.0.0.{i + 1}", 5000))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            codes.append((await http.post(f"{API}/auth/login", json=body)).status_code)
+    # Each IP made one attempt; the account itself hit its limit.
+    assert codes == [401, 401, 401, 429]
