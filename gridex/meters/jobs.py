@@ -1,0 +1,63 @@
+"""Scheduled work of the meters domain: liveness and command timeouts."""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+
+from gridex.core.pubsub import emit
+from gridex.core.runtime import Runtime
+from gridex.meters.models import Meter, MeterStatusEvent
+from gridex.meters.service import time_out_commands
+
+
+async def mark_offline(rt: Runtime) -> int:
+    """Meters whose liveness deadline passed (``GRIDEX_OFFLINE_AFTER_INTERVALS`` intervals with
+    no reading) go offline, with a ``meter_status_events`` row for the alerts to raise
+    ``device_offline``. The next reading brings them back (see ingest)."""
+    now = rt.clock.now()
+    async with rt.db.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                update(Meter)
+                .where(
+                    Meter.online.is_(True),
+                    Meter.offline_due_at < now,
+                    Meter.deleted_at.is_(None),
+                )
+                .values(online=False)
+                .returning(Meter.id, Meter.last_reading_at)
+                .execution_options(synchronize_session=False)
+            )
+        ).all()
+        for meter_id, _ in rows:
+            emit(
+                session,
+                rt.pubsub,
+                [f"meter:{meter_id}"],
+                "device_offline",
+                {"meter_id": str(meter_id)},
+                now,
+            )
+        session.add_all(
+            MeterStatusEvent(
+                meter_id=meter_id,
+                at=now,
+                status="offline",
+                reason="missed_intervals",
+                details={
+                    "last_reading_at": last.isoformat() if last else None,
+                    "missed_intervals": rt.settings.offline_after_intervals,
+                },
+            )
+            for meter_id, last in rows
+        )
+        await session.commit()
+    return len(rows)
+
+
+async def expire_commands(rt: Runtime) -> int:
+    """Commands without an ack by their deadline become ``timeout``."""
+    async with rt.db.sessionmaker() as session:
+        count = await time_out_commands(session, rt.clock.now())
+        await session.commit()
+    return count

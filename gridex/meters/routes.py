@@ -1,0 +1,417 @@
+"""Thin HTTP layer of meters, readings and region telemetry."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from gridex.auth.deps import (
+    AdminPrincipal,
+    AnyPrincipal,
+    CurrentPrincipal,
+    StaffPrincipal,
+    require_role,
+    require_scope,
+)
+from gridex.auth.service import Principal
+from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import ValidationFailed
+from gridex.core.pagination import Page, PageDep, paginate
+from gridex.core.schemas import AwareDatetime
+from gridex.meters import greenbutton, service, telemetry
+from gridex.meters.models import Meter, MeterStatus
+from gridex.meters.schemas import (
+    AnalyticsOut,
+    AssignIn,
+    BatchIn,
+    CommandIn,
+    CommandOut,
+    CompareOut,
+    CorrectionIn,
+    CorrectionOut,
+    IngestOut,
+    Interval,
+    MeterIn,
+    MeterOut,
+    MeterUpdate,
+    PointsOut,
+    ReadingIn,
+    ReadingListIn,
+    ReadingOut,
+    RealtimeOut,
+    RegionStatsOut,
+    RejectedOut,
+    StatsOut,
+    StatusIn,
+    TopConsumersOut,
+)
+from gridex.users.models import Role
+
+meters_router = APIRouter(prefix="/meters", tags=["meters"])
+readings_router = APIRouter(prefix="/readings", tags=["meters"])
+telemetry_router = APIRouter(prefix="/telemetry", tags=["meters"])
+
+MeterRegistrar = Annotated[
+    Principal, Depends(require_role(Role.prosumer, Role.operator, Role.admin))
+]
+MetersReader = Annotated[Principal, Depends(require_scope("meters:read"))]
+From = Annotated[AwareDatetime | None, Query(alias="from")]
+To = Annotated[AwareDatetime | None, Query(alias="to")]
+
+
+async def _readable_meter(
+    meter_id: uuid.UUID, principal: MetersReader, session: SessionDep
+) -> Meter:
+    return await service.get_meter(session, principal, meter_id)
+
+
+async def _user_meter(
+    meter_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
+) -> Meter:
+    return await service.get_meter(session, principal, meter_id)
+
+
+async def _staff_meter(
+    meter_id: uuid.UUID, principal: StaffPrincipal, session: SessionDep
+) -> Meter:
+    return await service.get_meter(session, principal, meter_id)
+
+
+# Foreign meters answer 404 through these loaders.
+ReadableMeter = Annotated[Meter, Depends(_readable_meter)]
+UserMeter = Annotated[Meter, Depends(_user_meter)]
+StaffMeter = Annotated[Meter, Depends(_staff_meter)]
+
+
+async def _json_body(request: Request) -> Any:
+    """The raw JSON body, parsed with orjson: ingest validates each reading itself so that one
+    bad reading is answered alone instead of failing the whole call."""
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as exc:
+        raise ValidationFailed("The request body is not valid JSON") from exc
+
+
+def _body_doc(model: type[Any]) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": model.model_json_schema()}},
+        }
+    }
+
+
+# --- registry --------------------------------------------------------------------------------
+
+
+@meters_router.post("", status_code=status.HTTP_201_CREATED)
+async def register_meter(
+    body: MeterIn, principal: MeterRegistrar, session: SessionDep, rt: RuntimeDep
+) -> MeterOut:
+    """Register a meter: prosumers their own, operators and admins for anyone (`owner_id`)."""
+    meter = await service.register_meter(session, rt, principal, body)
+    return await service.meter_out(session, meter)
+
+
+@meters_router.get("")
+async def list_meters(
+    principal: MetersReader,
+    session: SessionDep,
+    page: PageDep,
+    region: str | None = None,
+    status: MeterStatus | None = None,
+    owner_id: uuid.UUID | None = None,
+) -> Page[MeterOut]:
+    """Own meters; operators and admins see all, filtered by region, status and owner."""
+    query = service.meter_query(principal, region=region, status=status, owner_id=owner_id)
+    rows, total = await paginate(session, query, page)
+    return Page.build(await service.meter_outs(session, rows), total, page)
+
+
+@meters_router.get("/{meter_id}")
+async def get_meter(meter: ReadableMeter, session: SessionDep) -> MeterOut:
+    return await service.meter_out(session, meter)
+
+
+@meters_router.patch("/{meter_id}")
+async def update_meter(
+    body: MeterUpdate,
+    meter: UserMeter,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> MeterOut:
+    """Owners change location, metadata and installation date; staff everything else too."""
+    await service.update_meter(session, rt, principal, meter, body)
+    return await service.meter_out(session, meter)
+
+
+@meters_router.delete("/{meter_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_meter(
+    meter_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
+) -> Response:
+    meter = await service.get_meter(session, principal, meter_id)
+    await service.delete_meter(session, rt, principal, meter)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@meters_router.put("/{meter_id}/status")
+async def set_status(
+    body: StatusIn,
+    meter: StaffMeter,
+    principal: StaffPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> MeterOut:
+    await service.set_status(session, rt, principal, meter, body.status)
+    return await service.meter_out(session, meter)
+
+
+@meters_router.post("/{meter_id}/assign")
+async def assign_meter(
+    meter_id: uuid.UUID,
+    body: AssignIn,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> MeterOut:
+    meter = await service.get_meter(session, principal, meter_id)
+    await service.assign(session, rt, principal, meter, body.user_id)
+    return await service.meter_out(session, meter)
+
+
+@meters_router.post("/{meter_id}/unassign")
+async def unassign_meter(
+    meter_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
+) -> MeterOut:
+    meter = await service.get_meter(session, principal, meter_id)
+    await service.assign(session, rt, principal, meter, None)
+    return await service.meter_out(session, meter)
+
+
+# --- ingest and corrections ------------------------------------------------------------------
+
+
+@meters_router.post(
+    "/{meter_id}/readings",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "oneOf": [ReadingIn.model_json_schema(), ReadingListIn.model_json_schema()]
+                    }
+                }
+            },
+        }
+    },
+)
+async def post_readings(
+    meter_id: uuid.UUID,
+    request: Request,
+    principal: Annotated[Principal, Depends(require_scope("readings:write"))],
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> IngestOut:
+    """One reading or `{"readings": [...]}` from the owner or an API key bound to the meter."""
+    meter = await service.get_ingest_meter(session, principal, meter_id)
+    return await service.ingest_for_meter(session, rt, meter, await _json_body(request))
+
+
+@readings_router.post("/batch", openapi_extra=_body_doc(BatchIn))
+async def post_batch(
+    request: Request, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
+) -> IngestOut:
+    """Up to 10,000 readings across meters (by `meter_serial`), API key with `readings:write`."""
+    return await service.ingest_batch(session, rt, principal, await _json_body(request))
+
+
+@meters_router.put("/{meter_id}/readings/{timestamp}")
+async def correct_reading(
+    meter_id: uuid.UUID,
+    timestamp: AwareDatetime,
+    body: CorrectionIn,
+    principal: AnyPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> CorrectionOut:
+    """Replace a stored reading (operators, or an API key with `readings:correct`)."""
+    meter = await service.correction_meter(session, principal, meter_id)
+    correction, reading = await service.correct_reading(
+        session, rt, principal, meter, timestamp, body
+    )
+    return CorrectionOut(
+        id=correction.id,
+        reading=service.reading_out(reading),
+        previous=correction.old_values,
+        reason=correction.reason,
+        corrected_by=correction.actor_id,
+        actor_type=correction.actor_type,
+        corrected_at=correction.corrected_at,
+    )
+
+
+@readings_router.get("/rejected")
+async def rejected_readings(
+    _: StaffPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    meter_id: uuid.UUID | None = None,
+    serial: str | None = None,
+    reason: str | None = None,
+    code: str | None = None,
+    source: str | None = None,
+    since: From = None,
+    until: To = None,
+) -> Page[RejectedOut]:
+    """The dead-letter table, newest first."""
+    query = service.rejected_query(
+        meter_id=meter_id,
+        serial=serial,
+        reason=reason,
+        code=code,
+        source=source,
+        since=since,
+        until=until,
+    )
+    rows, total = await paginate(session, query, page)
+    return Page.build([RejectedOut.model_validate(r) for r in rows], total, page)
+
+
+# --- queries ---------------------------------------------------------------------------------
+
+
+@meters_router.get("/{meter_id}/latest")
+async def latest_reading(meter: ReadableMeter, session: SessionDep) -> ReadingOut:
+    return service.reading_out(await telemetry.latest(session, meter))
+
+
+@meters_router.get("/{meter_id}/readings")
+async def get_readings(
+    meter: ReadableMeter,
+    session: SessionDep,
+    rt: RuntimeDep,
+    start: From = None,
+    end: To = None,
+    interval: Interval = "raw",
+    after: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> PointsOut:
+    """A series; every interval but `raw` is served from rollups."""
+    return await telemetry.points(session, rt, meter, interval, start, end, after, limit)
+
+
+@meters_router.get("/{meter_id}/stats")
+async def get_stats(
+    meter: ReadableMeter, session: SessionDep, rt: RuntimeDep, start: From = None, end: To = None
+) -> StatsOut:
+    return await telemetry.stats(session, rt, meter, start, end)
+
+
+@meters_router.get("/{meter_id}/analytics")
+async def get_analytics(
+    meter: ReadableMeter, session: SessionDep, rt: RuntimeDep, start: From = None, end: To = None
+) -> AnalyticsOut:
+    return await telemetry.analytics(session, rt, meter, start, end)
+
+
+@meters_router.get("/{meter_id}/compare")
+async def get_compare(
+    meter: ReadableMeter,
+    session: SessionDep,
+    rt: RuntimeDep,
+    period: Literal["day", "week", "month"] = "day",
+) -> CompareOut:
+    return await telemetry.compare(session, rt, meter, period)
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+@meters_router.post("/{meter_id}/commands", status_code=status.HTTP_202_ACCEPTED)
+async def send_command(
+    body: CommandIn,
+    meter: UserMeter,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> CommandOut:
+    """Queue a command for the device over MQTT; 503 without an MQTT broker."""
+    command = await service.create_command(session, rt, principal, meter, body)
+    return CommandOut.model_validate(command)
+
+
+@meters_router.get("/{meter_id}/commands/{command_id}")
+async def get_command(command_id: uuid.UUID, meter: UserMeter, session: SessionDep) -> CommandOut:
+    return CommandOut.model_validate(await service.get_command(session, meter, command_id))
+
+
+# --- Green Button ----------------------------------------------------------------------------
+
+
+@meters_router.get("/{meter_id}/export/green-button", response_class=Response)
+async def export_green_button(
+    meter: ReadableMeter, session: SessionDep, rt: RuntimeDep, start: From = None, end: To = None
+) -> Response:
+    """ESPI Atom feed of the meter's intervals (default: the last 30 days)."""
+    body = await greenbutton.export_meter(session, rt, meter, start, end)
+    return Response(
+        body,
+        media_type="application/atom+xml",
+        headers={"Content-Disposition": f'attachment; filename="{meter.serial}-green-button.xml"'},
+    )
+
+
+@meters_router.post(
+    "/{meter_id}/import/green-button",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/atom+xml": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def import_green_button(
+    request: Request, meter: UserMeter, session: SessionDep, rt: RuntimeDep
+) -> IngestOut:
+    """Load an ESPI feed's intervals through the same validation and storage as any reading."""
+    return await greenbutton.import_meter(session, rt, meter, await request.body())
+
+
+# --- region telemetry ------------------------------------------------------------------------
+
+
+@telemetry_router.get("/regions/{region}/stats")
+async def region_stats(
+    region: str,
+    _: StaffPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    start: From = None,
+    end: To = None,
+) -> RegionStatsOut:
+    return await telemetry.region_stats(session, rt, region, start, end)
+
+
+@telemetry_router.get("/regions/{region}/top-consumers")
+async def region_top_consumers(
+    region: str,
+    _: StaffPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    start: From = None,
+    end: To = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 10,
+) -> TopConsumersOut:
+    return await telemetry.top_consumers(session, rt, region, start, end, limit)
+
+
+@telemetry_router.get("/regions/{region}/realtime")
+async def region_realtime(
+    region: str, _: StaffPrincipal, session: SessionDep, rt: RuntimeDep
+) -> RealtimeOut:
+    return await telemetry.realtime(session, rt, region)
