@@ -1,0 +1,1 @@
+"""Double-entry ledger, wallets, statements and revenue shares (DESIGN.md section 6)."""

@@ -1,0 +1,473 @@
+"""Top-ups (intent -> signed webhook -> one credit), refunds and withdrawals.
+
+Ledger entries (all amounts micros):
+
+* top-up succeeded: ``deposits`` -X, user ``available`` +X (``topup``)
+* refund: user ``available`` -X, ``deposits`` +X (``refund``), never below zero
+* withdrawal requested: ``available`` -X, ``reserved`` +X (``withdrawal_hold``)
+* approved: ``reserved`` -X, ``payouts`` +X (``withdrawal_payout``)
+* rejected: ``reserved`` -X, ``available`` +X (``withdrawal_release``)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+
+import orjson
+import structlog
+from pydantic import ValidationError
+from sqlalchemy import Select, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridex.admin.service import record
+from gridex.auth.service import Principal
+from gridex.core.config import Settings
+from gridex.core.errors import Conflict, Forbidden, GridexError, NotFound, ValidationFailed
+from gridex.core.runtime import Runtime
+from gridex.core.units import micros_to_money
+from gridex.ledger import service as ledger
+from gridex.ledger.models import AccountKind, EntryType, ReferenceType
+from gridex.payments import providers
+from gridex.payments.models import (
+    PaymentEvent,
+    PaymentIntent,
+    PaymentStatus,
+    Refund,
+    Withdrawal,
+    WithdrawalStatus,
+)
+from gridex.payments.schemas import WebhookEvent, WebhookOut
+
+log = structlog.get_logger(__name__)
+
+SUCCEEDED = "payment_intent.succeeded"
+FAILED = "payment_intent.failed"
+
+
+class WebhookSignatureInvalid(GridexError):
+    # API.md fixes 400 for the webhook (the provider is not an authenticated client).
+    code, status, default_message = "INVALID_SIGNATURE", 400, "The webhook signature is invalid"
+
+
+def webhook_secret(settings: Settings) -> str:
+    """The configured secret; outside production a key derived from ``GRIDEX_SECRET_KEY`` when
+    none is set; in production without one, empty (every webhook is refused)."""
+    if settings.payment_webhook_secret:
+        return settings.payment_webhook_secret
+    if settings.env == "production":
+        return ""
+    return hmac.new(
+        settings.secret_key.encode(), b"gridex-payment-webhook", hashlib.sha256
+    ).hexdigest()
+
+
+def provider(rt: Runtime) -> providers.PaymentProvider:
+    return providers.get_provider(rt.settings.payment_provider)
+
+
+# --- top-ups -----------------------------------------------------------------------------------
+
+
+async def create_topup(
+    session: AsyncSession, rt: Runtime, principal: Principal, amount_micros: int
+) -> PaymentIntent:
+    """Open a payment intent; the wallet is credited only by its succeeded webhook."""
+    now = rt.clock.now()
+    intent_id = uuid.uuid4()
+    adapter = provider(rt)
+    opened = await adapter.create_intent(
+        intent_id=intent_id, amount_micros=amount_micros, currency=rt.settings.currency
+    )
+    intent = PaymentIntent(
+        id=intent_id,
+        user_id=principal.user.id,
+        provider=adapter.name,
+        provider_ref=opened.provider_ref,
+        client_secret=opened.client_secret,
+        currency=rt.settings.currency,
+        amount_micros=amount_micros,
+        refunded_micros=0,
+        status=PaymentStatus.pending.value,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(intent)
+    await session.flush()
+    record(
+        session,
+        at=now,
+        action="payment.topup_created",
+        actor_id=principal.user.id,
+        actor_type=principal.actor_type,
+        subject_type="payment",
+        subject_id=intent.id,
+        details={"amount_micros": amount_micros, "provider": adapter.name},
+    )
+    return intent
+
+
+def intents_query(user_id: uuid.UUID) -> Select[PaymentIntent]:
+    return (
+        select(PaymentIntent)
+        .where(PaymentIntent.user_id == user_id)
+        .order_by(PaymentIntent.created_at.desc(), PaymentIntent.id)
+    )
+
+
+async def handle_webhook(
+    session: AsyncSession, rt: Runtime, body: bytes, signature: str | None
+) -> WebhookOut:
+    """Verify and apply one provider event. Each event id is applied once (a replay answers
+    ``duplicate``) and each intent is credited at most once, whatever the events say."""
+    try:
+        providers.verify(
+            webhook_secret(rt.settings),
+            body,
+            signature,
+            now=rt.clock.now(),
+            tolerance=rt.settings.payment_webhook_tolerance_seconds,
+        )
+    except providers.SignatureError as exc:
+        log.warning("payment_webhook_rejected", reason=str(exc))
+        raise WebhookSignatureInvalid(details={"reason": str(exc)}) from exc
+    try:
+        event = WebhookEvent.model_validate_json(body)
+    except ValidationError as exc:
+        raise ValidationFailed(
+            "The event is not valid",
+            details={
+                "fields": [
+                    {"loc": list(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
+                ]
+            },
+        ) from exc
+    now = rt.clock.now()
+    if await session.get(PaymentEvent, event.id) is not None:
+        return WebhookOut(received=True, duplicate=True, outcome="ignored")
+    intent = await session.get(PaymentIntent, event.data.payment_intent_id)
+    if intent is None:
+        raise NotFound("No such payment intent")
+    outcome = "ignored"
+    if event.type in (SUCCEEDED, FAILED):
+        if event.data.amount != intent.amount_micros:
+            raise ValidationFailed(
+                "The event's amount is not the intent's",
+                details={"expected_micros": intent.amount_micros},
+            )
+        new_status = PaymentStatus.succeeded if event.type == SUCCEEDED else PaymentStatus.failed
+        # Only a pending intent moves: a second event for the same intent changes nothing.
+        moved = await session.execute(
+            update(PaymentIntent)
+            .where(
+                PaymentIntent.id == intent.id,
+                PaymentIntent.status == PaymentStatus.pending.value,
+            )
+            .values(status=new_status.value, updated_at=now, completed_at=now)
+            .execution_options(synchronize_session="fetch")
+        )
+        if moved.rowcount == 1:  # type: ignore[attr-defined]
+            outcome = "failed"
+            if new_status is PaymentStatus.succeeded:
+                outcome = "credited"
+                await ledger.credit(
+                    session,
+                    at=now,
+                    user_id=intent.user_id,
+                    amount_micros=intent.amount_micros,
+                    source=ledger.DEPOSITS,
+                    type=EntryType.topup,
+                    description=f"Top-up via {intent.provider}",
+                    reference=ledger.Reference(ReferenceType.payment, intent.id),
+                )
+            record(
+                session,
+                at=now,
+                action=f"payment.{new_status.value}",
+                actor_id=None,
+                actor_type="system",
+                subject_type="payment",
+                subject_id=intent.id,
+                details={"event_id": event.id, "amount_micros": intent.amount_micros},
+            )
+    # The event id's primary key catches a concurrent duplicate of the same event. That one
+    # found the intent no longer pending (the first committed before this insert could fail), so
+    # it moved no money: answer it as the duplicate it is.
+    try:
+        async with session.begin_nested():
+            session.add(
+                PaymentEvent(
+                    id=event.id,
+                    type=event.type,
+                    intent_id=intent.id,
+                    outcome=outcome,
+                    received_at=now,
+                )
+            )
+    except IntegrityError:
+        return WebhookOut(received=True, duplicate=True, outcome="ignored")
+    return WebhookOut(received=True, duplicate=False, outcome=outcome)
+
+
+async def complete_intent(
+    session: AsyncSession,
+    rt: Runtime,
+    intent_id: uuid.UUID,
+    *,
+    succeeded: bool = True,
+    actor: Principal | None = None,
+) -> WebhookOut:
+    """Development and test only: sign the provider's webhook for an intent and pass it through
+    the same webhook code path, so that demos work without a payment provider."""
+    if rt.settings.env == "production":
+        raise Forbidden("Completing payments by hand is refused in production")
+    intent = await session.get(PaymentIntent, intent_id)
+    if intent is None:
+        raise NotFound("No such payment intent")
+    body = orjson.dumps(
+        {
+            "id": f"evt_dev_{uuid.uuid4().hex}",
+            "type": SUCCEEDED if succeeded else FAILED,
+            "data": {
+                "payment_intent_id": str(intent.id),
+                "amount": micros_to_money(intent.amount_micros),
+            },
+        }
+    )
+    header = providers.sign(webhook_secret(rt.settings), body, rt.clock.now())
+    result = await handle_webhook(session, rt, body, header)
+    record(
+        session,
+        at=rt.clock.now(),
+        action="payment.completed_by_hand",
+        actor_id=actor.user.id if actor else None,
+        actor_type="user" if actor else "system",
+        subject_type="payment",
+        subject_id=intent.id,
+        details={"succeeded": succeeded, "outcome": result.outcome},
+    )
+    return result
+
+
+async def get_intent(session: AsyncSession, intent_id: uuid.UUID) -> PaymentIntent:
+    intent = await session.get(PaymentIntent, intent_id)
+    if intent is None:
+        raise NotFound("No such payment")
+    return intent
+
+
+# --- refunds -------------------------------------------------------------------------------------
+
+
+async def refund(
+    session: AsyncSession,
+    rt: Runtime,
+    actor: Principal,
+    intent_id: uuid.UUID,
+    amount_micros: int | None,
+    reason: str | None,
+) -> Refund:
+    """Refund a succeeded top-up, whole (default: all not yet refunded) or in part, through the
+    provider: never more than the unrefunded amount (409 CONFLICT) nor than the user's available
+    balance (409 INSUFFICIENT_FUNDS)."""
+    intent = await get_intent(session, intent_id)
+    if intent.status != PaymentStatus.succeeded.value:
+        raise Conflict(
+            "Only a succeeded payment can be refunded", details={"status": intent.status}
+        )
+    amount = (
+        amount_micros
+        if amount_micros is not None
+        else intent.amount_micros - intent.refunded_micros
+    )
+    if amount <= 0:
+        raise Conflict("This payment is refunded in full already")
+    now = rt.clock.now()
+    taken = await session.execute(
+        update(PaymentIntent)
+        .where(
+            PaymentIntent.id == intent.id,
+            PaymentIntent.refunded_micros + amount <= PaymentIntent.amount_micros,
+        )
+        .values(refunded_micros=PaymentIntent.refunded_micros + amount, updated_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    if taken.rowcount != 1:  # type: ignore[attr-defined]
+        raise Conflict(
+            "The refund is more than the unrefunded amount",
+            details={"refundable": micros_to_money(intent.amount_micros - intent.refunded_micros)},
+        )
+    refund_id = uuid.uuid4()
+    await ledger.debit(
+        session,
+        at=now,
+        user_id=intent.user_id,
+        amount_micros=amount,
+        destination=ledger.DEPOSITS,
+        type=EntryType.refund,
+        description=f"Refund of top-up {intent.id}",
+        reference=ledger.Reference(ReferenceType.refund, refund_id),
+    )
+    done = await provider(rt).refund(provider_ref=intent.provider_ref, amount_micros=amount)
+    row = Refund(
+        id=refund_id,
+        intent_id=intent.id,
+        user_id=intent.user_id,
+        amount_micros=amount,
+        reason=reason,
+        provider_ref=done.provider_ref,
+        created_by=actor.user.id,
+        created_at=now,
+    )
+    session.add(row)
+    await session.flush()
+    record(
+        session,
+        at=now,
+        action="payment.refunded",
+        actor_id=actor.user.id,
+        subject_type="payment",
+        subject_id=intent.id,
+        details={"refund_id": str(refund_id), "amount_micros": amount, "reason": reason},
+    )
+    return row
+
+
+# --- withdrawals -------------------------------------------------------------------------------
+
+
+async def request_withdrawal(
+    session: AsyncSession, rt: Runtime, principal: Principal, amount_micros: int, destination: str
+) -> Withdrawal:
+    """Hold the amount (``available`` -> ``reserved``) until an operator decides."""
+    user_id = principal.user.id
+    await ledger.ensure_no_debt(session, user_id)
+    now = rt.clock.now()
+    withdrawal = Withdrawal(
+        id=uuid.uuid4(),
+        user_id=user_id,
+        amount_micros=amount_micros,
+        currency=rt.settings.currency,
+        destination=destination,
+        status=WithdrawalStatus.pending.value,
+        requested_at=now,
+    )
+    await ledger.reserve(
+        session,
+        at=now,
+        user_id=user_id,
+        amount_micros=amount_micros,
+        type=EntryType.withdrawal_hold,
+        description="Withdrawal requested",
+        reference=ledger.Reference(ReferenceType.withdrawal, withdrawal.id),
+    )
+    session.add(withdrawal)
+    await session.flush()
+    record(
+        session,
+        at=now,
+        action="withdrawal.requested",
+        actor_id=user_id,
+        actor_type=principal.actor_type,
+        subject_type="withdrawal",
+        subject_id=withdrawal.id,
+        details={"amount_micros": amount_micros},
+    )
+    return withdrawal
+
+
+def withdrawals_query(
+    user_id: uuid.UUID | None = None, status: WithdrawalStatus | None = None
+) -> Select[Withdrawal]:
+    query = select(Withdrawal).order_by(Withdrawal.requested_at.desc(), Withdrawal.id)
+    if user_id is not None:
+        query = query.where(Withdrawal.user_id == user_id)
+    if status is not None:
+        query = query.where(Withdrawal.status == status.value)
+    return query
+
+
+async def _decide(
+    session: AsyncSession,
+    rt: Runtime,
+    actor: Principal,
+    withdrawal_id: uuid.UUID,
+    status: WithdrawalStatus,
+    reason: str | None,
+) -> Withdrawal:
+    withdrawal = await session.get(Withdrawal, withdrawal_id)
+    if withdrawal is None:
+        raise NotFound("No such withdrawal")
+    now = rt.clock.now()
+    # Conditional on `pending`: of two concurrent decisions exactly one moves the money.
+    moved = await session.execute(
+        update(Withdrawal)
+        .where(Withdrawal.id == withdrawal.id, Withdrawal.status == WithdrawalStatus.pending.value)
+        .values(status=status.value, decided_at=now, decided_by=actor.user.id, reason=reason)
+        .execution_options(synchronize_session="fetch")
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        await session.refresh(withdrawal)
+        raise Conflict("The withdrawal is decided already", details={"status": withdrawal.status})
+    reference = ledger.Reference(ReferenceType.withdrawal, withdrawal.id)
+    reserved = ledger.user_account(withdrawal.user_id, AccountKind.reserved)
+    if status is WithdrawalStatus.approved:
+        await ledger.transfer(
+            session,
+            at=now,
+            source=reserved,
+            destination=ledger.PAYOUTS,
+            amount_micros=withdrawal.amount_micros,
+            type=EntryType.withdrawal_payout,
+            description=f"Withdrawal to {withdrawal.destination}",
+            reference=reference,
+            on_behalf_of=withdrawal.user_id,
+        )
+        paid = await provider(rt).payout(
+            withdrawal_id=withdrawal.id,
+            amount_micros=withdrawal.amount_micros,
+            currency=withdrawal.currency,
+            destination=withdrawal.destination,
+        )
+        withdrawal.provider_ref = paid.provider_ref
+    else:
+        await ledger.release(
+            session,
+            at=now,
+            user_id=withdrawal.user_id,
+            amount_micros=withdrawal.amount_micros,
+            type=EntryType.withdrawal_release,
+            description="Withdrawal rejected",
+            reference=reference,
+        )
+    await session.flush()
+    record(
+        session,
+        at=now,
+        action=f"withdrawal.{status.value}",
+        actor_id=actor.user.id,
+        subject_type="withdrawal",
+        subject_id=withdrawal.id,
+        details={"amount_micros": withdrawal.amount_micros, "reason": reason},
+    )
+    return withdrawal
+
+
+async def approve_withdrawal(
+    session: AsyncSession, rt: Runtime, actor: Principal, withdrawal_id: uuid.UUID
+) -> Withdrawal:
+    """Pay out a pending withdrawal: ``reserved`` -> ``payouts``, then the provider's payout."""
+    return await _decide(session, rt, actor, withdrawal_id, WithdrawalStatus.approved, None)
+
+
+async def reject_withdrawal(
+    session: AsyncSession,
+    rt: Runtime,
+    actor: Principal,
+    withdrawal_id: uuid.UUID,
+    reason: str | None,
+) -> Withdrawal:
+    """Give a pending withdrawal back: ``reserved`` -> ``available``."""
+    return await _decide(session, rt, actor, withdrawal_id, WithdrawalStatus.rejected, reason)
