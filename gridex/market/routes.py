@@ -1,0 +1,219 @@
+"""Thin HTTP layer of the market: epochs, orders, the book, market data, trades, regions."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from gridex.auth.deps import AdminPrincipal, AnyPrincipal, CurrentPrincipal, StaffPrincipal
+from gridex.auth.service import Principal
+from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import ValidationFailed
+from gridex.core.idempotency import idempotent
+from gridex.core.pagination import Page, PageDep
+from gridex.core.schemas import AwareDatetime
+from gridex.market import service
+from gridex.market.models import EpochState, OrderStatus, Side
+from gridex.market.schemas import (
+    CurrentEpochsOut,
+    EpochOut,
+    HistoryOut,
+    MarketDataOut,
+    OrderBookOut,
+    OrderDetailOut,
+    OrderIn,
+    OrderOut,
+    OrderUpdate,
+    PublicTradeOut,
+    RegionSettingsIn,
+    RegionSettingsOut,
+    TradeOut,
+)
+
+market_router = APIRouter(prefix="/market", tags=["market"])
+
+RegionQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=64, description="Default: your region"),
+]
+RegionPath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _region(principal: Principal, region: str | None) -> str:
+    resolved = region or principal.user.region
+    if not resolved:
+        raise ValidationFailed("region is required", details={"field": "region"})
+    return resolved
+
+
+@market_router.get("/epochs")
+async def list_epochs(
+    principal: AnyPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    page: PageDep,
+    region: RegionQuery = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    to: AwareDatetime | None = None,
+    state: EpochState | None = None,
+) -> Page[EpochOut]:
+    """Stored epochs of a region by start (the horizon job creates them ahead of time)."""
+    return await service.list_epochs(
+        session, rt, _region(principal, region), page, since=from_, until=to, state=state
+    )
+
+
+@market_router.get("/epochs/current")
+async def current_epochs(
+    principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep, region: RegionQuery = None
+) -> CurrentEpochsOut:
+    """`open`: the next epoch still taking orders; `delivering`: the one in delivery now."""
+    return await service.current_epochs(session, rt, _region(principal, region))
+
+
+@market_router.get("/epochs/{epoch}")
+async def get_epoch(
+    epoch: AwareDatetime,
+    principal: AnyPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    region: RegionQuery = None,
+) -> EpochOut:
+    return await service.get_epoch(session, rt, _region(principal, region), epoch)
+
+
+@market_router.post("/epochs/{epoch}/clear")
+async def clear_epoch(
+    epoch: AwareDatetime,
+    principal: StaffPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    region: RegionQuery = None,
+) -> EpochOut:
+    """Operators: clear now, the same code as the job (only after gate closure; idempotent)."""
+    return await service.clear_now(session, rt, principal, _region(principal, region), epoch)
+
+
+@market_router.post("/orders", status_code=status.HTTP_201_CREATED)
+@idempotent
+async def place_order(
+    body: OrderIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> OrderOut:
+    """Place a buy or sell order; a buy reserves quantity x limit (market: the band's max)."""
+    return await service.place_order(session, rt, principal, body)
+
+
+@market_router.get("/orders")
+async def list_orders(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    page: PageDep,
+    status: OrderStatus | None = None,
+    side: Side | None = None,
+    epoch: AwareDatetime | None = None,
+) -> Page[OrderOut]:
+    return await service.list_orders(
+        session, rt, principal, page, status=status, side=side, epoch=epoch
+    )
+
+
+@market_router.get("/orders/{order_id}")
+async def get_order(
+    order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
+) -> OrderDetailOut:
+    return await service.get_order(session, principal, order_id)
+
+
+@market_router.patch("/orders/{order_id}")
+async def modify_order(
+    order_id: uuid.UUID,
+    body: OrderUpdate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> OrderOut:
+    """Change quantity and/or limit while the epoch is open; the order loses time priority."""
+    return await service.modify_order(session, rt, principal, order_id, body)
+
+
+@market_router.delete("/orders/{order_id}")
+async def cancel_order(
+    order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> OrderOut:
+    """Cancel while the epoch is open; releases the reservation."""
+    return await service.cancel_order(session, rt, principal, order_id)
+
+
+@market_router.get("/orderbook")
+async def orderbook(
+    principal: AnyPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    region: RegionQuery = None,
+    epoch: AwareDatetime | None = None,
+) -> OrderBookOut:
+    """Resting orders per price level (default: the next open epoch); `own_*` are yours."""
+    return await service.orderbook(session, rt, principal, _region(principal, region), epoch)
+
+
+@market_router.get("/data")
+async def market_data(
+    principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep, region: RegionQuery = None
+) -> MarketDataOut:
+    return await service.market_data(session, rt, _region(principal, region))
+
+
+@market_router.get("/history")
+async def history(
+    principal: AnyPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    region: RegionQuery = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    to: AwareDatetime | None = None,
+) -> Page[HistoryOut]:
+    """Cleared epochs with their price and volume, oldest first."""
+    return await service.history(session, _region(principal, region), page, since=from_, until=to)
+
+
+@market_router.get("/trades")
+async def own_trades(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    page: PageDep,
+    epoch: AwareDatetime | None = None,
+) -> Page[TradeOut]:
+    return await service.own_trades(session, rt, principal, page, epoch)
+
+
+@market_router.get("/trades/recent")
+async def recent_trades(
+    principal: AnyPrincipal,
+    session: SessionDep,
+    region: RegionQuery = None,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+) -> list[PublicTradeOut]:
+    """The public tape: newest trades without orders or participants."""
+    return await service.recent_trades(session, region, limit)
+
+
+@market_router.get("/regions/{region}")
+async def get_region(
+    region: RegionPath, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
+) -> RegionSettingsOut:
+    return await service.get_region_settings(session, rt, region)
+
+
+@market_router.put("/regions/{region}")
+async def put_region(
+    region: RegionPath,
+    body: RegionSettingsIn,
+    principal: AdminPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> RegionSettingsOut:
+    return await service.put_region_settings(session, rt, principal, region, body)

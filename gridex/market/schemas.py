@@ -1,0 +1,263 @@
+"""Request and response models of the market API.
+
+At this edge energy is kWh (JSON numbers, <= 3 decimals) and prices and money are decimal strings
+(inputs: string or number); inside they are integer Wh and micros. Input fields named ``*_kwh`` /
+``*_price`` hold the converted integers after validation.
+"""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
+
+from gridex.core.schemas import AwareDatetime, InputModel, OutputModel, UtcDatetime
+from gridex.core.units import UnitError, kwh_to_wh, micros_to_money, money_to_micros, wh_to_kwh
+from gridex.market.models import EpochState, Mechanism, OrderStatus, OrderType, Side
+
+# One order's quantity: at most 1 GWh, far inside the engine's 2**61 Wh per side.
+MAX_ORDER_WH = 10**9
+# A price per kWh: at most 1,000,000 currency units.
+MAX_PRICE_MICROS = 10**12
+
+
+def _wh(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError("quantity_kwh must be a number")
+    try:
+        wh = kwh_to_wh(value)
+    except UnitError as exc:
+        raise ValueError(str(exc)) from exc
+    if wh <= 0:
+        raise ValueError("quantity_kwh must be greater than zero")
+    if wh > MAX_ORDER_WH:
+        raise ValueError(f"quantity_kwh must be at most {MAX_ORDER_WH // 1000}")
+    return wh
+
+
+def _price(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError("a price must be a decimal string or a number")
+    try:
+        micros = money_to_micros(value)
+    except UnitError as exc:
+        raise ValueError(str(exc)) from exc
+    if micros < 0:
+        raise ValueError("a price must not be negative")
+    if micros > MAX_PRICE_MICROS:
+        raise ValueError("the price is too large")
+    return micros
+
+
+# Input: kWh (number, <= 3 decimals, > 0) validated into integer Wh.
+QuantityIn = Annotated[
+    int,
+    BeforeValidator(_wh),
+    WithJsonSchema({"type": "number", "example": 1.5, "description": "kWh, <= 3 decimals, > 0"}),
+]
+# Input: a price per kWh (string or number, <= 6 decimals, >= 0) validated into micros.
+PriceIn = Annotated[
+    int,
+    BeforeValidator(_price),
+    WithJsonSchema({"type": "string", "example": "0.125000", "description": "per kWh"}),
+]
+# Output: micros as the API's decimal string.
+Money = Annotated[
+    int,
+    PlainSerializer(micros_to_money, return_type=str),
+    WithJsonSchema({"type": "string", "example": "0.125000"}),
+]
+# Output: Wh as kWh.
+Kwh = Annotated[
+    int,
+    PlainSerializer(wh_to_kwh, return_type=float),
+    WithJsonSchema({"type": "number", "example": 1.5}),
+]
+
+
+class OrderIn(InputModel):
+    side: Side
+    type: OrderType = OrderType.limit
+    quantity_kwh: QuantityIn
+    limit_price: PriceIn | None = Field(default=None, description="Required for a limit order")
+    epoch: AwareDatetime | None = Field(
+        default=None, description="Start of the epoch; default: the next one still open"
+    )
+    client_order_id: str | None = Field(default=None, min_length=1, max_length=64)
+    region: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="Default: your region, else the region of your eligible meter",
+    )
+
+    @model_validator(mode="after")
+    def _limit_matches_type(self) -> OrderIn:
+        if self.type is OrderType.limit and self.limit_price is None:
+            raise ValueError("a limit order needs limit_price")
+        if self.type is OrderType.market and self.limit_price is not None:
+            raise ValueError("a market order takes no limit_price")
+        return self
+
+
+class OrderUpdate(InputModel):
+    quantity_kwh: QuantityIn | None = None
+    limit_price: PriceIn | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> OrderUpdate:
+        if self.quantity_kwh is None and self.limit_price is None:
+            raise ValueError("give quantity_kwh, limit_price or both")
+        return self
+
+
+class FillOut(OutputModel):
+    trade_id: uuid.UUID
+    quantity_kwh: Kwh
+    price: Money
+    executed_at: UtcDatetime
+
+
+class OrderOut(OutputModel):
+    id: uuid.UUID
+    side: Side
+    type: OrderType
+    region: str
+    epoch: UtcDatetime
+    quantity_kwh: Kwh
+    filled_kwh: Kwh
+    limit_price: Money | None
+    average_price: Money | None
+    reserved: Money
+    status: OrderStatus
+    client_order_id: str | None
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
+
+
+class OrderDetailOut(OrderOut):
+    fills: list[FillOut]
+
+
+class ClearingOut(OutputModel):
+    price: Money | None
+    volume_kwh: Kwh
+    buy_orders: int
+    sell_orders: int
+    trades: int
+    trades_hash: str
+    cleared_at: UtcDatetime
+    chain_signature: str | None
+
+
+class EpochOut(OutputModel):
+    region: str
+    start: UtcDatetime
+    end: UtcDatetime
+    gate_closure: UtcDatetime
+    state: EpochState
+    mechanism: Mechanism
+    clearing: ClearingOut | None
+
+
+class CurrentEpochsOut(OutputModel):
+    open: EpochOut
+    delivering: EpochOut
+
+
+class LevelOut(OutputModel):
+    price: Money
+    quantity_kwh: Kwh
+    orders: int
+    own_quantity_kwh: Kwh
+    own_orders: int
+
+
+class OrderBookOut(OutputModel):
+    region: str
+    epoch: UtcDatetime
+    state: EpochState
+    mechanism: Mechanism
+    bids: list[LevelOut]
+    asks: list[LevelOut]
+
+
+class TradeOut(OutputModel):
+    id: uuid.UUID
+    region: str
+    epoch: UtcDatetime
+    side: Side
+    quantity_kwh: Kwh
+    price: Money
+    value: Money
+    fee: Money
+    buy_order_id: uuid.UUID
+    sell_order_id: uuid.UUID
+    executed_at: UtcDatetime
+    settlement_status: str
+
+
+class PublicTradeOut(OutputModel):
+    id: uuid.UUID
+    region: str
+    epoch: UtcDatetime
+    quantity_kwh: Kwh
+    price: Money
+    executed_at: UtcDatetime
+
+
+class OpenInterestOut(OutputModel):
+    epoch: UtcDatetime
+    buy_kwh: Kwh
+    sell_kwh: Kwh
+    buy_orders: int
+    sell_orders: int
+
+
+class MarketDataOut(OutputModel):
+    region: str
+    currency: str
+    last_price: Money | None
+    last_epoch: UtcDatetime | None
+    last_volume_kwh: Kwh
+    vwap_24h: Money | None
+    high_24h: Money | None
+    low_24h: Money | None
+    volume_24h_kwh: Kwh
+    trades_24h: int
+    open_interest: OpenInterestOut
+
+
+class HistoryOut(OutputModel):
+    epoch: UtcDatetime
+    state: EpochState
+    price: Money | None
+    volume_kwh: Kwh
+    trades: int
+
+
+class RegionSettingsIn(InputModel):
+    mechanism: Mechanism
+    min_price: PriceIn
+    max_price: PriceIn
+    fee_bps: int = Field(ge=0, le=10_000, description="Basis points of a trade's value, 100 = 1 %")
+
+    @model_validator(mode="after")
+    def _band(self) -> RegionSettingsIn:
+        if self.min_price > self.max_price:
+            raise ValueError("min_price is above max_price")
+        return self
+
+
+class RegionSettingsOut(OutputModel):
+    region: str
+    mechanism: Mechanism
+    min_price: Money
+    max_price: Money
+    fee_bps: int
+    source: Literal["region", "default"] = Field(
+        description="`default`: the region has no settings and uses the deployment's"
+    )
+    updated_at: UtcDatetime | None

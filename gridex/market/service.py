@@ -1,0 +1,834 @@
+"""The market's service: epochs, region settings, placing, modifying and cancelling orders, and
+the read side. Clearing and continuous matching are in :mod:`gridex.market.clearing`.
+
+Units: ``*_wh`` integer Wh, ``*_micros`` integer micros (prices per kWh). Every function runs in
+the caller's unit of work and only flushes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridex.admin.service import record
+from gridex.auth.service import Principal
+from gridex.core.config import Settings
+from gridex.core.errors import Conflict, NotFound, ValidationFailed
+from gridex.core.pagination import Page, PageParams, paginate
+from gridex.core.pubsub import emit
+from gridex.core.runtime import Runtime
+from gridex.core.units import micros_to_money, money_to_micros, round_half_even
+from gridex.ledger import service as ledger
+from gridex.ledger.models import ReferenceType
+from gridex.market import clearing, repository
+from gridex.market.engine import Order as EngineOrder
+from gridex.market.engine import Side as EngineSide
+from gridex.market.engine import aggregate_levels, trade_value_micros
+from gridex.market.errors import GateClosed, NoEligibleMeter, PriceOutOfBounds
+from gridex.market.models import (
+    RESTING,
+    Epoch,
+    EpochState,
+    MarketOrder,
+    Mechanism,
+    OrderStatus,
+    OrderType,
+    RegionSettings,
+    Side,
+    Trade,
+)
+from gridex.market.schemas import (
+    ClearingOut,
+    CurrentEpochsOut,
+    EpochOut,
+    FillOut,
+    HistoryOut,
+    LevelOut,
+    MarketDataOut,
+    OpenInterestOut,
+    OrderBookOut,
+    OrderDetailOut,
+    OrderIn,
+    OrderOut,
+    OrderUpdate,
+    PublicTradeOut,
+    RegionSettingsIn,
+    RegionSettingsOut,
+    TradeOut,
+)
+from gridex.users.models import User
+
+_EPOCH_ZERO = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+# --- epochs in time -----------------------------------------------------------------------------
+
+
+def epoch_length(settings: Settings) -> timedelta:
+    return timedelta(minutes=settings.epoch_minutes)
+
+
+def floor_epoch(at: datetime, settings: Settings) -> datetime:
+    """Start of the epoch containing ``at`` (epochs are aligned to UTC, named by start)."""
+    length = epoch_length(settings)
+    return at - (at - _EPOCH_ZERO) % length
+
+
+def next_open_start(now: datetime, settings: Settings) -> datetime:
+    """The earliest epoch whose gate closure is still ahead of ``now``."""
+    return floor_epoch(now + timedelta(seconds=settings.gate_closure_seconds), settings) + (
+        epoch_length(settings)
+    )
+
+
+def gate_closure_of(start: datetime, settings: Settings) -> datetime:
+    return start - timedelta(seconds=settings.gate_closure_seconds)
+
+
+def horizon_end(now: datetime, settings: Settings) -> datetime:
+    """The latest epoch start orders may name."""
+    return now + timedelta(hours=settings.market_horizon_hours)
+
+
+def epoch_row(
+    region: str, start: datetime, settings: Settings, mechanism: Mechanism, now: datetime
+) -> dict[str, Any]:
+    return {
+        "id": uuid.uuid4(),
+        "region": region,
+        "start": start,
+        "end": start + epoch_length(settings),
+        "gate_closure": gate_closure_of(start, settings),
+        "state": EpochState.open,
+        "mechanism": mechanism,
+        "seq_counter": 0,
+        "created_at": now,
+    }
+
+
+def check_aligned(start: datetime, settings: Settings) -> datetime:
+    start = start.astimezone(UTC)
+    if floor_epoch(start, settings) != start:
+        raise ValidationFailed(
+            f"An epoch starts on a {settings.epoch_minutes}-minute boundary (UTC)",
+            details={"field": "epoch"},
+        )
+    return start
+
+
+# --- region settings ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MarketParams:
+    region: str
+    mechanism: Mechanism
+    min_price_micros: int
+    max_price_micros: int
+    fee_bps: int
+    source: str
+    updated_at: datetime | None
+
+
+async def market_params(session: AsyncSession, rt: Runtime, region: str) -> MarketParams:
+    """The region's settings, or the deployment defaults for a region without any."""
+    row = await repository.region_settings(session, region)
+    if row is not None:
+        return MarketParams(
+            region,
+            row.mechanism,
+            row.min_price_micros,
+            row.max_price_micros,
+            row.fee_bps,
+            "region",
+            row.updated_at,
+        )
+    s = rt.settings
+    return MarketParams(
+        region,
+        Mechanism(s.market_mechanism),
+        money_to_micros(s.min_price),
+        money_to_micros(s.max_price),
+        s.fee_bps,
+        "default",
+        None,
+    )
+
+
+def _params_out(params: MarketParams) -> RegionSettingsOut:
+    return RegionSettingsOut(
+        region=params.region,
+        mechanism=params.mechanism,
+        min_price=params.min_price_micros,
+        max_price=params.max_price_micros,
+        fee_bps=params.fee_bps,
+        source="region" if params.source == "region" else "default",
+        updated_at=params.updated_at,
+    )
+
+
+async def get_region_settings(session: AsyncSession, rt: Runtime, region: str) -> RegionSettingsOut:
+    return _params_out(await market_params(session, rt, region))
+
+
+async def put_region_settings(
+    session: AsyncSession, rt: Runtime, principal: Principal, region: str, data: RegionSettingsIn
+) -> RegionSettingsOut:
+    """Replace a region's settings. The band and fee apply to new orders and to clearings from
+    now on; the mechanism to new epochs and to open epochs that have no order yet."""
+    now = rt.clock.now()
+    row = await repository.region_settings(session, region)
+    before = None
+    if row is None:
+        row = RegionSettings(region=region)
+        session.add(row)
+    else:
+        before = {"mechanism": row.mechanism.value, "fee_bps": row.fee_bps}
+    row.mechanism = data.mechanism
+    row.min_price_micros = data.min_price
+    row.max_price_micros = data.max_price
+    row.fee_bps = data.fee_bps
+    row.updated_at = now
+    row.updated_by_id = principal.user.id
+    await session.flush()
+    await repository.set_open_epochs_mechanism(session, region, data.mechanism, now)
+    record(
+        session,
+        at=now,
+        action="market.region_settings_updated",
+        actor_id=principal.user.id,
+        subject_type="region",
+        subject_id=region,
+        details={
+            "before": before,
+            "mechanism": data.mechanism.value,
+            "min_price_micros": data.min_price,
+            "max_price_micros": data.max_price,
+            "fee_bps": data.fee_bps,
+        },
+    )
+    return await get_region_settings(session, rt, region)
+
+
+# --- epochs -------------------------------------------------------------------------------------
+
+
+async def get_or_create_epoch(
+    session: AsyncSession, rt: Runtime, region: str, start: datetime
+) -> Epoch:
+    epoch = await repository.get_epoch(session, region, start)
+    if epoch is None:
+        params = await market_params(session, rt, region)
+        row = epoch_row(region, start, rt.settings, params.mechanism, rt.clock.now())
+        await repository.ensure_epochs(session, [row])
+        epoch = await repository.get_epoch(session, region, start)
+        assert epoch is not None
+    return epoch
+
+
+def effective_state(epoch: Epoch, now: datetime) -> EpochState:
+    """The stored state, except that an open epoch past gate closure reads as closed even
+    before the clearing job has run."""
+    if epoch.state is EpochState.open and now >= epoch.gate_closure:
+        return EpochState.closed
+    return epoch.state
+
+
+def epoch_out(epoch: Epoch, now: datetime) -> EpochOut:
+    clearing_out = None
+    if epoch.cleared_at is not None and epoch.trades_hash is not None:
+        clearing_out = ClearingOut(
+            price=epoch.price_micros,
+            volume_kwh=epoch.volume_wh or 0,
+            buy_orders=epoch.buy_orders or 0,
+            sell_orders=epoch.sell_orders or 0,
+            trades=epoch.trade_count or 0,
+            trades_hash=epoch.trades_hash,
+            cleared_at=epoch.cleared_at,
+            chain_signature=epoch.chain_signature,
+        )
+    return EpochOut(
+        region=epoch.region,
+        start=epoch.start,
+        end=epoch.end,
+        gate_closure=epoch.gate_closure,
+        state=effective_state(epoch, now),
+        mechanism=epoch.mechanism,
+        clearing=clearing_out,
+    )
+
+
+async def epoch_view(session: AsyncSession, rt: Runtime, region: str, start: datetime) -> EpochOut:
+    """An epoch as stored, or as it would be created (reads never write)."""
+    now = rt.clock.now()
+    epoch = await repository.get_epoch(session, region, start)
+    if epoch is not None:
+        return epoch_out(epoch, now)
+    params = await market_params(session, rt, region)
+    virtual = Epoch(**epoch_row(region, start, rt.settings, params.mechanism, now))
+    if now >= virtual.gate_closure:
+        virtual.state = EpochState.closed
+    return epoch_out(virtual, now)
+
+
+async def get_epoch(session: AsyncSession, rt: Runtime, region: str, start: datetime) -> EpochOut:
+    start = check_aligned(start, rt.settings)
+    return await epoch_view(session, rt, region, start)
+
+
+async def current_epochs(session: AsyncSession, rt: Runtime, region: str) -> CurrentEpochsOut:
+    now = rt.clock.now()
+    return CurrentEpochsOut(
+        open=await epoch_view(session, rt, region, next_open_start(now, rt.settings)),
+        delivering=await epoch_view(session, rt, region, floor_epoch(now, rt.settings)),
+    )
+
+
+async def list_epochs(
+    session: AsyncSession,
+    rt: Runtime,
+    region: str,
+    page: PageParams,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    state: EpochState | None,
+) -> Page[EpochOut]:
+    rows, total = await paginate(
+        session, repository.epochs_query(region, since, until, state), page
+    )
+    now = rt.clock.now()
+    return Page.build([epoch_out(e, now) for e in rows], total, page)
+
+
+async def ensure_horizon(session: AsyncSession, rt: Runtime, regions: list[str]) -> int:
+    """Create the missing epochs from the next open one to the horizon for ``regions``."""
+    now = rt.clock.now()
+    first = next_open_start(now, rt.settings)
+    last = horizon_end(now, rt.settings)
+    length = epoch_length(rt.settings)
+    rows: list[dict[str, Any]] = []
+    for region in regions:
+        params = await market_params(session, rt, region)
+        start = first
+        while start <= last:
+            rows.append(epoch_row(region, start, rt.settings, params.mechanism, now))
+            start += length
+    await repository.ensure_epochs(session, rows)
+    return len(rows)
+
+
+# --- orders -------------------------------------------------------------------------------------
+
+
+def order_out(order: MarketOrder) -> OrderOut:
+    return OrderOut(
+        id=order.id,
+        side=order.side,
+        type=order.type,
+        region=order.region,
+        epoch=order.epoch_start,
+        quantity_kwh=order.quantity_wh,
+        filled_kwh=order.filled_wh,
+        limit_price=order.limit_price_micros,
+        average_price=average_price(order),
+        reserved=order.reserved_micros,
+        status=order.status,
+        client_order_id=order.client_order_id,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+    )
+
+
+def average_price(order: MarketOrder) -> int | None:
+    """Volume-weighted price of the fills per kWh (micros, half-even), None without fills."""
+    if not order.filled_wh:
+        return None
+    return round_half_even(order.filled_value_micros * 1000, order.filled_wh)
+
+
+async def _resolve_region(
+    session: AsyncSession, user: User, requested: str | None, side: Side
+) -> str:
+    if requested:
+        return requested
+    if user.region:
+        return user.region
+    regions = await repository.eligible_regions(session, user.id, side)
+    if len(regions) == 1:
+        return regions[0]
+    if not regions:
+        raise NoEligibleMeter()
+    raise ValidationFailed(
+        "You have meters in several regions: say which one", details={"field": "region"}
+    )
+
+
+def _check_band(price_micros: int, params: MarketParams) -> None:
+    if not params.min_price_micros <= price_micros <= params.max_price_micros:
+        raise PriceOutOfBounds(
+            details={
+                "min_price": _money(params.min_price_micros),
+                "max_price": _money(params.max_price_micros),
+            }
+        )
+
+
+def _money(micros: int) -> str:
+    return micros_to_money(micros)
+
+
+async def _lock_open_epoch(
+    session: AsyncSession, rt: Runtime, epoch: Epoch, *, exclusive: bool
+) -> int:
+    """Take the epoch for an order write; returns the arrival seq. ``GATE_CLOSED`` when its gate
+    closure has passed or it is no longer open."""
+    now = rt.clock.now()
+    details = {"epoch": epoch.start.isoformat(), "gate_closure": epoch.gate_closure.isoformat()}
+    if now >= epoch.gate_closure:
+        raise GateClosed(details=details)
+    locked = await repository.lock_epoch(session, epoch.id, exclusive=exclusive)
+    if locked is None:
+        raise GateClosed(details=details)
+    seq, mechanism = locked
+    if mechanism is not epoch.mechanism:  # changed by a settings update meanwhile: rare
+        raise Conflict("The epoch's market settings changed; retry")
+    return seq
+
+
+def _reference(order: MarketOrder) -> ledger.Reference:
+    return ledger.Reference(ReferenceType.order, order.id)
+
+
+def _required_reservation(order: MarketOrder) -> int:
+    """What a buy order must hold: its unfilled rest at its limit (market: the band's max)."""
+    if order.side is not Side.buy:
+        return 0
+    return trade_value_micros(order.quantity_wh - order.filled_wh, order.effective_price_micros)
+
+
+async def place_order(
+    session: AsyncSession, rt: Runtime, principal: Principal, data: OrderIn
+) -> OrderOut:
+    """Validate, reserve (buy: quantity x limit, market buys at the band's max price) and store
+    an order; in a continuous epoch, match it at once against the resting orders."""
+    user = principal.user
+    now = rt.clock.now()
+    settings = rt.settings
+    region = await _resolve_region(session, user, data.region, data.side)
+    params = await market_params(session, rt, region)
+    if data.type is OrderType.limit:
+        assert data.limit_price is not None
+        _check_band(data.limit_price, params)
+        effective = data.limit_price
+    else:
+        effective = params.max_price_micros if data.side is Side.buy else params.min_price_micros
+    if data.epoch is None:
+        start = next_open_start(now, settings)
+    else:
+        start = check_aligned(data.epoch, settings)
+        if now >= gate_closure_of(start, settings):
+            raise GateClosed(details={"epoch": start.isoformat()})
+        if start > horizon_end(now, settings):
+            raise ValidationFailed(
+                f"The epoch is beyond the {settings.market_horizon_hours} h trading horizon",
+                details={"field": "epoch", "horizon_end": horizon_end(now, settings).isoformat()},
+            )
+    if not await repository.has_eligible_meter(session, user.id, region, data.side):
+        raise NoEligibleMeter(details={"region": region, "side": data.side.value})
+    if data.side is Side.buy:
+        await ledger.ensure_no_debt(session, user.id)
+    if data.client_order_id is not None and await repository.client_order_id_taken(
+        session, user.id, data.client_order_id
+    ):
+        raise Conflict(
+            "You already have an order with this client_order_id",
+            details={"field": "client_order_id"},
+        )
+
+    epoch = await get_or_create_epoch(session, rt, region, start)
+    seq = await _lock_open_epoch(
+        session, rt, epoch, exclusive=epoch.mechanism is Mechanism.continuous
+    )
+
+    order = MarketOrder(
+        id=uuid.uuid4(),
+        user_id=user.id,
+        epoch_id=epoch.id,
+        region=region,
+        epoch_start=epoch.start,
+        side=data.side,
+        type=data.type,
+        quantity_wh=data.quantity_kwh,
+        filled_wh=0,
+        filled_value_micros=0,
+        limit_price_micros=data.limit_price,
+        effective_price_micros=effective,
+        reserved_micros=0,
+        seq=seq,
+        status=OrderStatus.open,
+        client_order_id=data.client_order_id,
+        created_at=now,
+        updated_at=now,
+    )
+    # Reserve first, so that the order is inserted once, with what it holds.
+    amount = _required_reservation(order)
+    if amount > 0:
+        await ledger.reserve(
+            session,
+            at=now,
+            user_id=user.id,
+            amount_micros=amount,
+            reference=_reference(order),
+            description=f"Buy order for epoch {epoch.start.isoformat()}",
+        )
+        order.reserved_micros = amount
+    session.add(order)
+    try:
+        await session.flush()
+    except IntegrityError as exc:  # a concurrent order with the same client_order_id
+        raise Conflict(
+            "You already have an order with this client_order_id",
+            details={"field": "client_order_id"},
+        ) from exc
+    emit(session, rt.pubsub, (f"user:{user.id}",), "order_placed", _event(order), now)
+    if epoch.mechanism is Mechanism.continuous:
+        await clearing.match_continuous(session, rt, epoch, order, params.fee_bps)
+    await session.flush()
+    return order_out(order)
+
+
+def _event(order: MarketOrder) -> dict[str, Any]:
+    return order_out(order).model_dump(mode="json")
+
+
+async def _own_order(session: AsyncSession, user_id: uuid.UUID, order_id: uuid.UUID) -> MarketOrder:
+    order = await repository.own_order(session, user_id, order_id)
+    if order is None:
+        raise NotFound("No such order")
+    return order
+
+
+async def _lock_for_change(
+    session: AsyncSession, rt: Runtime, principal: Principal, order_id: uuid.UUID, *, rematch: bool
+) -> tuple[MarketOrder, Epoch, int]:
+    """The caller's order, locked, with its epoch taken (still open); else 404 / 409."""
+    order = await _own_order(session, principal.user.id, order_id)
+    epoch = await session.get(Epoch, order.epoch_id)
+    assert epoch is not None
+    if order.status not in RESTING:
+        raise Conflict(f"The order is {order.status.value}", details={"status": order.status})
+    exclusive = rematch and epoch.mechanism is Mechanism.continuous
+    seq = await _lock_open_epoch(session, rt, epoch, exclusive=exclusive)
+    locked = await repository.own_order(session, principal.user.id, order_id, lock=True)
+    assert locked is not None
+    if locked.status not in RESTING:  # filled or cancelled while we waited for the lock
+        raise Conflict(f"The order is {locked.status.value}", details={"status": locked.status})
+    return locked, epoch, seq
+
+
+async def _rebalance(session: AsyncSession, rt: Runtime, order: MarketOrder) -> None:
+    """Reserve or release the difference between what a buy holds and what it needs."""
+    difference = _required_reservation(order) - order.reserved_micros
+    now = rt.clock.now()
+    if difference > 0:
+        await ledger.ensure_no_debt(session, order.user_id)
+        await ledger.reserve(
+            session,
+            at=now,
+            user_id=order.user_id,
+            amount_micros=difference,
+            reference=_reference(order),
+            description="Order modified: more held",
+        )
+    elif difference < 0:
+        await ledger.release(
+            session,
+            at=now,
+            user_id=order.user_id,
+            amount_micros=-difference,
+            reference=_reference(order),
+            description="Order modified: less held",
+        )
+    order.reserved_micros += difference
+
+
+async def modify_order(
+    session: AsyncSession,
+    rt: Runtime,
+    principal: Principal,
+    order_id: uuid.UUID,
+    data: OrderUpdate,
+) -> OrderOut:
+    """Change quantity and/or limit while the epoch is open. The order loses its time priority
+    (a new arrival seq) and a buy re-reserves the difference."""
+    order, epoch, seq = await _lock_for_change(session, rt, principal, order_id, rematch=True)
+    params = await market_params(session, rt, order.region)
+    if data.limit_price is not None:
+        if order.type is OrderType.market:
+            raise ValidationFailed(
+                "A market order has no limit price", details={"field": "limit_price"}
+            )
+        _check_band(data.limit_price, params)
+        order.limit_price_micros = data.limit_price
+        order.effective_price_micros = data.limit_price
+    if data.quantity_kwh is not None:
+        if data.quantity_kwh <= order.filled_wh:
+            raise ValidationFailed(
+                "quantity_kwh must be above what is already filled",
+                details={"field": "quantity_kwh"},
+            )
+        order.quantity_wh = data.quantity_kwh
+    now = rt.clock.now()
+    order.seq = seq
+    order.updated_at = now
+    await _rebalance(session, rt, order)
+    await session.flush()
+    if epoch.mechanism is Mechanism.continuous:
+        await clearing.match_continuous(session, rt, epoch, order, params.fee_bps)
+        await session.flush()
+    emit(session, rt.pubsub, (f"user:{order.user_id}",), "order_updated", _event(order), now)
+    return order_out(order)
+
+
+async def cancel_order(
+    session: AsyncSession, rt: Runtime, principal: Principal, order_id: uuid.UUID
+) -> OrderOut:
+    """Cancel while the epoch is open; a buy's reservation goes back to ``available``."""
+    order, _, _ = await _lock_for_change(session, rt, principal, order_id, rematch=False)
+    now = rt.clock.now()
+    if order.reserved_micros > 0:
+        await ledger.release(
+            session,
+            at=now,
+            user_id=order.user_id,
+            amount_micros=order.reserved_micros,
+            reference=_reference(order),
+            description="Order cancelled",
+        )
+        order.reserved_micros = 0
+    order.status = OrderStatus.cancelled
+    order.updated_at = now
+    await session.flush()
+    emit(session, rt.pubsub, (f"user:{order.user_id}",), "order_updated", _event(order), now)
+    return order_out(order)
+
+
+async def get_order(
+    session: AsyncSession, principal: Principal, order_id: uuid.UUID
+) -> OrderDetailOut:
+    order = await _own_order(session, principal.user.id, order_id)
+    fills = await repository.fills_of(session, order)
+    return OrderDetailOut(
+        **dict(order_out(order)),
+        fills=[
+            FillOut(
+                trade_id=t.id,
+                quantity_kwh=t.quantity_wh,
+                price=t.price_micros,
+                executed_at=t.executed_at,
+            )
+            for t in fills
+        ],
+    )
+
+
+async def list_orders(
+    session: AsyncSession,
+    rt: Runtime,
+    principal: Principal,
+    page: PageParams,
+    *,
+    status: OrderStatus | None,
+    side: Side | None,
+    epoch: datetime | None,
+) -> Page[OrderOut]:
+    start = check_aligned(epoch, rt.settings) if epoch is not None else None
+    query = repository.orders_query(principal.user.id, status, side, start)
+    rows, total = await paginate(session, query, page)
+    return Page.build([order_out(o) for o in rows], total, page)
+
+
+# --- read side ----------------------------------------------------------------------------------
+
+
+async def orderbook(
+    session: AsyncSession,
+    rt: Runtime,
+    principal: Principal,
+    region: str,
+    epoch: datetime | None,
+) -> OrderBookOut:
+    """Resting interest of one epoch per price level, best first; ``own_*`` are the caller's."""
+    now = rt.clock.now()
+    start = check_aligned(epoch, rt.settings) if epoch else next_open_start(now, rt.settings)
+    view = await epoch_view(session, rt, region, start)
+    stored = await repository.get_epoch(session, region, start)
+    rows = await repository.book_rows(session, stored.id) if stored is not None else []
+    orders = []
+    own: dict[tuple[Side, int], list[int]] = {}
+    for i, (user_id, side, price, remaining) in enumerate(rows):
+        side = Side(side)
+        engine_side = EngineSide.BUY if side is Side.buy else EngineSide.SELL
+        orders.append(EngineOrder(str(i), engine_side, int(remaining), int(price), i))
+        if user_id == principal.user.id:
+            level = own.setdefault((side, int(price)), [0, 0])
+            level[0] += int(remaining)
+            level[1] += 1
+    depth = aggregate_levels(orders)
+
+    def levels(side: Side, items: tuple[Any, ...]) -> list[LevelOut]:
+        return [
+            LevelOut(
+                price=level.price_micros,
+                quantity_kwh=level.quantity_wh,
+                orders=level.orders,
+                own_quantity_kwh=own.get((side, level.price_micros), [0, 0])[0],
+                own_orders=own.get((side, level.price_micros), [0, 0])[1],
+            )
+            for level in items
+        ]
+
+    return OrderBookOut(
+        region=region,
+        epoch=start,
+        state=view.state,
+        mechanism=view.mechanism,
+        bids=levels(Side.buy, depth.bids),
+        asks=levels(Side.sell, depth.asks),
+    )
+
+
+async def market_data(session: AsyncSession, rt: Runtime, region: str) -> MarketDataOut:
+    now = rt.clock.now()
+    last = await repository.last_cleared(session, region)
+    count, wh, value, high, low = await repository.trade_stats(
+        session, region, now - timedelta(hours=24)
+    )
+    next_start = next_open_start(now, rt.settings)
+    next_epoch = await repository.get_epoch(session, region, next_start)
+    interest = await repository.open_interest(session, next_epoch.id if next_epoch else None)
+    return MarketDataOut(
+        region=region,
+        currency=rt.settings.currency,
+        last_price=last.price_micros if last else None,
+        last_epoch=last.start if last else None,
+        last_volume_kwh=(last.volume_wh or 0) if last else 0,
+        vwap_24h=round_half_even(int(value) * 1000, int(wh)) if wh else None,
+        high_24h=int(high) if high is not None else None,
+        low_24h=int(low) if low is not None else None,
+        volume_24h_kwh=int(wh),
+        trades_24h=int(count),
+        open_interest=OpenInterestOut(
+            epoch=next_start,
+            buy_kwh=interest[Side.buy][0],
+            sell_kwh=interest[Side.sell][0],
+            buy_orders=interest[Side.buy][1],
+            sell_orders=interest[Side.sell][1],
+        ),
+    )
+
+
+async def history(
+    session: AsyncSession,
+    region: str,
+    page: PageParams,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+) -> Page[HistoryOut]:
+    rows, total = await paginate(session, repository.history_query(region, since, until), page)
+    items = [
+        HistoryOut(
+            epoch=e.start,
+            state=e.state,
+            price=e.price_micros,
+            volume_kwh=e.volume_wh or 0,
+            trades=e.trade_count or 0,
+        )
+        for e in rows
+    ]
+    return Page.build(items, total, page)
+
+
+def trade_out(trade: Trade, user_id: uuid.UUID) -> TradeOut:
+    return TradeOut(
+        id=trade.id,
+        region=trade.region,
+        epoch=trade.epoch_start,
+        side=Side.buy if trade.buyer_id == user_id else Side.sell,
+        quantity_kwh=trade.quantity_wh,
+        price=trade.price_micros,
+        value=trade.value_micros,
+        fee=trade.fee_micros,
+        buy_order_id=trade.buy_order_id,
+        sell_order_id=trade.sell_order_id,
+        executed_at=trade.executed_at,
+        settlement_status=trade.settlement_status,
+    )
+
+
+def public_trade_out(trade: Trade) -> PublicTradeOut:
+    return PublicTradeOut(
+        id=trade.id,
+        region=trade.region,
+        epoch=trade.epoch_start,
+        quantity_kwh=trade.quantity_wh,
+        price=trade.price_micros,
+        executed_at=trade.executed_at,
+    )
+
+
+async def own_trades(
+    session: AsyncSession,
+    rt: Runtime,
+    principal: Principal,
+    page: PageParams,
+    epoch: datetime | None,
+) -> Page[TradeOut]:
+    start = check_aligned(epoch, rt.settings) if epoch is not None else None
+    rows, total = await paginate(
+        session, repository.own_trades_query(principal.user.id, start), page
+    )
+    return Page.build([trade_out(t, principal.user.id) for t in rows], total, page)
+
+
+async def recent_trades(
+    session: AsyncSession, region: str | None, limit: int
+) -> list[PublicTradeOut]:
+    return [public_trade_out(t) for t in await repository.recent_trades(session, region, limit)]
+
+
+# --- clearing on demand -------------------------------------------------------------------------
+
+
+async def clear_now(
+    session: AsyncSession, rt: Runtime, principal: Principal, region: str, start: datetime
+) -> EpochOut:
+    """Operators: clear an epoch now (only after gate closure; clearing twice does nothing)."""
+    start = check_aligned(start, rt.settings)
+    now = rt.clock.now()
+    if now < gate_closure_of(start, rt.settings):
+        raise Conflict(
+            "The epoch's gate closure has not passed yet",
+            details={"gate_closure": gate_closure_of(start, rt.settings).isoformat()},
+        )
+    epoch = await get_or_create_epoch(session, rt, region, start)
+    cleared = await clearing.clear_epoch(session, rt, epoch.id)
+    record(
+        session,
+        at=now,
+        action="market.epoch_cleared",
+        actor_id=principal.user.id,
+        subject_type="epoch",
+        subject_id=f"{region}@{start.isoformat()}",
+        outcome="success" if cleared else "noop",
+    )
+    refreshed = await repository.get_epoch(session, region, start)
+    assert refreshed is not None
+    return epoch_out(refreshed, now)
