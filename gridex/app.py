@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from gridex import __version__
@@ -21,10 +21,20 @@ from gridex.core.middleware import (
     RateLimitMiddleware,
     RequestContextMiddleware,
 )
+from gridex.core.pubsub import create_pubsub
 from gridex.core.ratelimit import RateLimiter
 from gridex.core.runtime import Runtime
 from gridex.core.security import PasswordHasher
 from gridex.jobs import register_jobs
+from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
+from gridex.market.routes import market_router
+from gridex.meters.mqtt import MqttBridge
+from gridex.meters.routes import meters_router, readings_router, telemetry_router
+from gridex.payments.routes import (
+    payments_admin_router,
+    payments_router,
+    wallet_payments_router,
+)
 from gridex.users.routes import departments_router, me_router, users_router
 
 
@@ -40,6 +50,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         ),
         limiter=RateLimiter(settings),
         jobs=JobRunner(db, clock),
+        pubsub=create_pubsub(settings.redis_url),
     )
     register_jobs(runtime)
     return runtime
@@ -53,10 +64,16 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.run_jobs:
             rt.jobs.start()
+        mqtt = MqttBridge(rt) if settings.mqtt_url else None
+        if mqtt is not None:
+            await mqtt.start()
         try:
             yield
         finally:
+            if mqtt is not None:
+                await mqtt.stop()
             rt.jobs.shutdown()
+            await rt.pubsub.close()
             await rt.db.dispose()
 
     app = FastAPI(
@@ -68,7 +85,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = rt
     install_error_handlers(app)
 
-    api = APIRouter(prefix=API_PREFIX)
     for router in (
         auth_router,
         me_router,
@@ -76,9 +92,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         departments_router,
         admin_router,
         system_router,
+        meters_router,
+        readings_router,
+        telemetry_router,
+        wallet_router,
+        wallet_payments_router,
+        payments_router,
+        payments_admin_router,
+        installations_router,
+        ledger_admin_router,
+        market_router,
     ):
-        api.include_router(router)
-    app.include_router(api)
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router)
 
     # Added innermost first: the request context wraps everything, so even a 413 or 429 carries

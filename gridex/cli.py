@@ -18,6 +18,10 @@ db_app = typer.Typer(help="Database tasks.", no_args_is_help=True)
 admin_app = typer.Typer(help="Administration tasks.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+ledger_app = typer.Typer(help="Ledger checks.", no_args_is_help=True)
+payments_app = typer.Typer(help="Payment tasks.", no_args_is_help=True)
+app.add_typer(ledger_app, name="ledger")
+app.add_typer(payments_app, name="payments")
 
 
 def _version(value: bool) -> None:
@@ -142,6 +146,44 @@ def create_user(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
     typer.echo(f"created {role} {username} ({user_id})")
+
+
+@ledger_app.command("verify")
+def ledger_verify() -> None:
+    """Recompute every balance and the trial balance from the postings; exit 1 on a difference."""
+    from gridex.ledger.jobs import verify_url
+
+    report = asyncio.run(verify_url(get_settings().database_url))
+    for problem in report.problems:
+        typer.echo(f"MISMATCH {problem}", err=True)
+    typer.echo(
+        f"{'ok' if report.ok else 'FAILED'}: {report.accounts} accounts, {report.entries} entries, "
+        f"{report.postings} postings, trial balance {report.trial_balance_micros} micros"
+    )
+    if not report.ok:
+        raise typer.Exit(code=1)
+
+
+@payments_app.command("complete")
+def payments_complete(
+    intent_id: Annotated[str, typer.Argument(help="The payment intent's id.")],
+    failed: Annotated[bool, typer.Option("--failed", help="Send a failure instead.")] = False,
+) -> None:
+    """Complete a top-up without a provider (refused in production): signs its webhook and
+    passes it through the webhook code path."""
+    import uuid
+
+    from gridex.core.errors import GridexError
+    from gridex.payments.jobs import complete_by_hand
+
+    try:
+        result = asyncio.run(
+            complete_by_hand(get_settings(), uuid.UUID(intent_id), succeeded=not failed)
+        )
+    except (GridexError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=1) from exc
+    typer.echo(f"payment {intent_id}: {result.outcome}")
 
 
 def _seed_demo() -> None:

@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from gridex.auth.jobs import purge_expired
 from gridex.core.runtime import Runtime
+from gridex.market.jobs import clear_due, ensure_horizon
+from gridex.meters.jobs import expire_commands, mark_offline
 from gridex.notifications.service import deliver_pending
 
 
 def register_jobs(rt: Runtime) -> None:
     rt.jobs.add("email_delivery", lambda: _deliver(rt), every_seconds=5)
     rt.jobs.add("auth_purge", lambda: purge_expired(rt), every_seconds=3600)
+    rt.jobs.add("meters_offline", lambda: _discard(mark_offline(rt)), every_seconds=60)
+    rt.jobs.add("meter_command_timeouts", lambda: _discard(expire_commands(rt)), every_seconds=5)
+    rt.jobs.add(
+        "market_clearing",
+        lambda: _discard(clear_due(rt)),
+        every_seconds=rt.settings.market_clearing_interval_seconds,
+    )
+    rt.jobs.add("market_horizon", lambda: _discard(ensure_horizon(rt)), every_seconds=300)
 
 
 async def _deliver(rt: Runtime) -> None:
     await deliver_pending(rt.db, rt.settings, rt.clock)
+
+
+async def _discard(work: Awaitable[object]) -> None:
+    await work

@@ -3,8 +3,27 @@
 from gridex.admin.models import AuditLog
 from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, WalletNonce
 from gridex.core.db import Base
+from gridex.core.idempotency import IdempotencyKey
 from gridex.core.jobs import JobLease
+from gridex.ledger.models import (
+    Installation,
+    InstallationShare,
+    JournalEntry,
+    LedgerAccount,
+    Posting,
+)
+from gridex.market.models import Epoch, MarketOrder, RegionSettings, Trade
+from gridex.meters.models import (
+    Meter,
+    MeterCommand,
+    MeterReading,
+    MeterRollup,
+    MeterStatusEvent,
+    ReadingCorrection,
+    RejectedReading,
+)
 from gridex.notifications.models import EmailOutbox
+from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.users.models import User
 
 __all__ = [
@@ -13,9 +32,30 @@ __all__ = [
     "AuthSession",
     "Base",
     "EmailOutbox",
+    "Epoch",
+    "IdempotencyKey",
+    "Installation",
+    "InstallationShare",
     "JobLease",
+    "JournalEntry",
+    "LedgerAccount",
+    "MarketOrder",
+    "Meter",
+    "MeterCommand",
+    "MeterReading",
+    "MeterRollup",
+    "MeterStatusEvent",
     "OtpCode",
+    "PaymentEvent",
+    "PaymentIntent",
+    "Posting",
+    "ReadingCorrection",
     "RefreshToken",
+    "Refund",
+    "RegionSettings",
+    "RejectedReading",
+    "Trade",
     "User",
     "WalletNonce",
+    "Withdrawal",
 ]

@@ -49,6 +49,7 @@ from gridex.core.security import (
     sha256_hex,
     verify_ed25519,
 )
+from gridex.meters.models import Meter
 from gridex.notifications.service import queue_email
 from gridex.users.models import SELF_SERVICE_ROLES, Role, User, UserStatus
 from gridex.users.repository import get_user_by_email, get_user_by_login
@@ -930,6 +931,18 @@ async def unlink_wallet(session: AsyncSession, rt: Runtime, principal: Principal
 # --- API keys --------------------------------------------------------------------------------
 
 
+async def _owns_meter(session: AsyncSession, principal: Principal, meter_id: uuid.UUID) -> bool:
+    """A key may be bound only to a live meter of the key's owner."""
+    found = await session.scalar(
+        select(Meter.id).where(
+            Meter.id == meter_id,
+            Meter.owner_id == principal.user.id,
+            Meter.deleted_at.is_(None),
+        )
+    )
+    return found is not None
+
+
 async def create_api_key(
     session: AsyncSession, rt: Runtime, principal: Principal, data: ApiKeyIn
 ) -> tuple[ApiKey, str]:
@@ -937,6 +950,8 @@ async def create_api_key(
     now = rt.clock.now()
     if data.expires_at is not None and data.expires_at <= now:
         raise ValidationFailed("expires_at must be in the future")
+    if data.meter_id is not None and not await _owns_meter(session, principal, data.meter_id):
+        raise NotFound("No such meter")
     prefix = secrets.token_hex(6)
     secret = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32).replace('_', '-')}"
     api_key = ApiKey(

@@ -77,6 +77,8 @@ class Settings(BaseSettings):
     # MQTT consumer: a stable client id per process keeps its persistent session across
     # restarts; run several consumers on one host with distinct ids.
     mqtt_client_id: str | None = None
+    # Empty: a plain (unshared) subscription, for one consumer on a broker that does not
+    # persist shared subscriptions over its restart (Mosquitto 2.0).
     mqtt_shared_group: str = "gridex"
     mqtt_session_expiry_seconds: int = Field(default=3600, ge=0)
     # A command not acknowledged by its device within this many seconds is `timeout`.
@@ -93,6 +95,33 @@ class Settings(BaseSettings):
     # A claim older than this is taken over by a retry (its work can never have committed, see
     # core/idempotency.py); keep it above the longest request.
     idempotency_lease_seconds: int = Field(default=60, ge=1)
+
+    # --- Market (gridex/market) ----------------------------------------------------------------
+    # Delivery epochs of this many minutes, aligned to UTC; must divide 60.
+    epoch_minutes: int = Field(default=15, ge=1, le=60)
+    # Orders are accepted for epochs starting at most this far ahead.
+    market_horizon_hours: int = Field(default=24, ge=1, le=24 * 31)
+    # Orders close this many seconds before their epoch starts (gate closure).
+    gate_closure_seconds: int = Field(default=300, ge=0)
+    # Defaults of a region without market settings: price band per kWh, fee, mechanism.
+    min_price: Decimal = Decimal("0.010000")
+    max_price: Decimal = Decimal("1.000000")
+    fee_bps: int = Field(default=100, ge=0, le=10_000)
+    market_mechanism: Literal["auction", "continuous"] = "auction"
+    # How often the clearing job looks for epochs past gate closure.
+    market_clearing_interval_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _market_settings(self) -> Settings:
+        if 60 % self.epoch_minutes:
+            raise ValueError("GRIDEX_EPOCH_MINUTES must divide 60")
+        for name in ("min_price", "max_price"):
+            price: Decimal = getattr(self, name)
+            if price < 0 or price != price.quantize(Decimal("0.000001")):
+                raise ValueError(f"GRIDEX_{name.upper()} must be >= 0 with at most 6 decimals")
+        if self.min_price > self.max_price:
+            raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
+        return self
 
     @field_validator("cors_origins", mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from gridex.core.clock import Clock
 from gridex.core.config import Settings
 from gridex.core.db import Database
 from gridex.core.jobs import JobRunner
+from gridex.core.pubsub import MemoryPubSub, PubSub
 from gridex.core.ratelimit import RateLimiter
 from gridex.core.security import PasswordHasher
 
@@ -21,6 +22,7 @@ class Runtime:
     hasher: PasswordHasher
     limiter: RateLimiter
     jobs: JobRunner
+    pubsub: PubSub = field(default_factory=MemoryPubSub)
     started_monotonic: float = field(default_factory=time.monotonic)
 
     @property

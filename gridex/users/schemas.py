@@ -127,3 +127,6 @@ class DepartmentOut(OutputModel):
     members: int
     members_by_role: dict[str, int]
     regions: list[str]
+    meters: int
+    produced_kwh: float
+    consumed_kwh: float
