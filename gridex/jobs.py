@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable
 
 from gridex.auth.jobs import purge_expired
+from gridex.core import idempotency
 from gridex.core.runtime import Runtime
 from gridex.market.jobs import clear_due, ensure_horizon
 from gridex.meters.jobs import expire_commands, mark_offline
@@ -22,6 +23,9 @@ def register_jobs(rt: Runtime) -> None:
         every_seconds=rt.settings.market_clearing_interval_seconds,
     )
     rt.jobs.add("market_horizon", lambda: _discard(ensure_horizon(rt)), every_seconds=300)
+    rt.jobs.add(
+        "idempotency_purge", lambda: _discard(idempotency.purge_expired(rt)), every_seconds=3600
+    )
 
 
 async def _deliver(rt: Runtime) -> None:
