@@ -12,6 +12,7 @@ inserted again with the fastest plain method of the backend: PostgreSQL ``COPY``
 into the store (``gridex`` consuming with a shared subscription), and how many were lost.
 
     .venv/bin/python bench/ingest.py [--clients 4] [--batches 3] [--workers 2] [--mqtt mqtt://127.0.0.1:1883]
+                                     [--no-mqtt]
 """
 
 from __future__ import annotations
@@ -255,7 +256,12 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--mqtt", default=os.environ.get("GRIDEX_BENCH_MQTT_URL"))
     parser.add_argument("--mqtt-messages", type=int, default=5000)
+    parser.add_argument(
+        "--no-mqtt", action="store_true", help="skip the MQTT line (also when the env sets a URL)"
+    )
     args = parser.parse_args()
+    if args.no_mqtt:
+        args.mqtt = None
 
     workdir = Path(tempfile.mkdtemp(prefix="gridex-bench-"))
     port = _free_port()

@@ -4,13 +4,19 @@ Set-based on purpose: readings are inserted in bulk with ``ON CONFLICT DO NOTHIN
 (idempotent on meter and interval end), rollups are upserted per (meter, granularity, bucket) with
 ``x = x + excluded.x`` in the same transaction, and each meter row is updated once per call. Only
 rows that were not inserted are read back, to tell a duplicate from a conflict.
+
+Validation runs ``quick_reading`` first (plain checks for the common valid reading) and falls back
+to ``parse_reading``, which decides and words every rejection. On PostgreSQL the readings go to
+the server as one array per column in a single statement that inserts them and sums and upserts
+the rollups of exactly the inserted rows server-side (``_PG_INGEST``); SQLite inserts the rows and
+upserts rollups aggregated in Python.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -24,7 +30,7 @@ from gridex.core.clock import utc_iso
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.security import decode_wallet_address, verify_ed25519
-from gridex.core.units import UnitError, kwh_to_wh
+from gridex.core.units import WH_PER_KWH, UnitError, kwh_to_wh
 from gridex.meters.models import (
     Granularity,
     Meter,
@@ -308,6 +314,109 @@ def parse_reading(item: Item, *, now: datetime, skew: timedelta, oldest: datetim
     )
 
 
+_ALL_FIELDS = READING_FIELDS | _ROUTING_FIELDS
+_RANGES = (
+    ("power_factor", -1, 1),
+    ("voltage", 0, 1_000_000),
+    ("current", 0, 1_000_000),
+    ("frequency", 0, 1_000),
+)
+
+
+def _quick_wh(value: Any) -> int | None:
+    """``kwh_to_wh`` of a plain JSON number that converts exactly, or None (ask the slow path).
+
+    For |kWh| < 1e9 a float has a <= 3-decimal shortest form exactly when ``round(x * 1000)
+    / 1000`` gives it back, so this agrees with the Decimal conversion wherever it answers.
+    """
+    kind = type(value)
+    if kind is int:
+        wh = value * WH_PER_KWH
+    elif kind is float and -1e9 < value < 1e9:
+        wh = round(value * WH_PER_KWH)
+        if wh / WH_PER_KWH != value:
+            return None
+    else:
+        return None
+    return wh if wh >= 0 else None
+
+
+def quick_reading(item: Item, *, latest: datetime, oldest: datetime) -> Reading | None:
+    """``parse_reading`` for the common valid case, or None when anything is unusual.
+
+    Only accepts what ``parse_reading`` accepts and builds the same ``Reading``; everything else
+    (errors, signed meters) goes through ``parse_reading``, which words the rejection.
+    """
+    meter = item.meter
+    raw = item.payload
+    if (
+        meter is None
+        or item.malformed is not None
+        or type(raw) is not dict
+        or meter.public_key is not None
+        or meter.status is MeterStatus.inactive
+        or not raw.keys() <= _ALL_FIELDS
+    ):
+        return None
+    stamp = raw.get("timestamp")
+    if type(stamp) is not str:
+        return None
+    try:
+        ts = datetime.fromisoformat(stamp)
+    except ValueError:
+        return None
+    if ts.tzinfo is not UTC:
+        if ts.tzinfo is None or ts.utcoffset() is None:
+            return None
+        ts = ts.astimezone(UTC)
+    consumed = _quick_wh(raw.get("energy_consumed_kwh"))
+    produced = _quick_wh(raw.get("energy_produced_kwh"))
+    if consumed is None or produced is None:
+        return None
+    interval = raw.get("interval_minutes", meter.interval_minutes)
+    if type(interval) is not int or interval not in ALLOWED_INTERVALS:
+        return None
+    if ts.second or ts.microsecond or ts.minute % interval or ts > latest or ts < oldest:
+        return None
+    limit = meter.capacity_w * interval
+    if consumed * 60 > limit or produced * 60 > limit:
+        return None
+    values: list[float | None] = []
+    for name, low, high in _RANGES:
+        value = raw.get(name)
+        if value is not None:
+            if (type(value) is not float and type(value) is not int) or not low <= value <= high:
+                return None
+            value = float(value)
+        values.append(value)
+    peak = raw.get("peak_demand_kw")
+    if peak is not None:
+        peak = _quick_wh(peak)
+        if peak is None:
+            return None
+    metadata = raw.get("metadata")
+    if metadata is not None and type(metadata) is not dict:
+        return None
+    signature = raw.get("signature")
+    if signature is not None and type(signature) is not str:
+        return None
+    return Reading(
+        item.index,
+        meter,
+        ts,
+        interval,
+        consumed,
+        produced,
+        peak,
+        values[0],
+        values[1],
+        values[2],
+        values[3],
+        metadata,
+        signature,
+    )
+
+
 # --- buckets ---------------------------------------------------------------------------------
 
 
@@ -372,6 +481,19 @@ class Accumulator:
             self.current_ma_sum += round(current * 1000)
             self.current_count += 1
 
+    def merge(self, other: Accumulator) -> None:
+        """Add the sums of ``other`` (a finer bucket inside this one)."""
+        self.consumed_wh += other.consumed_wh
+        self.produced_wh += other.produced_wh
+        self.readings += other.readings
+        self.peak_w = max(self.peak_w, other.peak_w)
+        if other.min_w is not None:
+            self.min_w = other.min_w if self.min_w is None else min(self.min_w, other.min_w)
+        self.voltage_mv_sum += other.voltage_mv_sum
+        self.voltage_count += other.voltage_count
+        self.current_ma_sum += other.current_ma_sum
+        self.current_count += other.current_count
+
     def row(self, meter_id: uuid.UUID, granularity: str, start: datetime) -> dict[str, Any]:
         return {
             "meter_id": meter_id,
@@ -390,31 +512,41 @@ class Accumulator:
 
 
 def rollup_rows(readings: Iterable[Reading]) -> list[dict[str, Any]]:
-    """Per (meter, granularity, bucket) sums of ``readings``, sorted by key (lock order)."""
-    acc: dict[tuple[uuid.UUID, str, datetime], Accumulator] = {}
+    """Per (meter, granularity, bucket) sums of ``readings``, sorted by key (lock order).
+
+    Each reading is added to its quarter once (its interval divides 15 minutes); hours, days and
+    months are merged from the quarters.
+    """
+    quarters: dict[tuple[uuid.UUID, datetime], Accumulator] = {}
     for r in readings:
-        start = r.interval_start
-        # One quarter per reading (its interval divides 15 minutes); coarser buckets from it.
+        start = r.timestamp - timedelta(minutes=r.interval_minutes)
         quarter = start.replace(minute=start.minute - start.minute % 15, second=0, microsecond=0)
+        key = (r.meter.id, quarter)
+        a = quarters.get(key)
+        if a is None:
+            a = quarters[key] = Accumulator()
+        a.add(
+            r.consumed_wh,
+            r.produced_wh,
+            r.interval_minutes,
+            r.peak_demand_w,
+            r.voltage,
+            r.current,
+        )
+    acc: dict[tuple[uuid.UUID, str, datetime], Accumulator] = {}
+    for (meter_id, quarter), a in quarters.items():
+        acc[(meter_id, "15m", quarter)] = a
         hour = quarter.replace(minute=0)
         day = hour.replace(hour=0)
-        for key in (
-            (r.meter.id, "15m", quarter),
-            (r.meter.id, "1h", hour),
-            (r.meter.id, "1d", day),
-            (r.meter.id, "1mo", day.replace(day=1)),
+        for key3 in (
+            (meter_id, "1h", hour),
+            (meter_id, "1d", day),
+            (meter_id, "1mo", day.replace(day=1)),
         ):
-            a = acc.get(key)
-            if a is None:
-                a = acc[key] = Accumulator()
-            a.add(
-                r.consumed_wh,
-                r.produced_wh,
-                r.interval_minutes,
-                r.peak_demand_w,
-                r.voltage,
-                r.current,
-            )
+            coarse = acc.get(key3)
+            if coarse is None:
+                coarse = acc[key3] = Accumulator()
+            coarse.merge(a)
     return [a.row(meter_id, g, start) for (meter_id, g, start), a in sorted(acc.items())]
 
 
@@ -465,6 +597,142 @@ async def _insert_readings(
     return {(m, ts.astimezone(UTC)) for m, ts in result.all()}
 
 
+# One statement on PostgreSQL: the readings arrive as arrays, the insert reports what is new, and
+# the rollups of exactly those rows are summed and upserted server-side (lock order: sorted keys).
+_PG_SUMS = """sum(consumed_wh)::int8 AS consumed_wh, sum(produced_wh)::int8 AS produced_wh,
+    sum(readings)::int8 AS readings, max(peak_w) AS peak_w, min(min_w) AS min_w,
+    sum(voltage_mv_sum)::int8 AS voltage_mv_sum, sum(voltage_count)::int8 AS voltage_count,
+    sum(current_ma_sum)::int8 AS current_ma_sum, sum(current_count)::int8 AS current_count"""
+_PG_COLUMNS = """bucket, consumed_wh, produced_wh, readings, peak_w, min_w, voltage_mv_sum,
+    voltage_count, current_ma_sum, current_count"""
+_PG_INGEST = """
+WITH src AS (
+    SELECT * FROM unnest(
+        $1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::int8[], $6::int8[],
+        $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::text[], $12::text[]
+    ) AS s(meter_id, ts, interval_minutes, consumed_wh, produced_wh, peak_demand_w,
+           power_factor, voltage, current_a, frequency, metadata, signature)
+),
+ins AS (
+    INSERT INTO meter_readings (
+        meter_id, "timestamp", interval_minutes, consumed_wh, produced_wh, peak_demand_w,
+        power_factor, voltage, "current", frequency, metadata, signature, source, received_at,
+        revision
+    )
+    SELECT meter_id, ts, interval_minutes, consumed_wh, produced_wh, peak_demand_w,
+           power_factor, voltage, current_a, frequency, metadata::json, signature, $13, $14, 0
+    FROM src ORDER BY meter_id, ts
+    ON CONFLICT (meter_id, "timestamp") DO NOTHING
+    RETURNING meter_id, "timestamp", interval_minutes, consumed_wh, produced_wh, peak_demand_w,
+              voltage, "current"
+),
+q AS (
+    SELECT meter_id,
+           date_bin(
+               '15 minutes', "timestamp" - make_interval(mins => interval_minutes),
+               TIMESTAMPTZ '2000-01-01 00:00:00+00'
+           ) AS bucket,
+           consumed_wh, produced_wh,
+           consumed_wh * (60 / interval_minutes) AS power,
+           GREATEST(consumed_wh * (60 / interval_minutes), COALESCE(peak_demand_w, 0)) AS peak,
+           round(voltage * 1000)::int8 AS voltage_mv,
+           round("current" * 1000)::int8 AS current_ma
+    FROM ins
+),
+m15 AS (
+    SELECT meter_id, bucket, sum(consumed_wh)::int8 AS consumed_wh,
+           sum(produced_wh)::int8 AS produced_wh, count(*) AS readings, max(peak) AS peak_w,
+           min(power) AS min_w, COALESCE(sum(voltage_mv), 0)::int8 AS voltage_mv_sum,
+           count(voltage_mv) AS voltage_count, COALESCE(sum(current_ma), 0)::int8 AS current_ma_sum,
+           count(current_ma) AS current_count
+    FROM q GROUP BY meter_id, bucket
+),
+h1 AS (
+    SELECT meter_id, date_trunc('hour', bucket, 'UTC') AS bucket, {sums} FROM m15 GROUP BY 1, 2
+),
+d1 AS (
+    SELECT meter_id, date_trunc('day', bucket, 'UTC') AS bucket, {sums} FROM h1 GROUP BY 1, 2
+),
+mo1 AS (
+    SELECT meter_id, date_trunc('month', bucket, 'UTC') AS bucket, {sums} FROM d1 GROUP BY 1, 2
+),
+rollups AS (
+    INSERT INTO meter_rollups (
+        meter_id, granularity, bucket_start, consumed_wh, produced_wh, readings, peak_w, min_w,
+        voltage_mv_sum, voltage_count, current_ma_sum, current_count
+    )
+    SELECT * FROM (
+        SELECT meter_id, '15m' AS granularity, {columns} FROM m15
+        UNION ALL SELECT meter_id, '1h', {columns} FROM h1
+        UNION ALL SELECT meter_id, '1d', {columns} FROM d1
+        UNION ALL SELECT meter_id, '1mo', {columns} FROM mo1
+    ) AS b
+    ORDER BY meter_id, granularity COLLATE "C", bucket
+    ON CONFLICT (meter_id, granularity, bucket_start) DO UPDATE SET
+        consumed_wh = meter_rollups.consumed_wh + excluded.consumed_wh,
+        produced_wh = meter_rollups.produced_wh + excluded.produced_wh,
+        readings = meter_rollups.readings + excluded.readings,
+        peak_w = GREATEST(meter_rollups.peak_w, excluded.peak_w),
+        min_w = LEAST(meter_rollups.min_w, excluded.min_w),
+        voltage_mv_sum = meter_rollups.voltage_mv_sum + excluded.voltage_mv_sum,
+        voltage_count = meter_rollups.voltage_count + excluded.voltage_count,
+        current_ma_sum = meter_rollups.current_ma_sum + excluded.current_ma_sum,
+        current_count = meter_rollups.current_count + excluded.current_count
+)
+SELECT true AS stored, meter_id, max("timestamp") AS ts, NULL::int8, NULL::int8
+FROM ins GROUP BY meter_id
+UNION ALL
+SELECT false, s.meter_id, s.ts, r.consumed_wh, r.produced_wh
+FROM src s LEFT JOIN meter_readings r ON r.meter_id = s.meter_id AND r."timestamp" = s.ts
+WHERE (SELECT count(*) FROM ins) < $15
+  AND NOT EXISTS (SELECT 1 FROM ins i WHERE i.meter_id = s.meter_id AND i."timestamp" = s.ts)
+""".replace("{sums}", _PG_SUMS).replace("{columns}", _PG_COLUMNS)
+
+
+def _or_null(values: list[Any]) -> list[Any] | None:
+    return values if any(v is not None for v in values) else None
+
+
+async def _store_postgres(
+    session: AsyncSession, readings: list[Reading], source: str, now: datetime
+) -> tuple[dict[uuid.UUID, datetime], dict[tuple[uuid.UUID, datetime], tuple[int, int] | None]]:
+    """Insert what is new and add it to the rollups, in one statement of the session's
+    transaction. Returns the newest stored timestamp per meter, and the keys not inserted with
+    the (consumed_wh, produced_wh) already stored when the statement could see them."""
+    conn = await session.connection()
+    dumps = json.dumps  # the JSON column's default serialiser: the same stored text
+    # A column without any value is sent as a NULL array: unnest pads it with NULLs.
+    params = (
+        [r.meter.id for r in readings],
+        [r.timestamp for r in readings],
+        [r.interval_minutes for r in readings],
+        [r.consumed_wh for r in readings],
+        [r.produced_wh for r in readings],
+        _or_null([r.peak_demand_w for r in readings]),
+        _or_null([r.power_factor for r in readings]),
+        _or_null([r.voltage for r in readings]),
+        _or_null([r.current for r in readings]),
+        _or_null([r.frequency for r in readings]),
+        _or_null([None if r.metadata is None else dumps(r.metadata) for r in readings]),
+        _or_null([r.signature for r in readings]),
+        source,
+        now,
+        len(readings),
+    )
+    result = await conn.exec_driver_sql(_PG_INGEST, params)
+    newest: dict[uuid.UUID, datetime] = {}
+    rest: dict[tuple[uuid.UUID, datetime], tuple[int, int] | None] = {}
+    rows: list[tuple[Any, ...]] = [tuple(row) for row in result.all()]
+    for stored, meter_id, ts, consumed, produced in rows:
+        if stored:
+            newest[meter_id] = ts.astimezone(UTC)
+        else:
+            # No values: committed by another transaction after this statement's snapshot.
+            values = None if consumed is None else (consumed, produced)
+            rest[(meter_id, ts.astimezone(UTC))] = values
+    return newest, rest
+
+
 async def _existing(
     session: AsyncSession, keys: list[tuple[uuid.UUID, datetime]]
 ) -> dict[tuple[uuid.UUID, datetime], tuple[int, int]]:
@@ -484,33 +752,40 @@ async def _existing(
     return found
 
 
-async def _touch_meters(
-    session: AsyncSession, rt: Runtime, readings: list[Reading], now: datetime
-) -> None:
-    """Newest reading, liveness deadline and online flag, one UPDATE per meter (sorted)."""
-    newest: dict[uuid.UUID, Reading] = {}
+def _newest(readings: Iterable[Reading]) -> dict[uuid.UUID, tuple[MeterRef, datetime]]:
+    newest: dict[uuid.UUID, tuple[MeterRef, datetime]] = {}
     for r in readings:
         current = newest.get(r.meter.id)
-        if current is None or r.timestamp > current.timestamp:
-            newest[r.meter.id] = r
+        if current is None or r.timestamp > current[1]:
+            newest[r.meter.id] = (r.meter, r.timestamp)
+    return newest
+
+
+async def _touch_meters(
+    session: AsyncSession,
+    rt: Runtime,
+    newest: dict[uuid.UUID, tuple[MeterRef, datetime]],
+    now: datetime,
+) -> None:
+    """Newest reading, liveness deadline and online flag, one UPDATE per meter (sorted)."""
     n = rt.settings.offline_after_intervals
     params = []
     events = []
     for meter_id in sorted(newest):
-        r = newest[meter_id]
-        due = r.timestamp + timedelta(minutes=r.meter.interval_minutes * n)
+        meter, ts = newest[meter_id]
+        due = ts + timedelta(minutes=meter.interval_minutes * n)
         # A backfilled old reading does not bring a meter back online.
         live = due > now
-        params.append({"m_id": meter_id, "m_ts": r.timestamp, "m_due": due, "m_live": live})
+        params.append({"m_id": meter_id, "m_ts": ts, "m_due": due, "m_live": live})
         emit(
             session,
             rt.pubsub,
             [f"meter:{meter_id}"],
             "reading_received",
-            {"meter_id": str(meter_id), "timestamp": utc_iso(r.timestamp)},
+            {"meter_id": str(meter_id), "timestamp": utc_iso(ts)},
             now,
         )
-        if live and not r.meter.online:
+        if live and not meter.online:
             emit(
                 session,
                 rt.pubsub,
@@ -525,7 +800,7 @@ async def _touch_meters(
                     at=now,
                     status="online",
                     reason="reading",
-                    details={"timestamp": r.timestamp.isoformat()},
+                    details={"timestamp": ts.isoformat()},
                 )
             )
     table = cast(Table, Meter.__table__)
@@ -576,6 +851,36 @@ def dead_letters(
     ]
 
 
+async def _classify_rest(
+    session: AsyncSession,
+    rest: list[Reading],
+    payloads: dict[int, Item],
+    result: IngestResult,
+    reject: Callable[[Item, str, str, str], None],
+    known: dict[tuple[uuid.UUID, datetime], tuple[int, int] | None] | None = None,
+) -> None:
+    """Valid readings that were not inserted: a duplicate of the stored one, or a conflict.
+
+    ``known``: stored values already read; the others are read here."""
+    if not rest:
+        return
+    existing = {k: v for k, v in (known or {}).items() if v is not None}
+    missing = [(r.meter.id, r.timestamp) for r in rest if (r.meter.id, r.timestamp) not in existing]
+    if missing:
+        existing.update(await _existing(session, missing))
+    for r in rest:
+        values = existing.get((r.meter.id, r.timestamp))
+        if values == (r.consumed_wh, r.produced_wh):
+            result.duplicates += 1
+        else:
+            reject(
+                payloads[r.index],
+                "READING_CONFLICT",
+                "conflict",
+                "A reading with other values is stored for this interval",
+            )
+
+
 async def ingest(
     session: AsyncSession, rt: Runtime, items: Sequence[Item], *, source: str
 ) -> IngestResult:
@@ -605,13 +910,16 @@ async def ingest(
             )
         )
 
+    latest = now + skew
     for item in items:
         payloads[item.index] = item
-        try:
-            reading = parse_reading(item, now=now, skew=skew, oldest=oldest)
-        except _Reject as exc:
-            reject(item, exc.code, exc.reason, exc.message)
-            continue
+        reading = quick_reading(item, latest=latest, oldest=oldest)
+        if reading is None:
+            try:
+                reading = parse_reading(item, now=now, skew=skew, oldest=oldest)
+            except _Reject as exc:
+                reject(item, exc.code, exc.reason, exc.message)
+                continue
         key = (reading.meter.id, reading.timestamp)
         first = seen.get(key)
         if first is None:
@@ -627,28 +935,25 @@ async def ingest(
                 "Another reading for this interval in the same request has other values",
             )
 
-    if valid:
+    if valid and session.get_bind().dialect.name == "postgresql":
+        newest_ts, missed = await _store_postgres(session, valid, source, now)
+        rest = [r for r in valid if (r.meter.id, r.timestamp) in missed] if missed else []
+        refs = {r.meter.id: r.meter for r in valid}
+        newest = {m: (refs[m], ts) for m, ts in newest_ts.items()}
+        result.accepted = len(valid) - len(rest)
+        await _classify_rest(session, rest, payloads, result, reject, missed)
+        if newest:
+            await _touch_meters(session, rt, newest, now)
+    elif valid:
         valid.sort(key=lambda r: (r.meter.id, r.timestamp))
         inserted = await _insert_readings(session, valid, source, now)
         stored = [r for r in valid if (r.meter.id, r.timestamp) in inserted]
         rest = [r for r in valid if (r.meter.id, r.timestamp) not in inserted]
-        if rest:
-            existing = await _existing(session, [(r.meter.id, r.timestamp) for r in rest])
-            for r in rest:
-                values = existing.get((r.meter.id, r.timestamp))
-                if values == (r.consumed_wh, r.produced_wh):
-                    result.duplicates += 1
-                else:
-                    reject(
-                        payloads[r.index],
-                        "READING_CONFLICT",
-                        "conflict",
-                        "A reading with other values is stored for this interval",
-                    )
+        await _classify_rest(session, rest, payloads, result, reject)
         result.accepted = len(stored)
         if stored:
             await upsert_add_rollups(session, rollup_rows(stored))
-            await _touch_meters(session, rt, stored, now)
+            await _touch_meters(session, rt, _newest(stored), now)
 
     if result.rejected:
         result.rejected.sort(key=lambda r: r.index)
