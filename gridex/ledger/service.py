@@ -7,7 +7,8 @@ all. All amounts are positive integer micros; the direction is in the function's
 Every entry passes through :func:`post_entry`, which checks that it balances and applies each leg
 with one conditional update per account (``balance + amount >= 0`` for guarded accounts). The
 update takes the row lock on PostgreSQL and the database write lock on SQLite, so two requests
-racing for the last funds cannot both win on either backend.
+racing for the last funds cannot both win on either backend. On PostgreSQL that update, the entry
+and its postings are one statement (one round trip per entry); SQLite takes three.
 """
 
 from __future__ import annotations
@@ -19,11 +20,12 @@ from datetime import date, datetime
 from functools import lru_cache
 from typing import cast
 
-from sqlalchemy import BigInteger, Table, Uuid, bindparam, column, func, select, text
+from sqlalchemy import BigInteger, Insert, Table, Uuid, bindparam, column, func, select, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
+from gridex.core.db import UTCDateTime
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, PageParams, paginate
 from gridex.core.runtime import Runtime
@@ -149,6 +151,13 @@ def _positive(amount_micros: int) -> int:
     return amount_micros
 
 
+@lru_cache(maxsize=4)
+def _ensure_sql(dialect: str) -> Insert:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of an account, built once per dialect (cached)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(_accounts).on_conflict_do_nothing()
+
+
 async def _ensure_account(session: AsyncSession, account: AccountRef, at: datetime) -> None:
     values = {
         "id": account.id,
@@ -157,9 +166,7 @@ async def _ensure_account(session: AsyncSession, account: AccountRef, at: dateti
         "balance_micros": 0,
         "created_at": at,
     }
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    await session.execute(insert(_accounts).values(**values).on_conflict_do_nothing())
+    await session.execute(_ensure_sql(session.get_bind().dialect.name), values)
 
 
 # Floor of an unguarded leg: any balance passes.
@@ -212,21 +219,107 @@ async def _update(
     return {account: int(balance) for account, balance in result.all()}
 
 
-async def _apply_all(
-    session: AsyncSession, legs: Sequence[Leg], at: datetime, *, allow_debt: bool
-) -> list[int]:
-    """Apply every leg, all or nothing; returns each leg's balance after.
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """The rows of one entry: written by the same statement as the balances on PostgreSQL."""
 
-    The common case (distinct accounts) is one statement. When a leg fails its floor, the legs
-    already applied are undone in the same transaction (we hold their row locks, so the undo is
-    exact) before ``InsufficientFunds`` is raised: a caller that catches it may go on.
+    entry_id: uuid.UUID
+    type: str
+    reference_type: str | None
+    reference_id: str | None
+    description: str
+    at: datetime
+    # Per leg, in the order of the legs: the posting's id and its user.
+    postings: tuple[tuple[uuid.UUID, uuid.UUID | None], ...]
+
+
+@lru_cache(maxsize=64)
+def _post_sql(legs: int) -> TextualSelect:
+    """PostgreSQL: one statement per entry, as cached text. It moves every balance like
+    :func:`_update_sql` (each only if ``balance + amount >= floor``) and, only when every leg
+    moved, inserts the entry and its postings with their balances after (data-modifying CTEs see
+    each other's RETURNING; foreign keys are checked at the end of the statement). It returns the
+    balances it changed: fewer rows than legs means nothing was inserted."""
+    rows = ", ".join(
+        f"(CAST(:id{i} AS UUID), CAST(:amount{i} AS BIGINT), CAST(:floor{i} AS BIGINT), "
+        f"CAST(:posting{i} AS UUID), CAST(:user{i} AS UUID))"
+        for i in range(legs)
+    )
+    return (
+        text(
+            f"WITH changes(id, amount, floor, posting_id, user_id) AS (VALUES {rows}), "
+            "moved AS (UPDATE ledger_accounts "
+            "SET balance_micros = ledger_accounts.balance_micros + changes.amount "
+            "FROM changes WHERE ledger_accounts.id = changes.id "
+            "AND ledger_accounts.balance_micros + changes.amount >= changes.floor "
+            "RETURNING ledger_accounts.id, ledger_accounts.balance_micros), "
+            "entry AS (INSERT INTO ledger_entries "
+            "(id, type, reference_type, reference_id, description, created_at) "
+            "SELECT CAST(:entry_id AS UUID), CAST(:type AS VARCHAR), "
+            "CAST(:reference_type AS VARCHAR), CAST(:reference_id AS VARCHAR), "
+            "CAST(:description AS VARCHAR), CAST(:at AS TIMESTAMP WITH TIME ZONE) "
+            f"WHERE (SELECT count(*) FROM moved) = {legs} RETURNING id, created_at), "
+            "posted AS (INSERT INTO ledger_postings (id, entry_id, account_id, user_id, "
+            "amount_micros, balance_after_micros, created_at) "
+            "SELECT changes.posting_id, entry.id, changes.id, changes.user_id, changes.amount, "
+            "moved.balance_micros, entry.created_at "
+            "FROM changes JOIN moved ON moved.id = changes.id CROSS JOIN entry) "
+            "SELECT moved.id, moved.balance_micros FROM moved"
+        )
+        .bindparams(
+            *(bindparam(f"id{i}", type_=Uuid) for i in range(legs)),
+            *(bindparam(f"posting{i}", type_=Uuid) for i in range(legs)),
+            *(bindparam(f"user{i}", type_=Uuid) for i in range(legs)),
+            bindparam("entry_id", type_=Uuid),
+            bindparam("at", type_=UTCDateTime()),
+        )
+        .columns(column("id", Uuid), column("balance_micros", BigInteger))
+    )
+
+
+async def _post(
+    session: AsyncSession, rows: list[tuple[uuid.UUID, int, int]], record: _Record
+) -> dict[uuid.UUID, int]:
+    """:func:`_update` that also records the entry when every row moved (PostgreSQL)."""
+    params: dict[str, object] = {
+        "entry_id": record.entry_id,
+        "type": record.type,
+        "reference_type": record.reference_type,
+        "reference_id": record.reference_id,
+        "description": record.description,
+        "at": record.at,
+    }
+    for i, ((account, amount, floor), (posting, user)) in enumerate(
+        zip(rows, record.postings, strict=True)
+    ):
+        params[f"id{i}"], params[f"amount{i}"], params[f"floor{i}"] = account, amount, floor
+        params[f"posting{i}"], params[f"user{i}"] = posting, user
+    result = await session.execute(_post_sql(len(rows)), params)
+    return {account: int(balance) for account, balance in result.all()}
+
+
+async def _apply_all(
+    session: AsyncSession,
+    legs: Sequence[Leg],
+    at: datetime,
+    *,
+    allow_debt: bool,
+    record: _Record | None = None,
+) -> list[int]:
+    """Apply every leg of distinct accounts, all or nothing; returns each leg's balance after.
+
+    The common case is one statement (which also records the entry when ``record`` is given).
+    When a leg fails its floor, the legs already applied are undone in the same transaction (we
+    hold their row locks, so the undo is exact) before ``InsufficientFunds`` is raised: a caller
+    that catches it may go on.
     """
     ids = [leg.account.id for leg in legs]
-    if len(set(ids)) != len(ids):
-        return await _apply_each(session, legs, at, allow_debt=allow_debt)
     rows = [(leg.account.id, leg.amount_micros, _floor(leg, allow_debt)) for leg in legs]
     for _ in range(3):
-        balances = await _update(session, rows)
+        if record is None:
+            balances = await _update(session, rows)
+        else:
+            balances = await _post(session, rows, record)
         if len(balances) == len(rows):
             return [balances[account] for account in ids]
         if balances:
@@ -289,6 +382,42 @@ def _money(micros: int) -> str:
     return micros_to_money(micros)
 
 
+_ENTRY_INSERT = _entries.insert()
+_POSTINGS_INSERT = _postings.insert()
+
+
+async def _insert_entry(
+    session: AsyncSession, record: _Record, legs: Sequence[Leg], after: Sequence[int]
+) -> None:
+    """The entry and its postings as two statements (SQLite, and legs sharing an account)."""
+    await session.execute(
+        _ENTRY_INSERT,
+        {
+            "id": record.entry_id,
+            "type": record.type,
+            "reference_type": record.reference_type,
+            "reference_id": record.reference_id,
+            "description": record.description,
+            "created_at": record.at,
+        },
+    )
+    await session.execute(
+        _POSTINGS_INSERT,
+        [
+            {
+                "id": posting,
+                "entry_id": record.entry_id,
+                "account_id": leg.account.id,
+                "user_id": user,
+                "amount_micros": leg.amount_micros,
+                "balance_after_micros": balance,
+                "created_at": record.at,
+            }
+            for leg, (posting, user), balance in zip(legs, record.postings, after, strict=True)
+        ],
+    )
+
+
 async def post_entry(
     session: AsyncSession,
     *,
@@ -306,40 +435,32 @@ async def post_entry(
     and is only for settlement charges (DESIGN.md section 6).
     """
     check_balanced(legs)
-    entry_id = uuid.uuid4()
     # One lock order for every transaction: no deadlock between two entries on the same accounts.
-    ordered = sorted(legs, key=lambda leg: leg.account.id.bytes)
-    after = await _apply_all(session, ordered, at, allow_debt=allow_debt)
+    ordered = sorted(legs, key=lambda leg: leg.account.id)
+    record = _Record(
+        entry_id=uuid.uuid4(),
+        type=str(type),
+        reference_type=reference.type.value if reference else None,
+        reference_id=str(reference.id)[:64] if reference else None,
+        description=description[:500],
+        at=at,
+        postings=tuple((uuid.uuid4(), leg.account.user_id or leg.on_behalf_of) for leg in ordered),
+    )
+    distinct = len({leg.account.id for leg in ordered}) == len(ordered)
+    if distinct and session.get_bind().dialect.name == "postgresql":
+        # One round trip: balances, entry and postings in one statement.
+        after = await _apply_all(session, ordered, at, allow_debt=allow_debt, record=record)
+    else:
+        if distinct:
+            after = await _apply_all(session, ordered, at, allow_debt=allow_debt)
+        else:
+            after = await _apply_each(session, ordered, at, allow_debt=allow_debt)
+        await _insert_entry(session, record, ordered, after)
     posted = [
         PostedLeg(leg.account, leg.amount_micros, balance)
         for leg, balance in zip(ordered, after, strict=True)
     ]
-    await session.execute(
-        _entries.insert().values(
-            id=entry_id,
-            type=str(type),
-            reference_type=reference.type.value if reference else None,
-            reference_id=str(reference.id)[:64] if reference else None,
-            description=description[:500],
-            created_at=at,
-        )
-    )
-    await session.execute(
-        _postings.insert(),
-        [
-            {
-                "id": uuid.uuid4(),
-                "entry_id": entry_id,
-                "account_id": leg.account.id,
-                "user_id": leg.account.user_id or leg.on_behalf_of,
-                "amount_micros": leg.amount_micros,
-                "balance_after_micros": p.balance_after_micros,
-                "created_at": at,
-            }
-            for leg, p in zip(ordered, posted, strict=True)
-        ],
-    )
-    return PostedEntry(entry_id, str(type), at, tuple(posted))
+    return PostedEntry(record.entry_id, record.type, at, tuple(posted))
 
 
 async def transfer(
