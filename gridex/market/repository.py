@@ -12,10 +12,26 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import Select, func, or_, select, text, update
+from sqlalchemy import (
+    Select,
+    Table,
+    bindparam,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -254,6 +270,20 @@ async def own_order(
     return (await session.scalars(query)).one_or_none()
 
 
+_ORDER_COLUMNS = tuple(
+    (prop.key, prop.columns[0].key) for prop in sa_inspect(MarketOrder).column_attrs
+)
+_INSERT_ORDER = insert(cast(Table, MarketOrder.__table__))
+
+
+async def insert_order(session: AsyncSession, order: MarketOrder) -> None:
+    """Insert a new order with one INSERT, without adding the object to the session."""
+    await session.execute(
+        _INSERT_ORDER,
+        {column: getattr(order, attr) for attr, column in _ORDER_COLUMNS},
+    )
+
+
 def orders_query(
     user_id: uuid.UUID,
     status: OrderStatus | None,
@@ -311,6 +341,169 @@ async def open_interest(session: AsyncSession, epoch_id: uuid.UUID | None) -> di
     for side, wh, count in rows:
         totals[Side(side)] = (int(wh), int(count))
     return totals
+
+
+@dataclass(frozen=True, slots=True)
+class EpochTaken:
+    """An epoch as read for an order; ``seq`` is set when the read also took it (PostgreSQL:
+    an auction epoch ``FOR SHARE``, with its arrival seq)."""
+
+    id: uuid.UUID
+    state: EpochState
+    mechanism: Mechanism
+    gate_closure: datetime
+    seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class RegionRow:
+    """A region's stored market settings (the columns of ``RegionSettings`` an order needs)."""
+
+    mechanism: Mechanism
+    min_price_micros: int
+    max_price_micros: int
+    fee_bps: int
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class OrderContext:
+    """What placing an order needs to know, read in one round trip."""
+
+    settings: RegionRow | None
+    has_eligible_meter: bool
+    available_micros: int  # the user's ``available`` balance (0 without an account yet)
+    client_order_id_taken: bool
+    epoch: EpochTaken | None
+
+
+# The statement of order_context per (PostgreSQL, take the epoch, client_order_id given, side):
+# built once, executed with bound parameters.
+_ORDER_CONTEXT: dict[tuple[bool, bool, bool, Side], Select[Any]] = {}
+
+
+def _order_context_query(postgres: bool, take: bool, with_client_id: bool, side: Side) -> Any:
+    key = (postgres, take, with_client_id, side)
+    query = _ORDER_CONTEXT.get(key)
+    if query is not None:
+        return query
+    epochs = Epoch.__table__.c
+    settings = RegionSettings.__table__.c
+    meters = Meter.__table__.c
+    orders = MarketOrder.__table__.c
+    accounts = LedgerAccount.__table__.c
+    region = bindparam("region", type_=settings.region.type)
+    epoch_columns = select(epochs.id, epochs.state, epochs.mechanism, epochs.gate_closure).where(
+        epochs.region == region, epochs.start == bindparam("start", type_=epochs.start.type)
+    )
+    epoch: Any
+    if postgres and take:
+        epoch = (
+            epoch_columns.add_columns(func.nextval(text("'market_order_seq'")).label("seq"))
+            .where(epochs.mechanism == Mechanism.auction)
+            .with_for_update(read=True)
+            .lateral("e")
+        )
+    else:
+        epoch = epoch_columns.add_columns(literal(None).label("seq")).subquery("e")
+    user_id = bindparam("user_id", type_=orders.user_id.type)
+    meter = exists().where(
+        meters.owner_id == user_id,
+        meters.status == MeterStatus.active,
+        meters.deleted_at.is_(None),
+        meters.kind.in_(_KINDS[side]),
+        meters.region == region,
+    )
+    balance = (
+        select(accounts.balance_micros)
+        .where(accounts.id == bindparam("account_id", type_=accounts.id.type))
+        .scalar_subquery()
+    )
+    taken = (
+        exists().where(
+            orders.user_id == user_id,
+            orders.client_order_id
+            == bindparam("client_order_id", type_=orders.client_order_id.type),
+        )
+        if with_client_id
+        else false()
+    )
+    one = select(literal(1).label("one")).subquery("one")
+    query = (
+        select(
+            settings.region.label("settings_region"),
+            settings.mechanism,
+            settings.min_price_micros,
+            settings.max_price_micros,
+            settings.fee_bps,
+            settings.updated_at,
+            meter.label("has_meter"),
+            balance.label("balance"),
+            taken.label("taken"),
+            epoch.c.id.label("epoch_id"),
+            epoch.c.state.label("epoch_state"),
+            epoch.c.mechanism.label("epoch_mechanism"),
+            epoch.c.gate_closure.label("epoch_gate_closure"),
+            epoch.c.seq.label("epoch_seq"),
+        )
+        .select_from(one)
+        .outerjoin(RegionSettings.__table__, settings.region == region)
+        .outerjoin(epoch, true())
+    )
+    _ORDER_CONTEXT[key] = query
+    return query
+
+
+async def order_context(
+    session: AsyncSession,
+    *,
+    user_id: uuid.UUID,
+    region: str,
+    side: Side,
+    start: datetime,
+    client_order_id: str | None,
+    available_account_id: uuid.UUID,
+    take_auction_epoch: bool,
+) -> OrderContext:
+    """The region's settings, whether the user has a meter for ``side`` there, their available
+    balance, whether ``client_order_id`` is taken and the epoch at ``start``, in one statement.
+
+    With ``take_auction_epoch`` on PostgreSQL the epoch is also taken ``FOR SHARE`` and given an
+    arrival seq when it is an auction epoch (as :func:`lock_epoch` would); a continuous epoch
+    then reads as missing, and the caller takes it the usual way."""
+    query = _order_context_query(
+        _is_postgres(session), take_auction_epoch, client_order_id is not None, side
+    )
+    params: dict[str, Any] = {
+        "region": region,
+        "start": start,
+        "user_id": user_id,
+        "account_id": available_account_id,
+    }
+    if client_order_id is not None:
+        params["client_order_id"] = client_order_id
+    row = (await session.execute(query, params)).one()
+    settings = None
+    if row.settings_region is not None:
+        settings = RegionRow(
+            Mechanism(row.mechanism),
+            row.min_price_micros,
+            row.max_price_micros,
+            row.fee_bps,
+            row.updated_at,
+        )
+    epoch = None
+    if row.epoch_id is not None:
+        epoch = EpochTaken(
+            row.epoch_id,
+            EpochState(row.epoch_state),
+            Mechanism(row.epoch_mechanism),
+            row.epoch_gate_closure,
+            None if row.epoch_seq is None else int(row.epoch_seq),
+        )
+    return OrderContext(
+        settings, bool(row.has_meter), int(row.balance or 0), bool(row.taken), epoch
+    )
 
 
 # --- trades -------------------------------------------------------------------------------------

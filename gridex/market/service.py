@@ -18,12 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.admin.service import record
 from gridex.auth.service import Principal
 from gridex.core.config import Settings
-from gridex.core.errors import Conflict, NotFound, ValidationFailed
+from gridex.core.errors import Conflict, GridexError, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageParams, paginate
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money, money_to_micros, round_half_even
 from gridex.ledger import service as ledger
+from gridex.ledger.errors import OutstandingDebt
 from gridex.ledger.models import ReferenceType
 from gridex.market import clearing, repository
 from gridex.market.engine import Order as EngineOrder
@@ -137,7 +138,13 @@ class MarketParams:
 
 async def market_params(session: AsyncSession, rt: Runtime, region: str) -> MarketParams:
     """The region's settings, or the deployment defaults for a region without any."""
-    row = await repository.region_settings(session, region)
+    return params_of(rt, region, await repository.region_settings(session, region))
+
+
+def params_of(
+    rt: Runtime, region: str, row: RegionSettings | repository.RegionRow | None
+) -> MarketParams:
+    """The region's settings from its row, or the deployment defaults without one."""
     if row is not None:
         return MarketParams(
             region,
@@ -219,11 +226,17 @@ async def put_region_settings(
 
 
 async def get_or_create_epoch(
-    session: AsyncSession, rt: Runtime, region: str, start: datetime
+    session: AsyncSession,
+    rt: Runtime,
+    region: str,
+    start: datetime,
+    params: MarketParams | None = None,
 ) -> Epoch:
+    """The stored epoch, created first if missing (``params``: the region's, when known)."""
     epoch = await repository.get_epoch(session, region, start)
     if epoch is None:
-        params = await market_params(session, rt, region)
+        if params is None:
+            params = await market_params(session, rt, region)
         row = epoch_row(region, start, rt.settings, params.mechanism, rt.clock.now())
         await repository.ensure_epochs(session, [row])
         epoch = await repository.get_epoch(session, region, start)
@@ -388,15 +401,40 @@ async def _lock_open_epoch(
 ) -> int:
     """Take the epoch for an order write; returns the arrival seq. ``GATE_CLOSED`` when its gate
     closure has passed or it is no longer open."""
-    now = rt.clock.now()
-    details = {"epoch": epoch.start.isoformat(), "gate_closure": epoch.gate_closure.isoformat()}
-    if now >= epoch.gate_closure:
-        raise GateClosed(details=details)
-    locked = await repository.lock_epoch(session, epoch.id, exclusive=exclusive)
+    return await _take_epoch(
+        session,
+        rt,
+        epoch.id,
+        epoch.start,
+        epoch.gate_closure,
+        epoch.mechanism,
+        exclusive=exclusive,
+    )
+
+
+def _gate_closed(start: datetime, gate_closure: datetime) -> GateClosed:
+    return GateClosed(
+        details={"epoch": start.isoformat(), "gate_closure": gate_closure.isoformat()}
+    )
+
+
+async def _take_epoch(
+    session: AsyncSession,
+    rt: Runtime,
+    epoch_id: uuid.UUID,
+    start: datetime,
+    gate_closure: datetime,
+    mechanism: Mechanism,
+    *,
+    exclusive: bool,
+) -> int:
+    if rt.clock.now() >= gate_closure:
+        raise _gate_closed(start, gate_closure)
+    locked = await repository.lock_epoch(session, epoch_id, exclusive=exclusive)
     if locked is None:
-        raise GateClosed(details=details)
-    seq, mechanism = locked
-    if mechanism is not epoch.mechanism:  # changed by a settings update meanwhile: rare
+        raise _gate_closed(start, gate_closure)
+    seq, locked_mechanism = locked
+    if locked_mechanism is not mechanism:  # changed by a settings update meanwhile: rare
         raise Conflict("The epoch's market settings changed; retry")
     return seq
 
@@ -421,47 +459,84 @@ async def place_order(
     now = rt.clock.now()
     settings = rt.settings
     region = await _resolve_region(session, user, data.region, data.side)
-    params = await market_params(session, rt, region)
+    # The epoch's checks are reported after the band's (below), but its start is needed first.
+    start_error: GridexError | None = None
+    if data.epoch is None:
+        start = next_open_start(now, settings)
+    else:
+        try:
+            start = check_aligned(data.epoch, settings)
+        except ValidationFailed as exc:
+            start, start_error = data.epoch, exc
+        else:
+            if now >= gate_closure_of(start, settings):
+                start_error = GateClosed(details={"epoch": start.isoformat()})
+            elif start > horizon_end(now, settings):
+                start_error = ValidationFailed(
+                    f"The epoch is beyond the {settings.market_horizon_hours} h trading horizon",
+                    details={
+                        "field": "epoch",
+                        "horizon_end": horizon_end(now, settings).isoformat(),
+                    },
+                )
+    # One round trip for the region's settings, the checks and the epoch (on PostgreSQL an
+    # auction epoch is taken with it).
+    context = await repository.order_context(
+        session,
+        user_id=user.id,
+        region=region,
+        side=data.side,
+        start=start,
+        client_order_id=data.client_order_id,
+        available_account_id=ledger.user_account(user.id).id,
+        take_auction_epoch=start_error is None,
+    )
+    params = params_of(rt, region, context.settings)
     if data.type is OrderType.limit:
         assert data.limit_price is not None
         _check_band(data.limit_price, params)
         effective = data.limit_price
     else:
         effective = params.max_price_micros if data.side is Side.buy else params.min_price_micros
-    if data.epoch is None:
-        start = next_open_start(now, settings)
-    else:
-        start = check_aligned(data.epoch, settings)
-        if now >= gate_closure_of(start, settings):
-            raise GateClosed(details={"epoch": start.isoformat()})
-        if start > horizon_end(now, settings):
-            raise ValidationFailed(
-                f"The epoch is beyond the {settings.market_horizon_hours} h trading horizon",
-                details={"field": "epoch", "horizon_end": horizon_end(now, settings).isoformat()},
-            )
-    if not await repository.has_eligible_meter(session, user.id, region, data.side):
+    if start_error is not None:
+        raise start_error
+    if not context.has_eligible_meter:
         raise NoEligibleMeter(details={"region": region, "side": data.side.value})
-    if data.side is Side.buy:
-        await ledger.ensure_no_debt(session, user.id)
-    if data.client_order_id is not None and await repository.client_order_id_taken(
-        session, user.id, data.client_order_id
-    ):
+    if data.side is Side.buy and context.available_micros < 0:
+        # As ledger.ensure_no_debt, from the balance read above.
+        raise OutstandingDebt(details={"available": micros_to_money(context.available_micros)})
+    if context.client_order_id_taken:
         raise Conflict(
             "You already have an order with this client_order_id",
             details={"field": "client_order_id"},
         )
 
-    epoch = await get_or_create_epoch(session, rt, region, start)
-    seq = await _lock_open_epoch(
-        session, rt, epoch, exclusive=epoch.mechanism is Mechanism.continuous
-    )
+    epoch: Epoch | None = None
+    mechanism: Mechanism
+    taken = context.epoch
+    if taken is not None and taken.mechanism is Mechanism.auction:
+        epoch_id, mechanism = taken.id, taken.mechanism
+        if taken.seq is not None:  # taken FOR SHARE by the read (PostgreSQL)
+            if now >= taken.gate_closure or taken.state is not EpochState.open:
+                raise _gate_closed(start, taken.gate_closure)
+            seq = taken.seq
+        else:
+            seq = await _take_epoch(
+                session, rt, taken.id, start, taken.gate_closure, mechanism, exclusive=False
+            )
+    else:
+        epoch = await get_or_create_epoch(session, rt, region, start, params)
+        epoch_id, mechanism = epoch.id, epoch.mechanism
+        seq = await _lock_open_epoch(
+            session, rt, epoch, exclusive=mechanism is Mechanism.continuous
+        )
 
     order = MarketOrder(
         id=uuid.uuid4(),
         user_id=user.id,
-        epoch_id=epoch.id,
+        epoch_id=epoch_id,
         region=region,
-        epoch_start=epoch.start,
+        epoch_start=start,
         side=data.side,
         type=data.type,
         quantity_wh=data.quantity_kwh,
@@ -485,20 +560,34 @@ async def place_order(
             user_id=user.id,
             amount_micros=amount,
             reference=_reference(order),
-            description=f"Buy order for epoch {epoch.start.isoformat()}",
+            description=f"Buy order for epoch {start.isoformat()}",
         )
         order.reserved_micros = amount
-    session.add(order)
+    continuous = mechanism is Mechanism.continuous
     try:
-        await session.flush()
+        if continuous:  # matching works on the order in the session
+            session.add(order)
+            await session.flush()
+        else:  # nothing changes it any more: one plain INSERT
+            await repository.insert_order(session, order)
     except IntegrityError as exc:  # a concurrent order with the same client_order_id
         raise Conflict(
             "You already have an order with this client_order_id",
             details={"field": "client_order_id"},
         ) from exc
-    emit(session, rt.pubsub, (f"user:{user.id}",), "order_placed", _event(order), now)
-    if epoch.mechanism is Mechanism.continuous:
-        await clearing.match_continuous(session, rt, epoch, order, params.fee_bps)
+    placed = order_out(order)
+    emit(
+        session,
+        rt.pubsub,
+        (f"user:{user.id}",),
+        "order_placed",
+        placed.model_dump(mode="json"),
+        now,
+    )
+    if not continuous:
+        return placed
+    assert epoch is not None
+    await clearing.match_continuous(session, rt, epoch, order, params.fee_bps)
     await session.flush()
     return order_out(order)
 
