@@ -40,7 +40,12 @@ from gridex.users.routes import departments_router, me_router, users_router
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     clock = clock or SystemClock()
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pre_ping=settings.db_pre_ping,
+    )
     runtime = Runtime(
         settings=settings,
         db=db,

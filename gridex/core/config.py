@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     secret_key: str = DEFAULT_SECRET_KEY
     data_dir: Path = Path(".")
     database_url: str = ""
+    # PostgreSQL connections kept per process, and how many more may open under bursts. Keep
+    # pool size x processes below the server's max_connections.
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
+    # Test each pooled connection before use, so a database restart costs no failed request.
+    db_pre_ping: bool = True
     redis_url: str | None = None
     mqtt_url: str | None = None
     smtp_url: str | None = None
