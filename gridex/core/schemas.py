@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer
+from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
 
 from gridex.core.clock import utc_iso
+from gridex.core.units import micros_to_money, wh_to_kwh
 
 
 class InputModel(BaseModel):
@@ -30,3 +31,15 @@ def _require_aware(value: datetime) -> datetime:
 AwareDatetime = Annotated[datetime, AfterValidator(_require_aware)]
 # Output timestamps: ISO 8601 UTC with Z.
 UtcDatetime = Annotated[datetime, PlainSerializer(utc_iso, return_type=str)]
+# Output money: integer micros as the API's 6-decimal string.
+Money = Annotated[
+    int,
+    PlainSerializer(micros_to_money, return_type=str),
+    WithJsonSchema({"type": "string", "example": "0.125000"}),
+]
+# Output energy: integer Wh as kWh (exact: at most 3 decimals).
+Kwh = Annotated[
+    int,
+    PlainSerializer(wh_to_kwh, return_type=float),
+    WithJsonSchema({"type": "number", "example": 1.5}),
+]

@@ -12,8 +12,8 @@ from typing import Annotated
 
 from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, field_validator
 
-from gridex.core.schemas import InputModel, OutputModel, UtcDatetime
-from gridex.core.units import UnitError, micros_to_money, money_to_micros
+from gridex.core.schemas import InputModel, Money, OutputModel, UtcDatetime
+from gridex.core.units import UnitError, money_to_micros
 
 # 1e12 units: far above any real amount, far below the 64-bit limit of the columns.
 MAX_AMOUNT_MICROS = 10**18
@@ -38,12 +38,6 @@ AmountIn = Annotated[
     int,
     BeforeValidator(_amount),
     WithJsonSchema({"type": "string", "example": "25.000000", "description": "money > 0"}),
-]
-# Micros out as the API's decimal string.
-Money = Annotated[
-    int,
-    PlainSerializer(micros_to_money, return_type=str),
-    WithJsonSchema({"type": "string", "example": "25.000000"}),
 ]
 
 

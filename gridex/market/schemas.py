@@ -11,10 +11,10 @@ import uuid
 from decimal import Decimal
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, PlainSerializer, WithJsonSchema, model_validator
+from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
-from gridex.core.schemas import AwareDatetime, InputModel, OutputModel, UtcDatetime
-from gridex.core.units import UnitError, kwh_to_wh, micros_to_money, money_to_micros, wh_to_kwh
+from gridex.core.schemas import AwareDatetime, InputModel, Kwh, Money, OutputModel, UtcDatetime
+from gridex.core.units import UnitError, kwh_to_wh, money_to_micros
 from gridex.market.models import EpochState, Mechanism, OrderStatus, OrderType, Side
 
 # One order's quantity: at most 1 GWh, far inside the engine's 2**61 Wh per side.
@@ -62,18 +62,6 @@ PriceIn = Annotated[
     int,
     BeforeValidator(_price),
     WithJsonSchema({"type": "string", "example": "0.125000", "description": "per kWh"}),
-]
-# Output: micros as the API's decimal string.
-Money = Annotated[
-    int,
-    PlainSerializer(micros_to_money, return_type=str),
-    WithJsonSchema({"type": "string", "example": "0.125000"}),
-]
-# Output: Wh as kWh.
-Kwh = Annotated[
-    int,
-    PlainSerializer(wh_to_kwh, return_type=float),
-    WithJsonSchema({"type": "number", "example": 1.5}),
 ]
 
 

@@ -6,8 +6,8 @@ import uuid
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gridex.core.schemas import InputModel, OutputModel, UtcDatetime
-from gridex.ledger.schemas import AmountIn, Money
+from gridex.core.schemas import InputModel, Money, OutputModel, UtcDatetime
+from gridex.ledger.schemas import AmountIn
 
 
 class TopupIn(InputModel):
