@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-
 from gridex.auth.jobs import purge_expired
 from gridex.core import idempotency
 from gridex.core.runtime import Runtime
@@ -13,24 +11,16 @@ from gridex.notifications.service import deliver_pending
 
 
 def register_jobs(rt: Runtime) -> None:
-    rt.jobs.add("email_delivery", lambda: _deliver(rt), every_seconds=5)
+    rt.jobs.add(
+        "email_delivery", lambda: deliver_pending(rt.db, rt.settings, rt.clock), every_seconds=5
+    )
     rt.jobs.add("auth_purge", lambda: purge_expired(rt), every_seconds=3600)
-    rt.jobs.add("meters_offline", lambda: _discard(mark_offline(rt)), every_seconds=60)
-    rt.jobs.add("meter_command_timeouts", lambda: _discard(expire_commands(rt)), every_seconds=5)
+    rt.jobs.add("meters_offline", lambda: mark_offline(rt), every_seconds=60)
+    rt.jobs.add("meter_command_timeouts", lambda: expire_commands(rt), every_seconds=5)
     rt.jobs.add(
         "market_clearing",
-        lambda: _discard(clear_due(rt)),
+        lambda: clear_due(rt),
         every_seconds=rt.settings.market_clearing_interval_seconds,
     )
-    rt.jobs.add("market_horizon", lambda: _discard(ensure_horizon(rt)), every_seconds=300)
-    rt.jobs.add(
-        "idempotency_purge", lambda: _discard(idempotency.purge_expired(rt)), every_seconds=3600
-    )
-
-
-async def _deliver(rt: Runtime) -> None:
-    await deliver_pending(rt.db, rt.settings, rt.clock)
-
-
-async def _discard(work: Awaitable[object]) -> None:
-    await work
+    rt.jobs.add("market_horizon", lambda: ensure_horizon(rt), every_seconds=300)
+    rt.jobs.add("idempotency_purge", lambda: idempotency.purge_expired(rt), every_seconds=3600)

@@ -12,6 +12,7 @@ from gridex.auth import service
 from gridex.auth.service import Principal
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import AuthenticationRequired, Forbidden
+from gridex.core.middleware import DECODED_TOKEN_STATE
 from gridex.users.models import Role
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Access token from /auth/login")
@@ -26,7 +27,11 @@ async def _principal(
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
     if bearer is not None:
-        principal = await service.authenticate_bearer(session, rt, bearer.credentials)
+        decoded = getattr(request.state, DECODED_TOKEN_STATE, None)
+        verified = decoded[1] if decoded is not None and decoded[0] == bearer.credentials else None
+        principal = await service.authenticate_bearer(
+            session, rt, bearer.credentials, verified=verified
+        )
     elif api_key:
         principal = await service.authenticate_api_key(session, rt, api_key)
     else:

@@ -34,7 +34,7 @@ class JobLease(Base):
     last_run_at: Mapped[datetime | None]
 
 
-JobFunc = Callable[[], Awaitable[None]]
+JobFunc = Callable[[], Awaitable[object]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,8 @@ _AUTH_PATHS = re.compile(
     r"password/(forgot|reset|change)|wallet/(challenge|verify))$"
 )
 _STAFF_ROLES = frozenset({"admin", "operator"})
+# Request state key of the (token, claims) pair the rate limiter verified.
+DECODED_TOKEN_STATE = "decoded_access_token"
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -199,12 +201,15 @@ class RateLimitMiddleware:
         authorization = _header(scope, b"authorization")
         if authorization and authorization[:7].lower() == "bearer ":
             try:
+                token = authorization[7:].strip()
                 claims = decode_access_token(
-                    authorization[7:].strip(), self.rt.settings.secret_key, now=self.rt.clock.now()
+                    token, self.rt.settings.secret_key, now=self.rt.clock.now()
                 )
             except TokenError:
                 pass
             else:
+                # The auth dependency reuses these instead of verifying the token again.
+                scope.setdefault("state", {})[DECODED_TOKEN_STATE] = (token, claims)
                 if claims.role in _STAFF_ROLES:
                     return "admin", limiter.admin, f"user:{claims.user_id}"
                 return "default", limiter.default, f"user:{claims.user_id}"
