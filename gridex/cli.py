@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from gridex import __version__
-from gridex.core.config import InsecureConfiguration, get_settings
+from gridex.core.config import InsecureConfiguration, Settings, get_settings
 
 app = typer.Typer(help="Gridex: peer-to-peer energy exchange.", no_args_is_help=True)
 db_app = typer.Typer(help="Database tasks.", no_args_is_help=True)
@@ -187,11 +187,25 @@ def payments_complete(
 
 
 def _seed_demo() -> None:
-    from gridex.users.bootstrap import seed_demo
-
     settings = get_settings()
     if settings.env == "production":
         typer.echo("--demo is ignored in production", err=True)
         return
-    for line in asyncio.run(seed_demo(settings)):
+    for line in asyncio.run(_demo_community(settings)):
         typer.echo(line, err=True)
+
+
+async def _demo_community(settings: Settings) -> list[str]:
+    """Demo users, then their meters, readings, money and orders (each created once)."""
+    from gridex.app import build_runtime
+    from gridex.demo import seed_activity
+    from gridex.users.bootstrap import seed_demo
+
+    lines = await seed_demo(settings)
+    rt = build_runtime(settings)
+    try:
+        lines += await seed_activity(rt)
+    finally:
+        await rt.pubsub.close()
+        await rt.db.dispose()
+    return lines

@@ -1,0 +1,75 @@
+"""The demo community that `make run` seeds: created through the real services, once."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from gridex.core.runtime import Runtime
+from gridex.demo import DEMO_METERS, HISTORY_DAYS, last_interval_end, readings_for, seed_activity
+from gridex.users.bootstrap import DEMO_PASSWORD, seed_demo
+from tests.factories import API
+
+
+async def _login(client: httpx.AsyncClient, username: str) -> dict[str, str]:
+    response = await client.post(
+        f"{API}/auth/login", json={"username": username, "password": DEMO_PASSWORD}
+    )
+    assert response.status_code == 200, response.text
+    return {"Authorization": f"Bearer {response.json()['access_token']}"}
+
+
+async def test_demo_community_has_meters_money_shares_and_orders(
+    runtime: Runtime, client: httpx.AsyncClient
+) -> None:
+    await seed_demo(runtime.settings)
+    lines = await seed_activity(runtime)
+    assert any("DEMO-ALICE-01" in line for line in lines)
+
+    carol = await _login(client, "carol")
+    wallet = (await client.get(f"{API}/wallet", headers=carol)).json()
+    # 60.00 topped up; her resting buy of 1 kWh at 0.14 holds 0.14 in reserve.
+    assert wallet["available"] == "59.860000"
+    assert wallet["reserved"] == "0.140000"
+    orders = (await client.get(f"{API}/market/orders", headers=carol)).json()
+    assert [(o["side"], o["quantity_kwh"], o["status"]) for o in orders["items"]] == [
+        ("buy", 1.0, "open")
+    ]
+
+    alice = await _login(client, "alice")
+    meters = (await client.get(f"{API}/meters", headers=alice)).json()["items"]
+    assert [m["serial"] for m in meters] == ["DEMO-ALICE-01"]
+    end = last_interval_end(runtime.clock.now())
+    daily = await client.get(
+        f"{API}/meters/{meters[0]['id']}/readings",
+        params={
+            "interval": "1d",
+            "from": (end - timedelta(days=HISTORY_DAYS + 1)).isoformat(),
+            "to": end.isoformat(),
+        },
+        headers=alice,
+    )
+    assert daily.status_code == 200, daily.text
+    produced = sum(point["produced_kwh"] for point in daily.json()["points"])
+    generated = readings_for(DEMO_METERS[0], end)
+    assert produced == pytest.approx(sum(r["energy_produced_kwh"] for r in generated))
+    assert produced > 0
+
+    # Running it again changes nothing.
+    assert await seed_activity(runtime) == ["  demo meters, readings and orders exist"]
+    assert (await client.get(f"{API}/wallet", headers=carol)).json() == wallet
+
+
+def test_readings_follow_the_sun_and_respect_capacity() -> None:
+    end = datetime(2026, 6, 21, 0, 0, tzinfo=UTC)
+    alice = readings_for(DEMO_METERS[0], end, days=1)
+    assert len(alice) == 96
+    by_time = {r["timestamp"]: r for r in alice}
+    assert by_time["2026-06-20T02:00:00Z"]["energy_produced_kwh"] == 0
+    assert by_time["2026-06-20T12:15:00Z"]["energy_produced_kwh"] > 0.2
+    # 8 kW rated: never more than 2 kWh in 15 minutes.
+    assert all(r["energy_produced_kwh"] <= 2.0 for r in alice)
+    assert all(r["energy_consumed_kwh"] > 0 for r in alice)
+    assert readings_for(DEMO_METERS[0], end, days=1) == alice  # deterministic
