@@ -3,6 +3,7 @@ delivered transition, settlement by the job and by the endpoint, exact money, re
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,7 @@ from tests.market.helpers import (
     trial_total,
     wallet,
 )
+from tests.market.test_events import next_message, nothing_within
 from tests.meters.helpers import make_meter, reading
 
 # A 15-minute meter interval holds the one-minute epoch NEXT (12:01-12:02) as 1/15 of it.
@@ -363,4 +365,56 @@ async def test_correction_waits_until_its_epoch_is_settled(
     assert await resettle_corrections(runtime) == 1
     assert await wallet(runtime, seller) == (198_000, 0, 0)
     assert (await get_epoch(client, operator))["settlement"]["adjustments"] == 0
+    assert await trial_total(client, runtime) == "0.000000"
+
+
+async def test_two_workers_settle_once_and_events_follow_the_commit(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    start_clock(clock)
+    seller = await trader(client, runtime, kind=None, funds="0")
+    buyer = await trader(client, runtime, kind=None)
+    seller_meter = await meter_of(client, seller, "production")
+    buyer_meter = await meter_of(client, buyer, "consumption")
+    await place(client, seller, side="sell", quantity_kwh=1, limit_price="0.10")
+    await place(client, buyer, side="buy", quantity_kwh=1, limit_price="0.30")
+    assert await close_and_clear(clock, runtime, NEXT) == 1
+    epoch_end = NEXT + timedelta(minutes=1)
+    clock.set(epoch_end)
+    await send_reading(client, seller, seller_meter, epoch_end, produced=1, minutes=1)
+    await send_reading(client, buyer, buyer_meter, epoch_end, consumed=0.75, minutes=1)
+    assert await deliver_due(runtime) == 1
+
+    pubsub = runtime.pubsub
+    async with (
+        pubsub.subscribe(f"user:{buyer.id}") as mine,
+        pubsub.subscribe("market", f"epoch:{utc_iso(NEXT)}") as public,
+    ):
+        # Two workers race for the same delivered epoch: the claim lets exactly one settle.
+        results = await asyncio.gather(settle_due(runtime), settle_due(runtime))
+        assert sorted(results) == [0, 1]
+        await pubsub.flush()
+        seen = [await next_message(public) for _ in range(2)]
+        assert sorted(m["channel"] for m in seen) == ["epoch:" + utc_iso(NEXT), "market"]
+        assert {m["type"] for m in seen} == {"settlement_completed"}
+        assert seen[0]["data"]["state"] == "settled"
+        assert seen[0]["data"]["settlement"]["credits"] == "0.002500"  # 250 Wh x 0.01
+        own = await next_message(mine)
+        assert own["type"] == "settlement_completed"
+        assert own["data"] == {
+            "region": "north",
+            "epoch": utc_iso(NEXT),
+            "adjustment": False,
+            "sold_kwh": 0.0,
+            "bought_kwh": 1.0,
+            "exported_kwh": 0.0,
+            "imported_kwh": 0.75,
+            "received": "0.000000",
+            "fees": "0.000000",
+            "charged": "0.000000",
+            "credited": "0.002500",
+        }
+        assert await nothing_within(public)
+    assert await wallet(runtime, seller) == (198_000, 0, 0)
+    assert await wallet(runtime, buyer) == (9_800_000 + 2_500, 0, 0)
     assert await trial_total(client, runtime) == "0.000000"
