@@ -200,17 +200,16 @@ def _epoch_ref(epoch: Epoch) -> ledger.Reference:
     return ledger.Reference(ReferenceType.epoch, epoch.id)
 
 
-def _legs(
-    amounts: Iterable[tuple[ledger.AccountRef, int]], on_behalf_of: uuid.UUID
-) -> list[ledger.Leg]:
-    """Legs merged per account, zero amounts left out (the ledger refuses them)."""
+def _legs(amounts: Iterable[tuple[ledger.AccountRef, int, uuid.UUID | None]]) -> list[ledger.Leg]:
+    """Legs merged per account, zero amounts left out (the ledger refuses them). The third
+    item tags a platform account's posting with the user it concerns."""
     merged: dict[ledger.AccountRef, int] = defaultdict(int)
-    for account, amount in amounts:
+    tags: dict[ledger.AccountRef, uuid.UUID | None] = {}
+    for account, amount, tag in amounts:
         merged[account] += amount
+        tags.setdefault(account, None if account.user_id is not None else tag)
     return [
-        ledger.Leg(account, amount, on_behalf_of if account.user_id is None else None)
-        for account, amount in merged.items()
-        if amount
+        ledger.Leg(account, amount, tags[account]) for account, amount in merged.items() if amount
     ]
 
 
@@ -232,8 +231,8 @@ async def _pay_trade(
     session: AsyncSession, epoch: Epoch, trade: Trade, payout: Payout, at: datetime
 ) -> None:
     """Escrow -> seller and ``fees`` (``settlement_payout``), and escrow -> share holders and
-    ``fees`` (``revenue_share``); the escrow legs are tagged with the buyer, whose
-    ``escrow_pending`` they empty."""
+    ``fees`` (``revenue_share``). The escrow legs are tagged with the buyer, whose
+    ``escrow_pending`` they empty; the fee legs with the seller, whose revenue they come from."""
     reference = ledger.Reference(ReferenceType.trade, trade.id)
     start = utc_iso(epoch.start)
     own = trade.value_micros - payout.shared_micros
@@ -243,11 +242,10 @@ async def _pay_trade(
         EntryType.settlement_payout,
         _legs(
             [
-                (ledger.ESCROW, -own),
-                (ledger.FEES, payout.fee_micros),
-                (ledger.user_account(trade.seller_id), payout.seller_micros),
-            ],
-            trade.buyer_id,
+                (ledger.ESCROW, -own, trade.buyer_id),
+                (ledger.FEES, payout.fee_micros, trade.seller_id),
+                (ledger.user_account(trade.seller_id), payout.seller_micros, None),
+            ]
         ),
         f"Settlement of trade {trade.id} (epoch {start})",
         reference,
@@ -259,11 +257,10 @@ async def _pay_trade(
             EntryType.revenue_share,
             _legs(
                 [
-                    (ledger.ESCROW, -payout.shared_micros),
-                    (ledger.FEES, payout.platform_share_micros),
-                    *((ledger.user_account(u), a) for u, a in sorted(payout.holders.items())),
-                ],
-                trade.buyer_id,
+                    (ledger.ESCROW, -payout.shared_micros, trade.buyer_id),
+                    (ledger.FEES, payout.platform_share_micros, trade.seller_id),
+                    *((ledger.user_account(u), a, None) for u, a in sorted(payout.holders.items())),
+                ]
             ),
             f"Revenue shares of trade {trade.id} (epoch {start})",
             reference,
