@@ -16,6 +16,7 @@ from gridex.ledger import service as ledger
 from gridex.market.jobs import deliver_due, resettle_corrections, settle_due
 from gridex.users.models import Role
 from tests.factories import API, Account, make_user, signed_in
+from tests.ledger.helpers import verify
 from tests.market.helpers import (
     MARKET_SETTINGS,
     NEXT,
@@ -180,6 +181,12 @@ async def test_jobs_deliver_and_settle_with_fee_shortfall_and_credit(
     for account in (full_seller, short_seller, full_buyer, idle_buyer):
         assert [t["settlement_status"] for t in await trades_of(client, account)] == ["settled"]
 
+    history = await client.get(f"{API}/wallet/transactions", headers=short_seller.headers)
+    assert history.status_code == 200, history.text
+    assert sorted(
+        (t["type"], t["amount"], t["reference_type"]) for t in history.json()["items"]
+    ) == [("settlement_charge", "-0.500000", "epoch"), ("settlement_payout", "0.198000", "trade")]
+
     # The debt blocks new buying.
     blocked = await place(
         client, short_seller, expect=409, side="buy", quantity_kwh=1, limit_price="0.5"
@@ -298,6 +305,7 @@ async def test_correction_after_settlement_resettles_the_difference_once(
     assert await resettle_corrections(runtime) == 0
     assert await wallet(runtime, seller) == (-2_000, 0, 0)
     assert await trial_total(client, runtime) == "0.000000"
+    assert (await verify(runtime)).ok
 
     epoch = await get_epoch(client, operator)
     assert epoch["settlement"]["shortfall_charges"] == "0.200000"

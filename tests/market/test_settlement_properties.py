@@ -25,6 +25,7 @@ from gridex.market.settlement_rules import Interval, metered_energy, plan_payout
 from gridex.meters.models import MeterReading
 from gridex.users.models import Role
 from tests.factories import signed_in
+from tests.ledger.helpers import verify
 from tests.market.helpers import MARKET_SETTINGS, place
 from tests.meters.helpers import make_meter
 
@@ -206,14 +207,21 @@ async def test_settlement_conserves_money_and_drains_escrow(
     assert after[ledger.ESCROW.id] == 0
     assert sum(after.values()) == 0
     async with runtime.db.sessionmaker() as session:
-        state = await session.scalar(
-            select(Epoch.state).where(Epoch.region == region, Epoch.start == epoch_start)
+        epoch = await session.scalar(
+            select(Epoch).where(Epoch.region == region, Epoch.start == epoch_start)
         )
         pending = await session.scalar(
             select(func.count()).where(Trade.region == region, Trade.settlement_status != "settled")
         )
-    assert state is EpochState.settled
+    assert epoch is not None
+    assert epoch.state is EpochState.settled
     assert pending == 0
+    # The grid's change is exactly the record's charges less its credits; fees hold at least
+    # the trades' fees (plus the platform's revenue shares).
+    charges, credits = epoch.settlement_charges_micros or 0, epoch.settlement_credits_micros or 0
+    assert changes.get(ledger.GRID.id, 0) == charges - credits
+    assert changes.get(ledger.FEES.id, 0) >= (epoch.settlement_fees_micros or 0)
+    assert (await verify(runtime)).ok
 
 
 async def _fund(rt: Runtime, user_id: uuid.UUID, micros: int) -> None:
