@@ -705,7 +705,7 @@ async def settle_now(
     """Operators: settle an epoch now, the same code as the jobs. A cleared epoch is first
     checked for delivery (interval over and readings in, or grace passed); settling a settled
     epoch again does nothing; anything else is 409 ``CONFLICT``."""
-    from gridex.market.service import check_aligned, effective_state, epoch_out
+    from gridex.market.service import check_aligned, effective_state, epoch_out, gate_closure_of
 
     start = check_aligned(start, rt.settings)
     now = rt.clock.now()
@@ -715,7 +715,10 @@ async def settle_now(
         EpochState.delivered,
         EpochState.settled,
     ):
-        state = effective_state(epoch, now).value if epoch is not None else "open"
+        if epoch is not None:
+            state = effective_state(epoch, now).value
+        else:
+            state = "closed" if now >= gate_closure_of(start, rt.settings) else "open"
         raise Conflict(
             "The epoch is not delivered yet: it has not been cleared",
             details={"state": state},

@@ -426,3 +426,30 @@ async def test_two_workers_settle_once_and_events_follow_the_commit(
     assert await wallet(runtime, seller) == (198_000, 0, 0)
     assert await wallet(runtime, buyer) == (9_800_000 + 2_500, 0, 0)
     assert await trial_total(client, runtime) == "0.000000"
+
+
+async def test_settle_refuses_an_epoch_that_never_traded_before_clearing(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    start_clock(clock)
+    operator = await signed_in(client, runtime, Role.operator)
+    clock.set(NEXT + timedelta(minutes=3))
+    # No row exists for the epoch (nobody traded, no job ran): it is closed, not delivered.
+    refused = await settle(client, operator, expect=409)
+    assert refused["error"]["code"] == "CONFLICT"
+    assert refused["error"]["details"] == {"state": "closed"}
+    misaligned = await client.post(
+        f"{API}/market/epochs/{utc_iso(NEXT + timedelta(seconds=30))}/settle",
+        headers=operator.headers,
+    )
+    assert misaligned.status_code == 422
+    # Once cleared (empty), it is delivered at its end and settles with zero totals.
+    operator_clear = await client.post(
+        f"{API}/market/epochs/{utc_iso(NEXT)}/clear", headers=operator.headers
+    )
+    assert operator_clear.status_code == 200, operator_clear.text
+    assert operator_clear.json()["state"] == "cleared"
+    out = await settle(client, operator)
+    assert out["state"] == "settled"
+    assert out["settlement"]["paid_to_sellers"] == "0.000000"
+    assert out["settlement"]["adjustments"] == 0
