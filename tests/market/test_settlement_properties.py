@@ -21,7 +21,7 @@ from gridex.ledger import service as ledger
 from gridex.ledger.models import Installation, InstallationShare, LedgerAccount
 from gridex.market.jobs import clear_due, deliver_due, settle_due
 from gridex.market.models import Epoch, EpochState, Trade
-from gridex.market.settlement_rules import Interval, metered_energy, plan_payout
+from gridex.market.settlement.rules import Interval, metered_energy, plan_payout
 from gridex.meters.models import MeterReading
 from gridex.users.models import Role
 from tests.factories import signed_in
