@@ -84,10 +84,14 @@ async def _seed(rt: Runtime) -> uuid.UUID:
         )
         session.add(epoch)
         await session.flush()
-        meters, orders, readings = [], [], []
+        meters: list[dict[str, object]] = []
+        meter_ids: list[uuid.UUID] = []
+        orders: list[MarketOrder] = []
+        readings: list[dict[str, object]] = []
         for i, user in enumerate(users):
             side = Side.sell if i < half else Side.buy
             meter = uuid.uuid4()
+            meter_ids.append(meter)
             meters.append(
                 {
                     "id": meter,
@@ -141,9 +145,9 @@ async def _seed(rt: Runtime) -> uuid.UUID:
         await session.execute(insert(MeterReading), readings)
         session.add_all(orders)
         await session.flush()
-        for meter in meters[: half // 10]:
+        for meter_id in meter_ids[: half // 10]:
             installation = Installation(
-                meter_id=meter["id"], platform_bp=2_000, created_at=now, updated_at=now
+                meter_id=meter_id, platform_bp=2_000, created_at=now, updated_at=now
             )
             session.add(installation)
             await session.flush()
@@ -198,7 +202,7 @@ async def run(db_name: str, url: str) -> dict[str, object]:
     clock = FrozenClock()
     clock.set(START + timedelta(minutes=20))
     settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         env="test",
         database_url=url,
         run_jobs=False,
