@@ -7,7 +7,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, select, update
+from sqlalchemy import exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -170,9 +170,7 @@ async def process_corrections(rt: Runtime) -> int:
     its own transaction; returns how many were handled. The correction rows are the durable
     events (the live ``reading_corrected`` event may be missed), and re-settlement only posts
     differences, so handling one twice changes nothing."""
-    handled_already = exists().where(
-        and_(SettlementCorrection.correction_id == ReadingCorrection.id)
-    )
+    handled_already = exists().where(SettlementCorrection.correction_id == ReadingCorrection.id)
     async with rt.db.sessionmaker() as session:
         pending = list(
             await session.scalars(
