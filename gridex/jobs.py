@@ -5,7 +5,13 @@ from __future__ import annotations
 from gridex.auth.jobs import purge_expired
 from gridex.core import idempotency
 from gridex.core.runtime import Runtime
-from gridex.market.jobs import clear_due, ensure_horizon
+from gridex.market.jobs import (
+    clear_due,
+    deliver_due,
+    ensure_horizon,
+    resettle_corrections,
+    settle_due,
+)
 from gridex.meters.jobs import expire_commands, mark_offline
 from gridex.notifications.service import deliver_pending
 
@@ -22,5 +28,16 @@ def register_jobs(rt: Runtime) -> None:
         lambda: clear_due(rt),
         every_seconds=rt.settings.market_clearing_interval_seconds,
     )
+    rt.jobs.add(
+        "market_delivery",
+        lambda: deliver_due(rt),
+        every_seconds=rt.settings.market_clearing_interval_seconds,
+    )
+    rt.jobs.add(
+        "market_settlement",
+        lambda: settle_due(rt),
+        every_seconds=rt.settings.market_clearing_interval_seconds,
+    )
+    rt.jobs.add("market_resettlement", lambda: resettle_corrections(rt), every_seconds=30)
     rt.jobs.add("market_horizon", lambda: ensure_horizon(rt), every_seconds=300)
     rt.jobs.add("idempotency_purge", lambda: idempotency.purge_expired(rt), every_seconds=3600)

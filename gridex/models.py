@@ -12,7 +12,14 @@ from gridex.ledger.models import (
     LedgerAccount,
     Posting,
 )
-from gridex.market.models import Epoch, MarketOrder, RegionSettings, Trade
+from gridex.market.models import (
+    Epoch,
+    MarketOrder,
+    RegionSettings,
+    SettlementCorrection,
+    SettlementPosition,
+    Trade,
+)
 from gridex.meters.models import (
     Meter,
     MeterCommand,
@@ -54,6 +61,8 @@ __all__ = [
     "Refund",
     "RegionSettings",
     "RejectedReading",
+    "SettlementCorrection",
+    "SettlementPosition",
     "Trade",
     "User",
     "WalletNonce",

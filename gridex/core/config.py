@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     market_mechanism: Literal["auction", "continuous"] = "auction"
     # How often the clearing job looks for epochs past gate closure.
     market_clearing_interval_seconds: float = Field(default=5.0, gt=0)
+    # A cleared epoch counts as delivered this long after its end even if some participant's
+    # meter has not reported the whole interval (settlement then uses what is in).
+    settlement_grace_seconds: int = Field(default=900, ge=0)
 
     @model_validator(mode="after")
     def _market_settings(self) -> Settings:

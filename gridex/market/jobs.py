@@ -1,9 +1,10 @@
-"""Scheduled market work: epochs for the trading horizon, and clearing at gate closure."""
+"""Scheduled market work: epochs for the trading horizon, clearing at gate closure, delivery,
+settlement and re-settlement after reading corrections."""
 
 from __future__ import annotations
 
 from gridex.core.runtime import Runtime
-from gridex.market import clearing, repository, service
+from gridex.market import clearing, repository, service, settlement
 
 
 async def ensure_horizon(rt: Runtime) -> int:
@@ -22,3 +23,20 @@ async def ensure_horizon(rt: Runtime) -> int:
 async def clear_due(rt: Runtime) -> int:
     """Clear every epoch past gate closure (see :func:`gridex.market.clearing.clear_due`)."""
     return await clearing.clear_due(rt)
+
+
+async def deliver_due(rt: Runtime) -> int:
+    """Move cleared epochs whose readings are in (or whose grace passed) to delivered (see
+    :func:`gridex.market.settlement.deliver_due`)."""
+    return await settlement.deliver_due(rt)
+
+
+async def settle_due(rt: Runtime) -> int:
+    """Settle every delivered epoch (see :func:`gridex.market.settlement.settle_due`)."""
+    return await settlement.settle_due(rt)
+
+
+async def resettle_corrections(rt: Runtime) -> int:
+    """Re-settle epochs touched by reading corrections (see
+    :func:`gridex.market.settlement.process_corrections`)."""
+    return await settlement.process_corrections(rt)

@@ -74,6 +74,7 @@ class Epoch(IdMixin, Base):
     __table_args__ = (
         Index("ix_market_epochs_region_start", "region", "start", unique=True),
         Index("ix_market_epochs_state_gate", "state", "gate_closure"),
+        Index("ix_market_epochs_state_end", "state", "end"),
     )
 
     region: Mapped[str] = mapped_column(String(64))
@@ -99,6 +100,18 @@ class Epoch(IdMixin, Base):
     trades_hash: Mapped[str | None] = mapped_column(String(64))
     cleared_at: Mapped[datetime | None]
     chain_signature: Mapped[str | None] = mapped_column(String(128))
+    # The settlement record, null until settled (totals include later re-settlements; see
+    # gridex/market/settlement.py). Money in micros; prices per kWh, fixed at settlement.
+    settled_at: Mapped[datetime | None]
+    settlement_paid_micros: Mapped[int | None] = mapped_column(BigInteger)  # value - fees
+    settlement_fees_micros: Mapped[int | None] = mapped_column(BigInteger)
+    settlement_shared_micros: Mapped[int | None] = mapped_column(BigInteger)  # of paid
+    settlement_charges_micros: Mapped[int | None] = mapped_column(BigInteger)
+    settlement_credits_micros: Mapped[int | None] = mapped_column(BigInteger)
+    settlement_import_price_micros: Mapped[int | None] = mapped_column(BigInteger)
+    settlement_feed_in_price_micros: Mapped[int | None] = mapped_column(BigInteger)
+    settlement_adjustments: Mapped[int | None] = mapped_column(Integer)
+    settlement_adjusted_at: Mapped[datetime | None]
 
 
 class MarketOrder(IdMixin, Base):
@@ -161,3 +174,40 @@ class Trade(IdMixin, Base):
     fee_micros: Mapped[int] = mapped_column(BigInteger)  # kept from the seller at settlement
     executed_at: Mapped[datetime]
     settlement_status: Mapped[str] = mapped_column(String(16), default="pending")
+
+
+class SettlementPosition(Base):
+    """One participant's delivery check in one settled epoch, as last settled.
+
+    Energy in Wh (metered values pro-rated to the epoch, see docs/market.md "Settlement");
+    money in micros. ``charged_micros`` went to ``grid`` for a shortfall, ``credited_micros``
+    came from ``grid`` for unconsumed energy; a re-settlement posts only the difference to the
+    values stored here and then replaces them.
+    """
+
+    __tablename__ = "market_settlement_positions"
+
+    epoch_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("market_epochs.id"), primary_key=True)
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"), primary_key=True)
+    sold_wh: Mapped[int] = mapped_column(BigInteger)
+    bought_wh: Mapped[int] = mapped_column(BigInteger)
+    exported_wh: Mapped[int] = mapped_column(BigInteger)
+    imported_wh: Mapped[int] = mapped_column(BigInteger)
+    received_micros: Mapped[int] = mapped_column(BigInteger)  # as seller, after fee and shares
+    fees_micros: Mapped[int] = mapped_column(BigInteger)
+    charged_micros: Mapped[int] = mapped_column(BigInteger)
+    credited_micros: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime]
+
+
+class SettlementCorrection(Base):
+    """A reading correction (``meter_reading_corrections`` row) that re-settlement has handled:
+    the durable cursor of the re-settlement job (no foreign key: the meters tables belong to
+    another migration branch)."""
+
+    __tablename__ = "market_settlement_corrections"
+
+    correction_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    processed_at: Mapped[datetime]
+    epochs: Mapped[int] = mapped_column(Integer)  # settled epochs re-checked
+    adjusted: Mapped[int] = mapped_column(Integer)  # of those, how many changed money

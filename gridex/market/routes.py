@@ -14,7 +14,7 @@ from gridex.core.errors import ValidationFailed
 from gridex.core.idempotency import idempotent
 from gridex.core.pagination import Page, PageDep
 from gridex.core.schemas import AwareDatetime
-from gridex.market import service
+from gridex.market import service, settlement
 from gridex.market.models import EpochState, OrderStatus, Side
 from gridex.market.schemas import (
     CurrentEpochsOut,
@@ -94,6 +94,18 @@ async def clear_epoch(
 ) -> EpochOut:
     """Operators: clear now, the same code as the job (only after gate closure; idempotent)."""
     return await service.clear_now(session, rt, principal, _region(principal, region), epoch)
+
+
+@market_router.post("/epochs/{epoch}/settle")
+async def settle_epoch(
+    epoch: AwareDatetime,
+    principal: StaffPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    region: RegionQuery = None,
+) -> EpochOut:
+    """Operators: settle now, the same code as the jobs (only once delivered; idempotent)."""
+    return await settlement.settle_now(session, rt, principal, _region(principal, region), epoch)
 
 
 @market_router.post("/orders", status_code=status.HTTP_201_CREATED)

@@ -140,6 +140,27 @@ class ClearingOut(OutputModel):
     chain_signature: str | None
 
 
+class SettlementOut(OutputModel):
+    """Totals of an epoch's settlement, including later re-settlements after corrections.
+
+    ``paid_to_sellers``: trade values minus fees, of which ``revenue_shared`` went on to
+    installation share holders and the platform; ``shortfall_charges`` were paid to the grid by
+    sellers that delivered less than they sold; ``credits`` were paid by the grid to buyers that
+    consumed less than they bought. Prices per kWh as fixed at settlement.
+    """
+
+    settled_at: UtcDatetime
+    paid_to_sellers: Money
+    fees: Money
+    revenue_shared: Money
+    shortfall_charges: Money
+    credits: Money
+    grid_import_price: Money
+    feed_in_price: Money
+    adjustments: int
+    adjusted_at: UtcDatetime | None
+
+
 class EpochOut(OutputModel):
     region: str
     start: UtcDatetime
@@ -148,6 +169,7 @@ class EpochOut(OutputModel):
     state: EpochState
     mechanism: Mechanism
     clearing: ClearingOut | None
+    settlement: SettlementOut | None = None
 
 
 class CurrentEpochsOut(OutputModel):

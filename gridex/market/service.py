@@ -60,6 +60,7 @@ from gridex.market.schemas import (
     PublicTradeOut,
     RegionSettingsIn,
     RegionSettingsOut,
+    SettlementOut,
     TradeOut,
 )
 from gridex.users.models import User
@@ -273,6 +274,25 @@ def epoch_out(epoch: Epoch, now: datetime) -> EpochOut:
         state=effective_state(epoch, now),
         mechanism=epoch.mechanism,
         clearing=clearing_out,
+        settlement=settlement_out(epoch),
+    )
+
+
+def settlement_out(epoch: Epoch) -> SettlementOut | None:
+    """The epoch's settlement record, null until settled."""
+    if epoch.settled_at is None or epoch.state is not EpochState.settled:
+        return None
+    return SettlementOut(
+        settled_at=epoch.settled_at,
+        paid_to_sellers=epoch.settlement_paid_micros or 0,
+        fees=epoch.settlement_fees_micros or 0,
+        revenue_shared=epoch.settlement_shared_micros or 0,
+        shortfall_charges=epoch.settlement_charges_micros or 0,
+        credits=epoch.settlement_credits_micros or 0,
+        grid_import_price=epoch.settlement_import_price_micros or 0,
+        feed_in_price=epoch.settlement_feed_in_price_micros or 0,
+        adjustments=epoch.settlement_adjustments or 0,
+        adjusted_at=epoch.settlement_adjusted_at,
     )
 
 

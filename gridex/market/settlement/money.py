@@ -1,0 +1,143 @@
+"""Settlement's ledger entries: payouts out of escrow, revenue shares, and movements
+against ``grid``. Every amount goes through the ledger service's single-entry functions."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridex.core.clock import utc_iso
+from gridex.ledger import service as ledger
+from gridex.ledger.installations import shares_of_meter
+from gridex.ledger.models import AccountKind, EntryType, ReferenceType, account_id
+from gridex.market import repository
+from gridex.market.models import Epoch, Trade
+from gridex.market.settlement.rules import Payout, Shares
+
+
+def epoch_reference(epoch: Epoch) -> ledger.Reference:
+    return ledger.Reference(ReferenceType.epoch, epoch.id)
+
+
+def _legs(amounts: Iterable[tuple[ledger.AccountRef, int, uuid.UUID | None]]) -> list[ledger.Leg]:
+    """Legs merged per account, zero amounts left out (the ledger refuses them). The third
+    item tags a platform account's posting with the user it concerns."""
+    merged: dict[ledger.AccountRef, int] = defaultdict(int)
+    tags: dict[ledger.AccountRef, uuid.UUID | None] = {}
+    for account, amount, tag in amounts:
+        merged[account] += amount
+        tags.setdefault(account, None if account.user_id is not None else tag)
+    return [
+        ledger.Leg(account, amount, tags[account]) for account, amount in merged.items() if amount
+    ]
+
+
+async def _post(
+    session: AsyncSession,
+    at: datetime,
+    type: EntryType,
+    legs: list[ledger.Leg],
+    description: str,
+    reference: ledger.Reference,
+) -> None:
+    if len(legs) >= 2:
+        await ledger.post_entry(
+            session, at=at, type=type, legs=legs, description=description, reference=reference
+        )
+
+
+async def pay_trade(
+    session: AsyncSession, epoch: Epoch, trade: Trade, payout: Payout, at: datetime
+) -> None:
+    """Escrow -> seller and ``fees`` (``settlement_payout``), and escrow -> share holders and
+    ``fees`` (``revenue_share``). The escrow legs are tagged with the buyer, whose
+    ``escrow_pending`` they empty; the fee legs with the seller, whose revenue they come from."""
+    reference = ledger.Reference(ReferenceType.trade, trade.id)
+    start = utc_iso(epoch.start)
+    own = trade.value_micros - payout.shared_micros
+    await _post(
+        session,
+        at,
+        EntryType.settlement_payout,
+        _legs(
+            [
+                (ledger.ESCROW, -own, trade.buyer_id),
+                (ledger.FEES, payout.fee_micros, trade.seller_id),
+                (ledger.user_account(trade.seller_id), payout.seller_micros, None),
+            ]
+        ),
+        f"Settlement of trade {trade.id} (epoch {start})",
+        reference,
+    )
+    if payout.shared_micros:
+        await _post(
+            session,
+            at,
+            EntryType.revenue_share,
+            _legs(
+                [
+                    (ledger.ESCROW, -payout.shared_micros, trade.buyer_id),
+                    (ledger.FEES, payout.platform_share_micros, trade.seller_id),
+                    *((ledger.user_account(u), a, None) for u, a in sorted(payout.holders.items())),
+                ]
+            ),
+            f"Revenue shares of trade {trade.id} (epoch {start})",
+            reference,
+        )
+
+
+async def move_grid(
+    session: AsyncSession,
+    epoch: Epoch,
+    user_id: uuid.UUID,
+    amount_micros: int,
+    at: datetime,
+    *,
+    type: EntryType,
+    description: str,
+) -> None:
+    """``amount > 0``: ``grid`` pays the user; ``< 0``: the user pays ``grid`` (may become a
+    debt: the only debit settlement makes from ``available``)."""
+    if amount_micros > 0:
+        await ledger.credit(
+            session,
+            at=at,
+            user_id=user_id,
+            amount_micros=amount_micros,
+            source=ledger.GRID,
+            type=type,
+            description=description,
+            reference=epoch_reference(epoch),
+        )
+    elif amount_micros < 0:
+        await ledger.charge(
+            session,
+            at=at,
+            user_id=user_id,
+            amount_micros=-amount_micros,
+            destination=ledger.GRID,
+            type=type,
+            description=description,
+            reference=epoch_reference(epoch),
+        )
+
+
+async def revenue_shares(
+    session: AsyncSession, meters: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, Shares]:
+    out: dict[uuid.UUID, Shares] = {}
+    for meter in sorted(set(meters)):
+        found = await shares_of_meter(session, meter)
+        if found is not None:
+            out[meter] = found
+    return out
+
+
+async def lock_money(session: AsyncSession, users: Iterable[uuid.UUID]) -> None:
+    ids = [ledger.ESCROW.id, ledger.FEES.id, ledger.GRID.id]
+    ids += [account_id(AccountKind.available, user) for user in users]
+    await repository.lock_accounts(session, ids)

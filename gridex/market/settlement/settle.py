@@ -1,0 +1,298 @@
+"""``delivered -> settled``: the settlement of one epoch in one transaction, the job that
+runs it for every delivered epoch, and the operator's endpoint."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridex.admin.service import record
+from gridex.auth.service import Principal
+from gridex.core.clock import utc_iso
+from gridex.core.errors import Conflict
+from gridex.core.runtime import Runtime
+from gridex.core.units import wh_to_kwh
+from gridex.ledger.models import EntryType
+from gridex.market import repository
+from gridex.market.models import Epoch, EpochState, SettlementPosition, Trade
+from gridex.market.prices import GridPrices, grid_prices
+from gridex.market.schemas import EpochOut
+from gridex.market.settlement.delivery import deliverable, grace, mark_delivered
+from gridex.market.settlement.events import emit_settlement
+from gridex.market.settlement.metering import energy_in_epoch
+from gridex.market.settlement.money import lock_money, move_grid, pay_trade, revenue_shares
+from gridex.market.settlement.rules import MeteredEnergy, Payout, delivery_check, plan_payout
+
+_BATCH = 100
+
+
+@dataclass(slots=True)
+class _Totals:
+    paid: int = 0
+    fees: int = 0
+    shared: int = 0
+    charges: int = 0
+    credits: int = 0
+
+
+@dataclass(slots=True)
+class _Ledger:
+    """What settlement has done so far in one epoch: the record's totals and, per user, what
+    it received (as seller or share holder) and the fees of its sales."""
+
+    totals: _Totals = field(default_factory=_Totals)
+    received: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
+    fees: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
+
+
+async def _claim(session: AsyncSession, epoch_id: uuid.UUID, now: datetime) -> Epoch | None:
+    """``delivered -> settled`` by a conditional update: only one worker's claim matches."""
+    claimed = await session.execute(
+        update(Epoch)
+        .where(Epoch.id == epoch_id, Epoch.state == EpochState.delivered)
+        .values(state=EpochState.settled, settled_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    if int(claimed.rowcount or 0) != 1:  # type: ignore[attr-defined]
+        return None
+    return await session.get(Epoch, epoch_id, populate_existing=True)
+
+
+async def _payouts(
+    session: AsyncSession, trades: list[Trade], energy: dict[uuid.UUID, MeteredEnergy]
+) -> list[Payout]:
+    """Each trade's payout, its seller's revenue attributed to its metered meters."""
+    exports = {
+        t.seller_id: energy.get(t.seller_id, MeteredEnergy()).exported_by_meter for t in trades
+    }
+    shares = await revenue_shares(session, (m for by_meter in exports.values() for m in by_meter))
+    return [
+        plan_payout(
+            value_micros=t.value_micros,
+            fee_micros=t.fee_micros,
+            exported_by_meter=exports[t.seller_id],
+            shares={m: shares[m] for m in exports[t.seller_id] if m in shares},
+        )
+        for t in trades
+    ]
+
+
+async def _pay(
+    session: AsyncSession,
+    epoch: Epoch,
+    trades: list[Trade],
+    payouts: list[Payout],
+    books: _Ledger,
+    now: datetime,
+) -> None:
+    for trade, payout in zip(trades, payouts, strict=True):
+        await pay_trade(session, epoch, trade, payout, now)
+        books.totals.paid += trade.value_micros - trade.fee_micros
+        books.totals.fees += trade.fee_micros
+        books.totals.shared += payout.shared_micros
+        books.received[trade.seller_id] += payout.seller_micros
+        books.fees[trade.seller_id] += trade.fee_micros
+        for holder, amount in payout.holders.items():
+            books.received[holder] += amount
+
+
+async def _check_delivery(
+    session: AsyncSession,
+    epoch: Epoch,
+    user: uuid.UUID,
+    traded: tuple[int, int],
+    metered: MeteredEnergy,
+    prices: GridPrices,
+    books: _Ledger,
+    now: datetime,
+) -> SettlementPosition:
+    """One participant's delivery check (``traded``: Wh sold, Wh bought), its charge or
+    credit against ``grid``, and its stored position."""
+    sold, bought = traded
+    check = delivery_check(
+        sold_wh=sold,
+        bought_wh=bought,
+        exported_wh=metered.exported_wh,
+        imported_wh=metered.imported_wh,
+        import_price_micros=prices.import_price_micros,
+        feed_in_price_micros=prices.feed_in_price_micros,
+    )
+    start = utc_iso(epoch.start)
+    await move_grid(
+        session,
+        epoch,
+        user,
+        -check.charge_micros,
+        now,
+        type=EntryType.settlement_charge,
+        description=(
+            f"Delivery shortfall of {wh_to_kwh(check.shortfall_wh)} kWh in epoch {start} at "
+            "the grid import price"
+        ),
+    )
+    await move_grid(
+        session,
+        epoch,
+        user,
+        check.credit_micros,
+        now,
+        type=EntryType.settlement_credit,
+        description=(
+            f"Unconsumed {wh_to_kwh(check.excess_wh)} kWh bought in epoch {start}, credited at "
+            "the feed-in price"
+        ),
+    )
+    books.totals.charges += check.charge_micros
+    books.totals.credits += check.credit_micros
+    return SettlementPosition(
+        epoch_id=epoch.id,
+        user_id=user,
+        sold_wh=sold,
+        bought_wh=bought,
+        exported_wh=metered.exported_wh,
+        imported_wh=metered.imported_wh,
+        received_micros=books.received.get(user, 0),
+        fees_micros=books.fees.get(user, 0),
+        charged_micros=check.charge_micros,
+        credited_micros=check.credit_micros,
+        updated_at=now,
+    )
+
+
+def _record(epoch: Epoch, totals: _Totals, prices: GridPrices) -> None:
+    epoch.settlement_paid_micros = totals.paid
+    epoch.settlement_fees_micros = totals.fees
+    epoch.settlement_shared_micros = totals.shared
+    epoch.settlement_charges_micros = totals.charges
+    epoch.settlement_credits_micros = totals.credits
+    epoch.settlement_import_price_micros = prices.import_price_micros
+    epoch.settlement_feed_in_price_micros = prices.feed_in_price_micros
+    epoch.settlement_adjustments = 0
+
+
+async def settle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) -> bool:
+    """Settle one delivered epoch in the caller's transaction; False (nothing written) when it
+    is not delivered or another worker has settled it already."""
+    now = rt.clock.now()
+    epoch = await _claim(session, epoch_id, now)
+    if epoch is None:
+        return False
+    trades = await repository.epoch_trades(session, epoch.id)
+    prices = await grid_prices(session, rt, epoch.region, epoch.start)
+    sold: dict[uuid.UUID, int] = defaultdict(int)
+    bought: dict[uuid.UUID, int] = defaultdict(int)
+    for trade in trades:
+        sold[trade.seller_id] += trade.quantity_wh
+        bought[trade.buyer_id] += trade.quantity_wh
+    users = sorted(set(sold) | set(bought))
+    energy = await energy_in_epoch(session, epoch, users)
+    payouts = await _payouts(session, trades, energy)
+    await lock_money(session, set(users) | {u for p in payouts for u in p.holders})
+
+    books = _Ledger()
+    await _pay(session, epoch, trades, payouts, books, now)
+    positions = [
+        await _check_delivery(
+            session,
+            epoch,
+            user,
+            (sold[user], bought[user]),
+            energy.get(user, MeteredEnergy()),
+            prices,
+            books,
+            now,
+        )
+        for user in users
+    ]
+    session.add_all(positions)
+    await session.execute(
+        update(Trade)
+        .where(Trade.epoch_id == epoch.id)
+        .values(settlement_status="settled")
+        .execution_options(synchronize_session=False)
+    )
+    _record(epoch, books.totals, prices)
+    await session.flush()
+    emit_settlement(session, rt, epoch, positions, now, adjustment=False)
+    return True
+
+
+async def settle_due(rt: Runtime) -> int:
+    """The settlement job: settle every delivered epoch, each in its own transaction."""
+    async with rt.db.sessionmaker() as session:
+        due = list(
+            await session.scalars(
+                select(Epoch.id)
+                .where(Epoch.state == EpochState.delivered)
+                .order_by(Epoch.start)
+                .limit(_BATCH)
+            )
+        )
+    settled = 0
+    for epoch_id in due:
+        async with rt.db.sessionmaker() as session:
+            if await settle_epoch(session, rt, epoch_id):
+                await session.commit()
+                settled += 1
+            else:
+                await session.rollback()
+    return settled
+
+
+# --- on demand ----------------------------------------------------------------------------------
+
+
+async def settle_now(
+    session: AsyncSession, rt: Runtime, principal: Principal, region: str, start: datetime
+) -> EpochOut:
+    """Operators: settle an epoch now, the same code as the jobs. A cleared epoch is first
+    checked for delivery (interval over and readings in, or grace passed); settling a settled
+    epoch again does nothing; anything else is 409 ``CONFLICT``."""
+    from gridex.market.service import check_aligned, effective_state, epoch_out, gate_closure_of
+
+    start = check_aligned(start, rt.settings)
+    now = rt.clock.now()
+    epoch = await repository.get_epoch(session, region, start)
+    if epoch is None or epoch.state not in (
+        EpochState.cleared,
+        EpochState.delivered,
+        EpochState.settled,
+    ):
+        if epoch is not None:
+            state = effective_state(epoch, now).value
+        else:
+            state = "closed" if now >= gate_closure_of(start, rt.settings) else "open"
+        raise Conflict(
+            "The epoch is not delivered yet: it has not been cleared",
+            details={"state": state},
+        )
+    if epoch.state is EpochState.cleared:
+        if not await deliverable(session, rt, epoch, now):
+            raise Conflict(
+                "The epoch is not delivered yet: its interval has not ended or readings are "
+                "missing, and the grace period has not passed",
+                details={
+                    "state": epoch.state.value,
+                    "end": utc_iso(epoch.end),
+                    "grace_until": utc_iso(epoch.end + grace(rt)),
+                },
+            )
+        await mark_delivered(session, epoch.id)
+    settled = await settle_epoch(session, rt, epoch.id)
+    record(
+        session,
+        at=now,
+        action="market.epoch_settled",
+        actor_id=principal.user.id,
+        subject_type="epoch",
+        subject_id=f"{region}@{start.isoformat()}",
+        outcome="success" if settled else "noop",
+    )
+    refreshed = await repository.get_epoch(session, region, start)
+    assert refreshed is not None
+    return epoch_out(refreshed, now)
