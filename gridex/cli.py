@@ -79,6 +79,9 @@ def serve(
         upgrade(settings.database_url)
     if demo:
         _seed_demo()
+        # The workers read their settings from the environment: keep the demo trading there.
+        os.environ["GRIDEX_DEMO_SIMULATION"] = "true"
+        get_settings.cache_clear()
     if workers > 1:
         # Metrics of all workers are aggregated through files in a shared directory.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gridex-prom-"))

@@ -3,29 +3,39 @@
 Created once, through the same service functions the API calls (so every rule applies): one meter
 per person, a week of 15-minute readings (rooftop solar for the prosumers, household load for
 everyone), wallet top-ups through the development payment path, a revenue-share installation on
-Bob's roof with Erin as investor, and resting orders in the next open epoch. The readings are
-generated from a fixed seed: the same every time, plausible rather than real.
+Bob's roof with Erin as investor, and orders in the next open epoch.
+
+While `gridex serve --demo` runs, the `demo_simulation` job keeps the community alive: every
+minute it sends the demo meters' readings for the intervals that have ended, places each
+person's orders for the next open epoch from a forecast of their surplus or load, and tops up a
+consumer whose wallet runs low. Clearing, delivery and settlement then run as they would for real
+meters. Readings come from a fixed seed per meter and interval (and a shared hourly weather), so
+the same interval always reads the same, whenever it is generated; forecasts are noisier than
+the readings, so settlement finds small shortfalls and surpluses as it would in real life.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+import structlog
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.service import Principal
+from gridex.core.errors import GridexError
 from gridex.core.runtime import Runtime
+from gridex.ledger import service as ledger
 from gridex.ledger.installations import create_installation
 from gridex.ledger.schemas import InstallationIn
-from gridex.market.schemas import OrderIn
-from gridex.market.service import place_order
-from gridex.meters.models import Meter, MeterKind
+from gridex.market.models import MarketOrder
+from gridex.market.schemas import OrderIn, OrderOut
+from gridex.market.service import epoch_length, next_open_start, place_order
+from gridex.meters.models import Meter, MeterKind, MeterReading
 from gridex.meters.schemas import MeterIn
 from gridex.meters.service import ingest_for_meter, register_meter
 from gridex.payments.schemas import TopupIn
@@ -33,9 +43,13 @@ from gridex.payments.service import complete_intent, create_topup
 from gridex.users.bootstrap import DEMO_REGION
 from gridex.users.models import User
 
+log = structlog.get_logger(__name__)
+
 HISTORY_DAYS = 7
 INTERVAL = timedelta(minutes=15)
 BATCH = 1_000  # readings per ingest call
+LOW_BALANCE_MICROS = 5_000_000  # a consumer below 5.00 is topped up again
+MIN_ORDER_WH = 10
 
 
 @dataclass(frozen=True)
@@ -58,14 +72,6 @@ DEMO_METERS = (
 
 TOPUPS = {"alice": "20.00", "bob": "20.00", "carol": "60.00", "dave": "45.00"}
 
-# (username, side, kWh, limit price per kWh): prosumers sell their expected surplus, consumers bid.
-ORDERS = (
-    ("alice", "sell", "1.200", "0.110000"),
-    ("bob", "sell", "0.800", "0.095000"),
-    ("carol", "buy", "1.000", "0.140000"),
-    ("dave", "buy", "0.700", "0.120000"),
-)
-
 
 def _sun(at: datetime) -> float:
     """Clear-sky shape: a half sine between 06:00 and 18:00 UTC, 0 at night."""
@@ -73,6 +79,17 @@ def _sun(at: datetime) -> float:
     if not 6 <= hours <= 18:
         return 0.0
     return math.sin(math.pi * (hours - 6) / 12)
+
+
+def _clouds(at: datetime) -> float:
+    """The community's shared weather: a sky factor per hour, blended with the previous hour."""
+
+    def hourly(hour: datetime) -> float:
+        return random.Random(f"weather-{hour:%Y%m%d%H}").uniform(0.2, 1.0)
+
+    hour = at.replace(minute=0, second=0, microsecond=0)
+    weight = at.minute / 60
+    return (1 - weight) * hourly(hour - timedelta(hours=1)) + weight * hourly(hour)
 
 
 def _load(at: datetime, meter: DemoMeter) -> float:
@@ -83,6 +100,27 @@ def _load(at: datetime, meter: DemoMeter) -> float:
     return meter.base_kw + morning + evening
 
 
+def power_kw(meter: DemoMeter, at: datetime, *, noise: float = 0.07) -> tuple[float, float]:
+    """(produced, consumed) kW around ``at``; the same inputs always give the same values."""
+    rng = random.Random(f"{meter.serial}-{at.isoformat()}-{noise}")
+    produced = meter.solar_kw * _sun(at) * _clouds(at) * rng.uniform(1 - noise, 1)
+    consumed = _load(at, meter) * rng.uniform(1 - 2 * noise, 1 + 2 * noise)
+    return produced, consumed
+
+
+def reading_at(meter: DemoMeter, end: datetime) -> dict[str, Any]:
+    """The reading of the 15-minute interval ending at ``end``, as a meter would send it."""
+    produced_kw, consumed_kw = power_kw(meter, end - INTERVAL / 2)
+    rng = random.Random(f"{meter.serial}-{end.isoformat()}-grid")
+    return {
+        "timestamp": end.isoformat().replace("+00:00", "Z"),
+        "energy_produced_kwh": round(produced_kw / 4, 3),
+        "energy_consumed_kwh": round(consumed_kw / 4, 3),
+        "voltage": round(rng.uniform(228.0, 236.0), 1),
+        "frequency": round(rng.uniform(49.95, 50.05), 3),
+    }
+
+
 def last_interval_end(now: datetime) -> datetime:
     """The end of the newest complete 15-minute interval at ``now``."""
     end = now.replace(second=0, microsecond=0)
@@ -91,27 +129,43 @@ def last_interval_end(now: datetime) -> datetime:
 
 def readings_for(meter: DemoMeter, end: datetime, days: int = HISTORY_DAYS) -> list[dict[str, Any]]:
     """Readings for the 15-minute intervals ending after ``end - days`` up to ``end``."""
-    rng = random.Random(meter.serial)
+    return readings_between(meter, end - timedelta(days=days), end)
+
+
+def readings_between(meter: DemoMeter, after: datetime, end: datetime) -> list[dict[str, Any]]:
+    """Readings for the 15-minute intervals ending in ``(after, end]``."""
     out: list[dict[str, Any]] = []
-    at = end - timedelta(days=days) + INTERVAL
-    cloud = 1.0
+    at = after + INTERVAL
     while at <= end:
-        mid = at - INTERVAL / 2
-        if at.minute == 0:  # weather changes by the hour
-            cloud = min(1.0, max(0.15, cloud + rng.uniform(-0.3, 0.3)))
-        produced_kw = meter.solar_kw * _sun(mid) * cloud * rng.uniform(0.93, 1.0)
-        consumed_kw = _load(mid, meter) * rng.uniform(0.85, 1.15)
-        out.append(
-            {
-                "timestamp": at.isoformat().replace("+00:00", "Z"),
-                "energy_produced_kwh": round(produced_kw / 4, 3),
-                "energy_consumed_kwh": round(consumed_kw / 4, 3),
-                "voltage": round(rng.uniform(228.0, 236.0), 1),
-                "frequency": round(rng.uniform(49.95, 50.05), 3),
-            }
-        )
+        out.append(reading_at(meter, at))
         at += INTERVAL
     return out
+
+
+def demo_order(meter: DemoMeter, start: datetime, length: timedelta) -> OrderIn | None:
+    """The order of a meter's owner for the epoch at ``start``: a prosumer offers the surplus it
+    forecasts, a consumer bids for the load it forecasts (forecasts are noisier than readings)."""
+    produced_kw, consumed_kw = power_kw(meter, start + length / 2, noise=0.2)
+    hours = length.total_seconds() / 3600
+    rng = random.Random(f"{meter.serial}-{start.isoformat()}-order")
+    surplus_wh = int((produced_kw - consumed_kw) * hours * 1000)
+    if meter.solar_kw:
+        if surplus_wh < MIN_ORDER_WH:
+            return None
+        side, wh, price = "sell", surplus_wh, rng.uniform(0.08, 0.12)
+    else:
+        side, wh, price = "buy", int(consumed_kw * hours * 1000), rng.uniform(0.10, 0.16)
+        if wh < MIN_ORDER_WH:
+            return None
+    return OrderIn.model_validate(
+        {
+            "side": side,
+            "quantity_kwh": f"{wh / 1000:.3f}",
+            "limit_price": f"{price:.4f}",
+            "epoch": start.isoformat(),
+            "client_order_id": f"demo-{meter.owner}-{start:%Y%m%dT%H%M}",
+        }
+    )
 
 
 async def _users(session: AsyncSession) -> dict[str, User]:
@@ -119,9 +173,50 @@ async def _users(session: AsyncSession) -> dict[str, User]:
     return {user.username: user for user in rows}
 
 
+async def place_demo_orders(rt: Runtime) -> list[tuple[str, OrderOut]]:
+    """Each demo person's order for the next open epoch, unless they already have one there;
+    one transaction per order, and an order the market refuses (no funds, gate just closed, a
+    band that excludes the demo's prices) is skipped."""
+    start = next_open_start(rt.clock.now(), rt.settings)
+    length = epoch_length(rt.settings)
+    placed = []
+    for spec in DEMO_METERS:
+        order = demo_order(spec, start, length)
+        if order is None:
+            continue
+        async with rt.db.sessionmaker() as session:
+            user = await session.scalar(
+                select(User).where(User.username == spec.owner, User.region == DEMO_REGION)
+            )
+            if user is None:
+                continue
+            taken = await session.scalar(
+                select(MarketOrder.id).where(
+                    MarketOrder.user_id == user.id,
+                    MarketOrder.client_order_id == order.client_order_id,
+                )
+            )
+            if taken is not None:
+                continue
+            try:
+                placed.append(
+                    (spec.owner, await place_order(session, rt, Principal(user=user), order))
+                )
+                await session.commit()
+            except GridexError as exc:
+                log.info("demo order skipped", user=spec.owner, code=exc.code)
+    return placed
+
+
+async def _top_up(session: AsyncSession, rt: Runtime, user: User, amount: str) -> None:
+    micros = TopupIn.model_validate({"amount": amount}).amount
+    intent = await create_topup(session, rt, Principal(user=user), micros)
+    await complete_intent(session, rt, intent.id)
+
+
 async def seed_activity(rt: Runtime) -> list[str]:
-    """Create the demo's meters, readings, money, installation and orders once, in one
-    transaction: a failure leaves nothing half-made for the next start to skip."""
+    """Create the demo's meters, readings, money and installation once, in one transaction (a
+    failure leaves nothing half-made for the next start to skip), then the first orders."""
     async with rt.db.sessionmaker() as session:
         if await session.scalar(select(Meter.id).where(Meter.serial == DEMO_METERS[0].serial)):
             return ["  demo meters, readings and orders exist"]
@@ -150,21 +245,11 @@ async def seed_activity(rt: Runtime) -> list[str]:
                 ),
             )
             meters[spec.owner] = meter
-            readings = readings_for(spec, end)
-            stored = 0
-            for start in range(0, len(readings), BATCH):
-                result = await ingest_for_meter(
-                    session, rt, meter, {"readings": readings[start : start + BATCH]}
-                )
-                stored += result.accepted
+            stored = await _ingest(session, rt, meter, readings_for(spec, end))
             lines.append(f"  meter   {spec.serial} ({spec.owner}): {stored} readings")
 
         for username, amount in TOPUPS.items():
-            principal = Principal(user=users[username])
-            intent = await create_topup(
-                session, rt, principal, TopupIn.model_validate({"amount": amount}).amount
-            )
-            await complete_intent(session, rt, intent.id, actor=admin)
+            await _top_up(session, rt, users[username], amount)
             lines.append(f"  top-up  {username}: {amount}")
 
         await create_installation(
@@ -184,20 +269,58 @@ async def seed_activity(rt: Runtime) -> list[str]:
         )
         lines.append("  shares  DEMO-BOB-01: bob 45%, erin 35%, platform 20%")
 
-        for username, side, kwh, price in ORDERS:
-            order = await place_order(
-                session,
-                rt,
-                Principal(user=users[username]),
-                OrderIn.model_validate(
-                    {
-                        "side": side,
-                        "quantity_kwh": kwh,
-                        "limit_price": price,
-                        "client_order_id": f"demo-{username}-{uuid.uuid4().hex[:8]}",
-                    }
-                ),
-            )
-            lines.append(f"  order   {username} {side} {kwh} kWh @ {price} for {order.epoch}")
         await session.commit()
-        return lines
+    for owner, order in await place_demo_orders(rt):
+        lines.append(
+            f"  order   {owner} {order.side} {order.quantity_kwh / 1000:.3f} kWh"
+            f" @ {(order.limit_price or 0) / 1e6:.4f} for {order.epoch:%Y-%m-%d %H:%M} UTC"
+        )
+    return lines
+
+
+async def _ingest(
+    session: AsyncSession, rt: Runtime, meter: Meter, readings: list[dict[str, Any]]
+) -> int:
+    stored = 0
+    for start in range(0, len(readings), BATCH):
+        chunk = {"readings": readings[start : start + BATCH]}
+        stored += (await ingest_for_meter(session, rt, meter, chunk)).accepted
+    return stored
+
+
+async def simulate(rt: Runtime) -> int:
+    """One step of the live demo: readings of ended intervals, next epoch's orders, top-ups.
+    Returns the number of readings stored. Does nothing until the demo community exists."""
+    async with rt.db.sessionmaker() as session:
+        users = await _users(session)
+        meters = {
+            meter.serial: meter
+            for meter in await session.scalars(
+                select(Meter).where(
+                    Meter.serial.in_([m.serial for m in DEMO_METERS]), Meter.deleted_at.is_(None)
+                )
+            )
+        }
+        if not meters:
+            return 0
+        end = last_interval_end(rt.clock.now())
+        stored = 0
+        for spec in DEMO_METERS:
+            meter = meters.get(spec.serial)
+            if meter is None:
+                continue
+            newest = await session.scalar(
+                select(func.max(MeterReading.timestamp)).where(MeterReading.meter_id == meter.id)
+            )
+            after = max(newest, end - timedelta(days=1)) if newest else end - INTERVAL
+            stored += await _ingest(session, rt, meter, readings_between(spec, after, end))
+        for spec in DEMO_METERS:
+            user = users.get(spec.owner)
+            if user is None or spec.solar_kw:
+                continue
+            balances = await ledger.wallet_balances(session, user.id)
+            if balances.available_micros < LOW_BALANCE_MICROS:
+                await _top_up(session, rt, user, TOPUPS[spec.owner])
+        await session.commit()
+    await place_demo_orders(rt)
+    return stored

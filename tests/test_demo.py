@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import httpx
 import pytest
 
+from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
-from gridex.demo import DEMO_METERS, HISTORY_DAYS, last_interval_end, readings_for, seed_activity
+from gridex.demo import (
+    DEMO_METERS,
+    HISTORY_DAYS,
+    last_interval_end,
+    reading_at,
+    readings_for,
+    seed_activity,
+    simulate,
+)
 from gridex.users.bootstrap import DEMO_PASSWORD, seed_demo
 from tests.factories import API
 
@@ -30,13 +40,11 @@ async def test_demo_community_has_meters_money_shares_and_orders(
 
     carol = await _login(client, "carol")
     wallet = (await client.get(f"{API}/wallet", headers=carol)).json()
-    # 60.00 topped up; her resting buy of 1 kWh at 0.14 holds 0.14 in reserve.
-    assert wallet["available"] == "59.860000"
-    assert wallet["reserved"] == "0.140000"
-    orders = (await client.get(f"{API}/market/orders", headers=carol)).json()
-    assert [(o["side"], o["quantity_kwh"], o["status"]) for o in orders["items"]] == [
-        ("buy", 1.0, "open")
-    ]
+    orders = (await client.get(f"{API}/market/orders", headers=carol)).json()["items"]
+    # 60.00 topped up; her one buy order for the next epoch holds its value in reserve.
+    assert [(o["side"], o["status"]) for o in orders] == [("buy", "open")]
+    assert wallet["reserved"] == orders[0]["reserved"]
+    assert Decimal(wallet["available"]) + Decimal(wallet["reserved"]) == Decimal("60")
 
     alice = await _login(client, "alice")
     meters = (await client.get(f"{API}/meters", headers=alice)).json()["items"]
@@ -73,3 +81,28 @@ def test_readings_follow_the_sun_and_respect_capacity() -> None:
     assert all(r["energy_produced_kwh"] <= 2.0 for r in alice)
     assert all(r["energy_consumed_kwh"] > 0 for r in alice)
     assert readings_for(DEMO_METERS[0], end, days=1) == alice  # deterministic
+
+
+async def test_the_live_demo_sends_readings_and_places_orders_once(
+    runtime: Runtime, client: httpx.AsyncClient, clock: FrozenClock
+) -> None:
+    await seed_demo(runtime.settings)
+    await seed_activity(runtime)
+    assert await simulate(runtime) == 0  # nothing new has ended yet
+
+    clock.advance(timedelta(hours=1))
+    assert await simulate(runtime) == 4 * len(DEMO_METERS)
+    assert await simulate(runtime) == 0
+
+    alice = await _login(client, "alice")
+    meter = (await client.get(f"{API}/meters", headers=alice)).json()["items"][0]
+    latest = (await client.get(f"{API}/meters/{meter['id']}/latest", headers=alice)).json()
+    expected = reading_at(DEMO_METERS[0], last_interval_end(clock.now()))
+    assert latest["timestamp"] == expected["timestamp"]
+    assert latest["energy_produced_kwh"] == expected["energy_produced_kwh"]
+
+    carol = await _login(client, "carol")
+    orders = (await client.get(f"{API}/market/orders", headers=carol)).json()["items"]
+    epochs = sorted(o["epoch"] for o in orders)
+    assert len(epochs) == 2  # one per epoch, never twice
+    assert epochs[0] < epochs[1]

@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     currency: str = "USD"
 
     run_jobs: bool = True
+    # `gridex serve --demo` turns this on: the demo community's meters and people keep trading.
+    demo_simulation: bool = False
     cors_origins: list[str] = Field(default_factory=list)
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
