@@ -27,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
+from gridex.core.db import begin_write
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.security import decode_wallet_address, verify_ed25519
@@ -964,6 +965,10 @@ async def ingest(
                 "Another reading for this interval in the same request has other values",
             )
 
+    if valid or result.rejected:
+        # Validation is done and everything from here on writes: on SQLite, take the write lock
+        # now (in turn with other writers) and hold it only for the writes.
+        await begin_write(session)
     if valid and session.get_bind().dialect.name == "postgresql":
         newest_ts, missed = await _store_postgres(session, valid, source, now)
         rest = [r for r in valid if (r.meter.id, r.timestamp) in missed] if missed else []

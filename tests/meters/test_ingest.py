@@ -76,6 +76,7 @@ async def test_every_validation_has_its_code_and_dead_letter(
         (reading(now, 0.1, extra_field=1), "malformed"),
         ({**reading(now), "timestamp": "2026-03-04T12:00:00"}, "naive_timestamp"),
         ({**reading(now), "timestamp": "yesterday"}, "malformed"),
+        ({**reading(now), "timestamp": "0001-01-01T00:00:00+01:00"}, "malformed"),  # before UTC 1
         (reading(now + timedelta(minutes=15)), "future_timestamp"),
         (reading(now - timedelta(days=400)), "too_old"),
         (reading(now, -0.1), "negative"),
