@@ -595,16 +595,15 @@ async def upsert_add_rollups(session: AsyncSession, rows: Sequence[dict[str, Any
 
 
 async def _insert_readings(
-    session: AsyncSession, readings: list[Reading], source: str, now: datetime
+    session: AsyncSession, rows: list[dict[str, Any]]
 ) -> set[tuple[uuid.UUID, datetime]]:
-    """Insert what is new; returns the keys actually inserted."""
+    """Insert what is new (``Reading.row`` dicts); returns the keys actually inserted."""
     table = MeterReading.__table__
     stmt = (
         dialect_insert(session, table)
         .on_conflict_do_nothing(index_elements=[table.c.meter_id, table.c.timestamp])
         .returning(table.c.meter_id, table.c.timestamp)
     )
-    rows = [r.row(source, now) for r in readings]
     result = await session.execute(stmt, rows)
     return {(m, ts.astimezone(UTC)) for m, ts in result.all()}
 
@@ -965,11 +964,18 @@ async def ingest(
                 "Another reading for this interval in the same request has other values",
             )
 
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if valid and not postgres:
+        # Prepared before taking the write lock: the rows, and the rollups of the usual case
+        # where every reading is new (recomputed below for those stored when some are not).
+        valid.sort(key=lambda r: (r.meter.id, r.timestamp))
+        rows = [r.row(source, now) for r in valid]
+        planned = rollup_rows(valid)
     if valid or result.rejected:
         # Validation is done and everything from here on writes: on SQLite, take the write lock
         # now (in turn with other writers) and hold it only for the writes.
         await begin_write(session)
-    if valid and session.get_bind().dialect.name == "postgresql":
+    if valid and postgres:
         newest_ts, missed = await _store_postgres(session, valid, source, now)
         rest = [r for r in valid if (r.meter.id, r.timestamp) in missed] if missed else []
         refs = {r.meter.id: r.meter for r in valid}
@@ -979,14 +985,13 @@ async def ingest(
         if newest:
             await _touch_meters(session, rt, newest, now)
     elif valid:
-        valid.sort(key=lambda r: (r.meter.id, r.timestamp))
-        inserted = await _insert_readings(session, valid, source, now)
+        inserted = await _insert_readings(session, rows)
         stored = [r for r in valid if (r.meter.id, r.timestamp) in inserted]
         rest = [r for r in valid if (r.meter.id, r.timestamp) not in inserted]
         await _classify_rest(session, rest, payloads, result, reject)
         result.accepted = len(stored)
         if stored:
-            await upsert_add_rollups(session, rollup_rows(stored))
+            await upsert_add_rollups(session, rollup_rows(stored) if rest else planned)
             await _touch_meters(session, rt, _newest(stored), now)
 
     if result.rejected:
