@@ -9,7 +9,8 @@ Validation runs ``quick_reading`` first (plain checks for the common valid readi
 to ``parse_reading``, which decides and words every rejection. On PostgreSQL the readings go to
 the server as one array per column in a single statement that inserts them and sums and upserts
 the rollups of exactly the inserted rows server-side (``_PG_INGEST``); SQLite inserts the rows and
-upserts rollups aggregated in Python.
+upserts rollups aggregated in Python. Either way the writes start only after validation, through
+``begin_write``: on SQLite that is where a call queues for the single write lock.
 """
 
 from __future__ import annotations
