@@ -93,13 +93,15 @@ class SQLiteWriteGate:
     def __init__(self, path: str | None) -> None:
         self._path = f"{path}-writer" if path else None
         self._fd: int | None = None
+        self._pid = 0  # the process that opened _fd: a forked child opens its own
         self._local = asyncio.Lock()
 
     async def acquire(self) -> None:
         await self._local.acquire()
         try:
-            if self._path is not None and self._fd is None:
+            if self._path is not None and (self._fd is None or self._pid != os.getpid()):
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._pid = os.getpid()
         except BaseException:
             self._local.release()
             raise

@@ -67,23 +67,6 @@ READING_FIELDS = frozenset(
     }
 )
 _ROUTING_FIELDS = frozenset({"meter_serial"})
-_INSERT_COLUMNS = (
-    "meter_id",
-    "timestamp",
-    "interval_minutes",
-    "consumed_wh",
-    "produced_wh",
-    "peak_demand_w",
-    "power_factor",
-    "voltage",
-    "current",
-    "frequency",
-    "reading_metadata",
-    "signature",
-    "source",
-    "received_at",
-    "revision",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +118,7 @@ class Reading:
         return self.timestamp - timedelta(minutes=self.interval_minutes)
 
     def row(self, source: str, received_at: datetime) -> dict[str, Any]:
+        """The ``meter_readings`` row, keyed by column for a Core insert."""
         return {
             "meter_id": self.meter.id,
             "timestamp": self.timestamp,
@@ -146,7 +130,7 @@ class Reading:
             "voltage": self.voltage,
             "current": self.current,
             "frequency": self.frequency,
-            "reading_metadata": self.metadata,
+            "metadata": self.metadata,  # the column's key (the ORM attribute is reading_metadata)
             "signature": self.signature,
             "source": source,
             "received_at": received_at,
