@@ -45,6 +45,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pre_ping=settings.db_pre_ping,
+        sqlite_busy_timeout_ms=settings.sqlite_busy_timeout_ms,
     )
     runtime = Runtime(
         settings=settings,

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=10, ge=0)
     # Test each pooled connection before use, so a database restart costs no failed request.
     db_pre_ping: bool = True
+    # SQLite: how long a statement waits for another connection's write lock before failing.
+    # Ingest transactions queue for the lock without this limit (see core.db.SQLiteWriteGate).
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     redis_url: str | None = None
     mqtt_url: str | None = None
     smtp_url: str | None = None

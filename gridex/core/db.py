@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import uuid
+import weakref
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, MetaData, event, text
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
+    AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
@@ -60,13 +65,117 @@ class IdMixin:
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+def _sqlite_pragmas(busy_timeout_ms: int) -> Any:
+    def on_connect(dbapi_connection: Any, _: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+        cursor.close()
+
+    return on_connect
+
+
+class SQLiteWriteGate:
+    """One writer at a time on a SQLite file, in arrival order, across processes.
+
+    SQLite lets one connection write at a time; the others wait in its busy handler, which
+    polls (up to every 100 ms) and gives up after ``busy_timeout``. With several workers each
+    running long batch transactions, a waiter can lose every race until the timeout expires and
+    the request fails. Writers of large transactions therefore queue here first: an asyncio lock
+    orders the writers of one process, and an exclusive ``flock`` on ``<file>-writer`` (blocking,
+    in a thread: the kernel wakes the next waiter at once) orders the processes. Whoever holds
+    the gate starts its transaction with ``BEGIN IMMEDIATE`` and meets, at most, a short write of
+    someone who does not use the gate.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self._path = f"{path}-writer" if path else None
+        self._fd: int | None = None
+        self._pid = 0  # the process that opened _fd: a forked child opens its own
+        self._local = asyncio.Lock()
+
+    async def acquire(self) -> None:
+        await self._local.acquire()
+        try:
+            if self._path is not None and (self._fd is None or self._pid != os.getpid()):
+                self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+                self._pid = os.getpid()
+        except BaseException:
+            self._local.release()
+            raise
+        if self._fd is None:
+            return
+        fut = asyncio.get_running_loop().run_in_executor(None, fcntl.flock, self._fd, fcntl.LOCK_EX)
+        try:
+            await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # The thread still takes the file lock: give it back, then the process' lock.
+            fut.add_done_callback(self._abandon)
+            raise
+        except BaseException:
+            self._local.release()
+            raise
+
+    def _abandon(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is None and self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._local.release()
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        self._local.release()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+_WRITE_GATES: weakref.WeakKeyDictionary[Engine, SQLiteWriteGate] = weakref.WeakKeyDictionary()
+_GATE_HELD = "gridex_sqlite_write_gate"
+
+
+async def begin_write(session: AsyncSession) -> None:
+    """Start the session's transaction as a writer, now, before its first write.
+
+    PostgreSQL: nothing to do (row locks). SQLite: unless the connection already holds the write
+    lock (an earlier statement wrote), queue at the file's ``SQLiteWriteGate`` and ``BEGIN
+    IMMEDIATE``, so the transaction owns the lock from its first statement on and never has to
+    upgrade a read; the gate is given back when the session's transaction ends (commit,
+    rollback or close). Call it once the work before the writes (validation) is done, so the
+    lock is held only for the writes.
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "sqlite" or session.info.get(_GATE_HELD):
+        return
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    if driver is None or driver.in_transaction:
+        return
+    gate = _WRITE_GATES.get(bind) if isinstance(bind, Engine) else None
+    if gate is not None:
+        await gate.acquire()
+        session.info[_GATE_HELD] = gate
+    try:
+        with session.no_autoflush:  # pending changes are written inside the transaction
+            await session.execute(text("BEGIN IMMEDIATE"))
+    except BaseException:
+        session.info.pop(_GATE_HELD, None)
+        if gate is not None:
+            gate.release()
+        raise
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _release_write_gate(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:
+        gate = session.info.pop(_GATE_HELD, None)
+        if gate is not None:
+            gate.release()
 
 
 def create_engine(
@@ -76,10 +185,14 @@ def create_engine(
     pool_size: int = 20,
     max_overflow: int = 10,
     pre_ping: bool = True,
+    sqlite_busy_timeout_ms: int = 10_000,
 ) -> AsyncEngine:
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_busy_timeout_ms))
+        path = engine.url.database
+        file = path if path and path != ":memory:" and not path.startswith("file:") else None
+        _WRITE_GATES[engine.sync_engine] = SQLiteWriteGate(file and os.path.abspath(file))
         return engine
     return create_async_engine(
         url,
@@ -101,10 +214,16 @@ class Database:
         pool_size: int = 20,
         max_overflow: int = 10,
         pre_ping: bool = True,
+        sqlite_busy_timeout_ms: int = 10_000,
     ) -> None:
         self.url = url
         self.engine = create_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=max_overflow, pre_ping=pre_ping
+            url,
+            echo=echo,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pre_ping=pre_ping,
+            sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 
@@ -118,3 +237,6 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+        gate = _WRITE_GATES.pop(self.engine.sync_engine, None)
+        if gate is not None:
+            gate.close()

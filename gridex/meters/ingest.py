@@ -9,7 +9,8 @@ Validation runs ``quick_reading`` first (plain checks for the common valid readi
 to ``parse_reading``, which decides and words every rejection. On PostgreSQL the readings go to
 the server as one array per column in a single statement that inserts them and sums and upserts
 the rollups of exactly the inserted rows server-side (``_PG_INGEST``); SQLite inserts the rows and
-upserts rollups aggregated in Python.
+upserts rollups aggregated in Python. Either way the writes start only after validation, through
+``begin_write``: on SQLite that is where a call queues for the single write lock.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
+from gridex.core.db import begin_write
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.security import decode_wallet_address, verify_ed25519
@@ -65,23 +67,6 @@ READING_FIELDS = frozenset(
     }
 )
 _ROUTING_FIELDS = frozenset({"meter_serial"})
-_INSERT_COLUMNS = (
-    "meter_id",
-    "timestamp",
-    "interval_minutes",
-    "consumed_wh",
-    "produced_wh",
-    "peak_demand_w",
-    "power_factor",
-    "voltage",
-    "current",
-    "frequency",
-    "reading_metadata",
-    "signature",
-    "source",
-    "received_at",
-    "revision",
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +118,7 @@ class Reading:
         return self.timestamp - timedelta(minutes=self.interval_minutes)
 
     def row(self, source: str, received_at: datetime) -> dict[str, Any]:
+        """The ``meter_readings`` row, keyed by column for a Core insert."""
         return {
             "meter_id": self.meter.id,
             "timestamp": self.timestamp,
@@ -144,7 +130,7 @@ class Reading:
             "voltage": self.voltage,
             "current": self.current,
             "frequency": self.frequency,
-            "reading_metadata": self.metadata,
+            "metadata": self.metadata,  # the column's key (the ORM attribute is reading_metadata)
             "signature": self.signature,
             "source": source,
             "received_at": received_at,
@@ -235,7 +221,10 @@ def _timestamp(raw: dict[str, Any]) -> datetime:
         raise _invalid(
             "naive_timestamp", "timestamp must include a time zone (e.g. 2025-01-01T00:15:00Z)"
         )
-    return ts.astimezone(UTC)
+    try:
+        return ts.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00
+        raise _invalid("malformed", "timestamp is out of range") from exc
 
 
 def _range(value: float | int | None, name: str, low: float, high: float) -> float | None:
@@ -315,37 +304,52 @@ def parse_reading(item: Item, *, now: datetime, skew: timedelta, oldest: datetim
 
 
 _ALL_FIELDS = READING_FIELDS | _ROUTING_FIELDS
-_RANGES = (
-    ("power_factor", -1, 1),
-    ("voltage", 0, 1_000_000),
-    ("current", 0, 1_000_000),
-    ("frequency", 0, 1_000),
-)
 
 
-def _quick_wh(value: Any) -> int | None:
-    """``kwh_to_wh`` of a plain JSON number that converts exactly, or None (ask the slow path).
+class _Unsure(Exception):
+    """Raised inside ``quick_reading`` for anything but a plain valid value: ask the slow path."""
+
+
+def _quick_wh(value: Any) -> int:
+    """``kwh_to_wh`` of a plain JSON number that converts exactly (``_Unsure`` otherwise).
 
     For |kWh| < 1e9 a float has a <= 3-decimal shortest form exactly when ``round(x * 1000)
     / 1000`` gives it back, so this agrees with the Decimal conversion wherever it answers.
     """
     kind = type(value)
     if kind is int:
-        wh = value * WH_PER_KWH
+        wh: int = value * WH_PER_KWH
     elif kind is float and -1e9 < value < 1e9:
         wh = round(value * WH_PER_KWH)
         if wh / WH_PER_KWH != value:
-            return None
+            raise _Unsure
     else:
+        raise _Unsure
+    if wh < 0:
+        raise _Unsure
+    return wh
+
+
+def _quick_float(value: Any, low: float, high: float) -> float | None:
+    """An optional plain number within [low, high] as float (``_Unsure`` otherwise)."""
+    if value is None:
         return None
-    return wh if wh >= 0 else None
+    kind = type(value)
+    if (kind is float or kind is int) and low <= value <= high:
+        return float(value)
+    raise _Unsure
 
 
-def quick_reading(item: Item, *, latest: datetime, oldest: datetime) -> Reading | None:
+_fromisoformat = datetime.fromisoformat
+_INACTIVE = MeterStatus.inactive
+
+
+def quick_reading(item: Item, latest: datetime, oldest: datetime) -> Reading | None:
     """``parse_reading`` for the common valid case, or None when anything is unusual.
 
     Only accepts what ``parse_reading`` accepts and builds the same ``Reading``; everything else
-    (errors, signed meters) goes through ``parse_reading``, which words the rejection.
+    (errors, signed meters) goes through ``parse_reading``, which words the rejection. It runs
+    for every reading of a batch, hence the flat checks.
     """
     meter = item.meter
     raw = item.payload
@@ -354,50 +358,43 @@ def quick_reading(item: Item, *, latest: datetime, oldest: datetime) -> Reading 
         or item.malformed is not None
         or type(raw) is not dict
         or meter.public_key is not None
-        or meter.status is MeterStatus.inactive
+        or meter.status is _INACTIVE
         or not raw.keys() <= _ALL_FIELDS
     ):
         return None
-    stamp = raw.get("timestamp")
+    get = raw.get
+    stamp = get("timestamp")
     if type(stamp) is not str:
         return None
     try:
-        ts = datetime.fromisoformat(stamp)
-    except ValueError:
-        return None
-    if ts.tzinfo is not UTC:
-        if ts.tzinfo is None or ts.utcoffset() is None:
-            return None
-        ts = ts.astimezone(UTC)
-    consumed = _quick_wh(raw.get("energy_consumed_kwh"))
-    produced = _quick_wh(raw.get("energy_produced_kwh"))
-    if consumed is None or produced is None:
-        return None
-    interval = raw.get("interval_minutes", meter.interval_minutes)
-    if type(interval) is not int or interval not in ALLOWED_INTERVALS:
-        return None
-    if ts.second or ts.microsecond or ts.minute % interval or ts > latest or ts < oldest:
-        return None
-    limit = meter.capacity_w * interval
-    if consumed * 60 > limit or produced * 60 > limit:
-        return None
-    values: list[float | None] = []
-    for name, low, high in _RANGES:
-        value = raw.get(name)
-        if value is not None:
-            if (type(value) is not float and type(value) is not int) or not low <= value <= high:
+        ts = _fromisoformat(stamp)
+        if ts.tzinfo is not UTC:
+            if ts.tzinfo is None or ts.utcoffset() is None:
                 return None
-            value = float(value)
-        values.append(value)
-    peak = raw.get("peak_demand_kw")
-    if peak is not None:
-        peak = _quick_wh(peak)
-        if peak is None:
+            ts = ts.astimezone(UTC)
+        consumed = _quick_wh(get("energy_consumed_kwh"))
+        produced = _quick_wh(get("energy_produced_kwh"))
+        interval = get("interval_minutes", meter.interval_minutes)
+        if type(interval) is not int or interval not in ALLOWED_INTERVALS:
             return None
-    metadata = raw.get("metadata")
+        if ts.second or ts.microsecond or ts.minute % interval or ts > latest or ts < oldest:
+            return None
+        limit = meter.capacity_w * interval
+        if consumed * 60 > limit or produced * 60 > limit:
+            return None
+        power_factor = _quick_float(get("power_factor"), -1, 1)
+        voltage = _quick_float(get("voltage"), 0, 1_000_000)
+        current = _quick_float(get("current"), 0, 1_000_000)
+        frequency = _quick_float(get("frequency"), 0, 1_000)
+        peak = get("peak_demand_kw")
+        if peak is not None:
+            peak = _quick_wh(peak)
+    except (ValueError, OverflowError, _Unsure):
+        return None
+    metadata = get("metadata")
     if metadata is not None and type(metadata) is not dict:
         return None
-    signature = raw.get("signature")
+    signature = get("signature")
     if signature is not None and type(signature) is not str:
         return None
     return Reading(
@@ -408,10 +405,10 @@ def quick_reading(item: Item, *, latest: datetime, oldest: datetime) -> Reading 
         consumed,
         produced,
         peak,
-        values[0],
-        values[1],
-        values[2],
-        values[3],
+        power_factor,
+        voltage,
+        current,
+        frequency,
         metadata,
         signature,
     )
@@ -583,16 +580,15 @@ async def upsert_add_rollups(session: AsyncSession, rows: Sequence[dict[str, Any
 
 
 async def _insert_readings(
-    session: AsyncSession, readings: list[Reading], source: str, now: datetime
+    session: AsyncSession, rows: list[dict[str, Any]]
 ) -> set[tuple[uuid.UUID, datetime]]:
-    """Insert what is new; returns the keys actually inserted."""
+    """Insert what is new (``Reading.row`` dicts); returns the keys actually inserted."""
     table = MeterReading.__table__
     stmt = (
         dialect_insert(session, table)
         .on_conflict_do_nothing(index_elements=[table.c.meter_id, table.c.timestamp])
         .returning(table.c.meter_id, table.c.timestamp)
     )
-    rows = [r.row(source, now) for r in readings]
     result = await session.execute(stmt, rows)
     return {(m, ts.astimezone(UTC)) for m, ts in result.all()}
 
@@ -607,7 +603,13 @@ _PG_COLUMNS = """bucket, consumed_wh, produced_wh, readings, peak_w, min_w, volt
     voltage_count, current_ma_sum, current_count"""
 _PG_INGEST = """
 WITH src AS (
-    SELECT * FROM unnest(
+    SELECT meter_id, ts, COALESCE(interval_minutes, $16::int2) AS interval_minutes,
+           consumed_wh, produced_wh, COALESCE(peak_demand_w, $17::int8) AS peak_demand_w,
+           COALESCE(power_factor, $18::float8) AS power_factor,
+           COALESCE(voltage, $19::float8) AS voltage, COALESCE(current_a, $20::float8) AS current_a,
+           COALESCE(frequency, $21::float8) AS frequency, COALESCE(metadata, $22::text) AS metadata,
+           COALESCE(signature, $23::text) AS signature
+    FROM unnest(
         $1::uuid[], $2::timestamptz[], $3::int2[], $4::int8[], $5::int8[], $6::int8[],
         $7::float8[], $8::float8[], $9::float8[], $10::float8[], $11::text[], $12::text[]
     ) AS s(meter_id, ts, interval_minutes, consumed_wh, produced_wh, peak_demand_w,
@@ -689,8 +691,15 @@ WHERE (SELECT count(*) FROM ins) < $15
 """.replace("{sums}", _PG_SUMS).replace("{columns}", _PG_COLUMNS)
 
 
-def _or_null(values: list[Any]) -> list[Any] | None:
-    return values if any(v is not None for v in values) else None
+def _column(values: list[Any]) -> tuple[list[Any] | None, Any]:
+    """A column as ``(array, None)``, or ``(None, value)`` when every row has the same value
+    (often: the interval, or no value at all). unnest pads a NULL array with NULLs and the
+    statement puts the value back, so the array is neither encoded nor sent."""
+    first = values[0]
+    # -0.0 == 0.0: a float zero is sent as it is, sign and all.
+    if values.count(first) == len(values) and not (type(first) is float and first == 0.0):
+        return None, first
+    return values, None
 
 
 async def _store_postgres(
@@ -701,23 +710,28 @@ async def _store_postgres(
     the (consumed_wh, produced_wh) already stored when the statement could see them."""
     conn = await session.connection()
     dumps = json.dumps  # the JSON column's default serialiser: the same stored text
-    # A column without any value is sent as a NULL array: unnest pads it with NULLs.
+    folded = [
+        _column([r.interval_minutes for r in readings]),
+        _column([r.peak_demand_w for r in readings]),
+        _column([r.power_factor for r in readings]),
+        _column([r.voltage for r in readings]),
+        _column([r.current for r in readings]),
+        _column([r.frequency for r in readings]),
+        _column([None if r.metadata is None else dumps(r.metadata) for r in readings]),
+        _column([r.signature for r in readings]),
+    ]
+    arrays = [array for array, _ in folded]
     params = (
         [r.meter.id for r in readings],
         [r.timestamp for r in readings],
-        [r.interval_minutes for r in readings],
+        arrays[0],
         [r.consumed_wh for r in readings],
         [r.produced_wh for r in readings],
-        _or_null([r.peak_demand_w for r in readings]),
-        _or_null([r.power_factor for r in readings]),
-        _or_null([r.voltage for r in readings]),
-        _or_null([r.current for r in readings]),
-        _or_null([r.frequency for r in readings]),
-        _or_null([None if r.metadata is None else dumps(r.metadata) for r in readings]),
-        _or_null([r.signature for r in readings]),
+        *arrays[1:],
         source,
         now,
         len(readings),
+        *(value for _, value in folded),
     )
     result = await conn.exec_driver_sql(_PG_INGEST, params)
     newest: dict[uuid.UUID, datetime] = {}
@@ -895,7 +909,7 @@ async def ingest(
     result = IngestResult()
     valid: list[Reading] = []
     payloads: dict[int, Item] = {}
-    seen: dict[tuple[uuid.UUID, datetime], Reading] = {}
+    seen: dict[tuple[int, datetime], Reading] = {}  # by (meter id as int: hashed in C, end)
 
     def reject(item: Item, code: str, reason: str, message: str) -> None:
         result.rejected.append(
@@ -913,14 +927,14 @@ async def ingest(
     latest = now + skew
     for item in items:
         payloads[item.index] = item
-        reading = quick_reading(item, latest=latest, oldest=oldest)
+        reading = quick_reading(item, latest, oldest)
         if reading is None:
             try:
                 reading = parse_reading(item, now=now, skew=skew, oldest=oldest)
             except _Reject as exc:
                 reject(item, exc.code, exc.reason, exc.message)
                 continue
-        key = (reading.meter.id, reading.timestamp)
+        key = (reading.meter.id.int, reading.timestamp)
         first = seen.get(key)
         if first is None:
             seen[key] = reading
@@ -935,7 +949,18 @@ async def ingest(
                 "Another reading for this interval in the same request has other values",
             )
 
-    if valid and session.get_bind().dialect.name == "postgresql":
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if valid and not postgres:
+        # Prepared before taking the write lock: the rows, and the rollups of the usual case
+        # where every reading is new (recomputed below for those stored when some are not).
+        valid.sort(key=lambda r: (r.meter.id, r.timestamp))
+        rows = [r.row(source, now) for r in valid]
+        planned = rollup_rows(valid)
+    if valid or result.rejected:
+        # Validation is done and everything from here on writes: on SQLite, take the write lock
+        # now (in turn with other writers) and hold it only for the writes.
+        await begin_write(session)
+    if valid and postgres:
         newest_ts, missed = await _store_postgres(session, valid, source, now)
         rest = [r for r in valid if (r.meter.id, r.timestamp) in missed] if missed else []
         refs = {r.meter.id: r.meter for r in valid}
@@ -945,14 +970,13 @@ async def ingest(
         if newest:
             await _touch_meters(session, rt, newest, now)
     elif valid:
-        valid.sort(key=lambda r: (r.meter.id, r.timestamp))
-        inserted = await _insert_readings(session, valid, source, now)
+        inserted = await _insert_readings(session, rows)
         stored = [r for r in valid if (r.meter.id, r.timestamp) in inserted]
         rest = [r for r in valid if (r.meter.id, r.timestamp) not in inserted]
         await _classify_rest(session, rest, payloads, result, reject)
         result.accepted = len(stored)
         if stored:
-            await upsert_add_rollups(session, rollup_rows(stored))
+            await upsert_add_rollups(session, rollup_rows(stored) if rest else planned)
             await _touch_meters(session, rt, _newest(stored), now)
 
     if result.rejected:

@@ -115,9 +115,9 @@ class MeterRollup(Base):
 
     __tablename__ = "meter_rollups"
 
-    meter_id: Mapped[uuid.UUID] = mapped_column(
-        ForeignKey("meters.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key to meters: it would be checked for every upserted bucket at ingest, and
+    # meters are never deleted (only soft-deleted); only ingest and corrections write rollups.
+    meter_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     granularity: Mapped[str] = mapped_column(String(4), primary_key=True)
     bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
     consumed_wh: Mapped[int] = mapped_column(BigInteger)

@@ -420,7 +420,10 @@ async def meters_by_serial(
             query = query.where(Meter.id == key.meter_id)
         if not is_staff(principal):
             query = query.where(Meter.owner_id == principal.user.id)
-    return {m.serial: MeterRef.of(m) for m in await session.scalars(query)}
+    # No autoflush: a pending change (an API key's last use) is written with the readings,
+    # inside their write transaction, rather than starting it before validation.
+    with session.no_autoflush:
+        return {m.serial: MeterRef.of(m) for m in await session.scalars(query)}
 
 
 async def ingest_batch(

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import math
+import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import select
 
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
+from gridex.meters.models import MeterReading
 from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.meters.helpers import Device, at_now, make_key, make_meter, quarters, reading
@@ -76,6 +80,7 @@ async def test_every_validation_has_its_code_and_dead_letter(
         (reading(now, 0.1, extra_field=1), "malformed"),
         ({**reading(now), "timestamp": "2026-03-04T12:00:00"}, "naive_timestamp"),
         ({**reading(now), "timestamp": "yesterday"}, "malformed"),
+        ({**reading(now), "timestamp": "0001-01-01T00:00:00+01:00"}, "malformed"),  # before UTC 1
         (reading(now + timedelta(minutes=15)), "future_timestamp"),
         (reading(now - timedelta(days=400)), "too_old"),
         (reading(now, -0.1), "negative"),
@@ -273,3 +278,56 @@ async def test_signed_meter(
 
 def _end(start: datetime, minutes: int) -> datetime:
     return start + timedelta(minutes=minutes)
+
+
+async def test_batch_stores_each_readings_own_optional_values(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    """Values shared by the whole batch and values that differ are stored alike, per reading,
+    on both backends (metadata included)."""
+    now = at_now(clock)
+    head_end = await signed_in(client, runtime, Role.operator)
+    key = await make_key(client, head_end, ["readings:write"])
+    a, b = (await make_meter(client, head_end), await make_meter(client, head_end))
+    earlier = now - timedelta(minutes=15)
+    sent: list[dict[str, Any]] = [
+        {"meter_serial": a["serial"], **reading(earlier, 0.2, voltage=230.0, power_factor=-0.0)},
+        {"meter_serial": a["serial"], **reading(now, 0.1, interval_minutes=5, peak_demand_kw=1.5)},
+        {"meter_serial": b["serial"], **reading(now, 0.3, voltage=231.5, frequency=50)},
+    ]
+    for item in sent:  # the same in every reading of the batch
+        item.update(current=4.0, metadata={"fw": "1.2"})
+    response = await client.post(f"{API}/readings/batch", json={"readings": sent}, headers=key)
+    assert response.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+
+    async with runtime.db.sessionmaker() as session:
+        rows = {
+            (str(r.meter_id), r.timestamp): r
+            for r in await session.scalars(
+                select(MeterReading).where(
+                    MeterReading.meter_id.in_([uuid.UUID(a["id"]), uuid.UUID(b["id"])])
+                )
+            )
+        }
+    stored = [
+        (
+            r.interval_minutes,
+            r.consumed_wh,
+            r.peak_demand_w,
+            r.power_factor,
+            r.voltage,
+            r.current,
+            r.frequency,
+            r.reading_metadata,
+        )
+        for r in (rows[(a["id"], earlier)], rows[(a["id"], now)], rows[(b["id"], now)])
+    ]
+    assert stored == [
+        (15, 200, None, -0.0, 230.0, 4.0, None, {"fw": "1.2"}),
+        (5, 100, 1500, None, None, 4.0, None, {"fw": "1.2"}),
+        (15, 300, None, None, 231.5, 4.0, 50.0, {"fw": "1.2"}),
+    ]
+    if not runtime.db.is_sqlite:  # SQLite keeps a whole REAL as an integer: -0.0 reads back 0.0
+        signed_zero = rows[(a["id"], earlier)].power_factor
+        assert signed_zero is not None
+        assert math.copysign(1.0, signed_zero) == -1.0  # stored as sent, sign and all
