@@ -509,7 +509,7 @@ class Accumulator:
 
 
 def rollup_rows(readings: Iterable[Reading]) -> list[dict[str, Any]]:
-    """Per (meter, granularity, bucket) sums of ``readings``, sorted by key (lock order).
+    """Per (meter, granularity, bucket) sums of ``readings`` in lock order.
 
     Each reading is added to its quarter once (its interval divides 15 minutes); hours, days and
     months are merged from the quarters.
@@ -544,7 +544,10 @@ def rollup_rows(readings: Iterable[Reading]) -> list[dict[str, Any]]:
             if coarse is None:
                 coarse = acc[key3] = Accumulator()
             coarse.merge(a)
-    return [a.row(meter_id, g, start) for (meter_id, g, start), a in sorted(acc.items())]
+    # Lock order: per meter, finest granularity first (as corrections rebuild them), then time.
+    rank = {g.value: i for i, g in enumerate(GRANULARITIES)}
+    ordered = sorted(acc.items(), key=lambda item: (item[0][0], rank[item[0][1]], item[0][2]))
+    return [a.row(meter_id, g, start) for (meter_id, g, start), a in ordered]
 
 
 def dialect_insert(session: AsyncSession, table: Any) -> Any:
@@ -663,13 +666,14 @@ rollups AS (
         meter_id, granularity, bucket_start, consumed_wh, produced_wh, readings, peak_w, min_w,
         voltage_mv_sum, voltage_count, current_ma_sum, current_count
     )
-    SELECT * FROM (
-        SELECT meter_id, '15m' AS granularity, {columns} FROM m15
-        UNION ALL SELECT meter_id, '1h', {columns} FROM h1
-        UNION ALL SELECT meter_id, '1d', {columns} FROM d1
-        UNION ALL SELECT meter_id, '1mo', {columns} FROM mo1
+    SELECT meter_id, granularity, {columns} FROM (
+        SELECT meter_id, '15m' AS granularity, 0 AS rank, {columns} FROM m15
+        UNION ALL SELECT meter_id, '1h', 1, {columns} FROM h1
+        UNION ALL SELECT meter_id, '1d', 2, {columns} FROM d1
+        UNION ALL SELECT meter_id, '1mo', 3, {columns} FROM mo1
     ) AS b
-    ORDER BY meter_id, granularity COLLATE "C", bucket
+    -- Lock order: per meter, finest granularity first (as corrections rebuild them), then time.
+    ORDER BY meter_id, rank, bucket
     ON CONFLICT (meter_id, granularity, bucket_start) DO UPDATE SET
         consumed_wh = meter_rollups.consumed_wh + excluded.consumed_wh,
         produced_wh = meter_rollups.produced_wh + excluded.produced_wh,
