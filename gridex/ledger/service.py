@@ -248,8 +248,14 @@ class _Record:
 
 @lru_cache(maxsize=64)
 def _post_sql(legs: int) -> TextualSelect:
-    """PostgreSQL: one statement per entry, as cached text. It moves every balance like
-    :func:`_update_sql` (each only if ``balance + amount >= floor``) and, only when every leg
+    """PostgreSQL: one statement per entry, as cached text. It first locks the accounts in id
+    order (``locked``, a constant condition of the update, so the planner evaluates it once before
+    the update reads a row: the update's own join order depends on the plan, and two plans that
+    lock in different orders deadlock). When an account does not exist yet it locks and moves
+    nothing, so that the caller creates it holding no lock (holding one while waiting for another
+    transaction's insert of that account is a lock-order inversion too). Then it moves every
+    balance like :func:`_update_sql` (each only if ``balance + amount >= floor``) and, only when
+    every leg
     moved, inserts the entry and its postings with their balances after (data-modifying CTEs see
     each other's RETURNING; foreign keys are checked at the end of the statement). It returns the
     balances it changed: fewer rows than legs means nothing was inserted."""
@@ -261,10 +267,14 @@ def _post_sql(legs: int) -> TextualSelect:
     return (
         text(
             f"WITH changes(id, amount, floor, posting_id, user_id) AS (VALUES {rows}), "
+            "locked AS (SELECT a.id FROM ledger_accounts a "
+            "WHERE a.id IN (SELECT id FROM changes) AND (SELECT count(*) FROM ledger_accounts b "
+            f"WHERE b.id IN (SELECT id FROM changes)) = {legs} ORDER BY a.id FOR UPDATE), "
             "moved AS (UPDATE ledger_accounts "
             "SET balance_micros = ledger_accounts.balance_micros + changes.amount "
             "FROM changes WHERE ledger_accounts.id = changes.id "
             "AND ledger_accounts.balance_micros + changes.amount >= changes.floor "
+            f"AND (SELECT count(*) FROM locked) = {legs} "
             "RETURNING ledger_accounts.id, ledger_accounts.balance_micros), "
             "entry AS (INSERT INTO ledger_entries "
             "(id, type, reference_type, reference_id, description, created_at) "

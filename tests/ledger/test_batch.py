@@ -343,3 +343,49 @@ async def test_parallel_batches_only_the_ones_that_fit_win(runtime: Runtime) -> 
     assert (await balances(runtime, user.id)).available_micros == 5_500_000
     report = await verify(runtime)
     assert report.ok, report.problems
+
+
+async def _mixed(rt: Runtime, user_id: uuid.UUID, batch: bool, start: asyncio.Event) -> int:
+    """Reserve 10 alone, or 10 plus a fee of 1 in a batch; returns what left `available`."""
+    await start.wait()
+    async with rt.db.sessionmaker() as session:
+        try:
+            if batch:
+                await ledger.transfer_many(
+                    session,
+                    [
+                        ledger.Transfer(
+                            ledger.user_account(user_id),
+                            ledger.user_account(user_id, AccountKind.reserved),
+                            10,
+                            type=EntryType.order_reserve,
+                        ),
+                        ledger.Transfer(ledger.user_account(user_id), ledger.FEES, 1),
+                    ],
+                    at=rt.clock.now(),
+                )
+            else:
+                await ledger.reserve(session, at=rt.clock.now(), user_id=user_id, amount_micros=10)
+            await asyncio.sleep(0.002)
+            await session.commit()
+        except InsufficientFunds:
+            await session.rollback()
+            return 0
+    return 11 if batch else 10
+
+
+async def test_batches_and_single_entries_race_on_new_accounts(runtime: Runtime) -> None:
+    """Batches and single reservations racing to create the same `reserved` account: no
+    deadlock, no error but refusals, and the books add up."""
+    user = await make_user(runtime)
+    await fund(runtime, user.id, 100)
+    start = asyncio.Event()
+    tasks = [asyncio.create_task(_mixed(runtime, user.id, i % 2 == 0, start)) for i in range(14)]
+    await asyncio.sleep(0.05)
+    start.set()
+    spent = sum(await asyncio.gather(*tasks))
+    money = await balances(runtime, user.id)
+    assert spent > 0
+    assert money.available_micros == 100 - spent >= 0
+    report = await verify(runtime)
+    assert report.ok, report.problems
