@@ -9,6 +9,9 @@ with one conditional update per account (``balance + amount >= 0`` for guarded a
 update takes the row lock on PostgreSQL and the database write lock on SQLite, so two requests
 racing for the last funds cannot both win on either backend. On PostgreSQL that update, the entry
 and its postings are one statement (one round trip per entry); SQLite takes three.
+
+:func:`post_entries` (and :func:`transfer_many`) post many entries, all or nothing, in a constant
+number of statements (``gridex.ledger.batch``): how clearing and settlement post an epoch.
 """
 
 from __future__ import annotations

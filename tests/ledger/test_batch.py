@@ -6,7 +6,8 @@ import asyncio
 import uuid
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Uuid, bindparam, func, select, text
+from sqlalchemy.exc import DBAPIError
 
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
@@ -387,5 +388,44 @@ async def test_batches_and_single_entries_race_on_new_accounts(runtime: Runtime)
     money = await balances(runtime, user.id)
     assert spent > 0
     assert money.available_micros == 100 - spent >= 0
+    report = await verify(runtime)
+    assert report.ok, report.problems
+
+
+async def test_batch_rows_are_append_only_and_checked_at_commit(runtime: Runtime) -> None:
+    """The triggers guard batch rows like any others: no UPDATE, and on PostgreSQL a posting
+    that unbalances a batch entry is refused at commit."""
+    user = await make_user(runtime)
+    await fund(runtime, user.id, 10)
+    async with runtime.db.sessionmaker() as session:
+        posted = await ledger.transfer_many(
+            session,
+            [ledger.Transfer(ledger.user_account(user.id), ledger.FEES, 4)],
+            at=runtime.clock.now(),
+        )
+        await session.commit()
+    entry = posted[0].id
+    for statement in (
+        "UPDATE ledger_postings SET amount_micros = 5 WHERE entry_id = :entry",
+        "UPDATE ledger_entries SET description = 'changed' WHERE id = :entry",
+    ):
+        async with runtime.db.sessionmaker() as session:
+            with pytest.raises(DBAPIError, match="append-only"):
+                await session.execute(
+                    text(statement).bindparams(bindparam("entry", type_=Uuid)), {"entry": entry}
+                )
+            await session.rollback()
+    if not runtime.db.is_sqlite:
+        async with runtime.db.sessionmaker() as session:
+            await session.execute(
+                text(
+                    "INSERT INTO ledger_postings (id, entry_id, account_id, user_id, "
+                    "amount_micros, balance_after_micros, created_at) "
+                    "VALUES (:id, :entry, :account, NULL, 1, 7, now())"
+                ),
+                {"id": uuid.uuid4(), "entry": entry, "account": ledger.user_account(user.id).id},
+            )
+            with pytest.raises(DBAPIError, match="unbalanced"):
+                await session.commit()
     report = await verify(runtime)
     assert report.ok, report.problems
