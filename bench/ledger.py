@@ -4,17 +4,23 @@ Run as ``.venv/bin/python bench/ledger.py`` from the repository root. PostgreSQL
 ``GRIDEX_BENCH_DATABASE_URL`` (default: database ``bench`` on the local server, created when
 missing; its schema is dropped and rebuilt by the migrations); SQLite uses a temporary file.
 
-* ``entries_per_s``: ``BATCH`` simple transfers (``ledger.transfer`` from one user's
-  ``available`` to another's, rotating over ``PAIRS`` pairs) through the service in one
-  transaction, commit included (how clearing and settlement post an epoch). Every entry takes the
-  full path: the conditional balance update with RETURNING, the entry row, its two postings and,
-  on PostgreSQL, the deferred balance trigger at commit.
+* ``entries_per_s``: ``BATCH`` simple transfers (from one user's ``available`` to another's,
+  rotating over ``PAIRS`` pairs) through the service's batch path, ``ledger.transfer_many``, in
+  one call and one transaction, commit included: how clearing and settlement post an epoch. Every
+  entry keeps the full ledger: guarded balances, the entry row, its two postings with their
+  balances after, foreign keys, and on PostgreSQL the deferred balance trigger at commit.
+* ``single_entries_per_s``: the same through ``ledger.transfer``, one call per entry, in one
+  transaction (a conditional balance update with RETURNING per entry, which on PostgreSQL also
+  inserts the entry and its postings: one round trip per entry).
 * ``raw_per_s``: the baseline: the same number of plain ``INSERT`` statements of two posting rows
   in one transaction, through the same engine, into a table shaped and indexed like
   ``ledger_postings`` (no foreign keys, triggers or balance updates).
-* ``ratio`` = entries_per_s / raw_per_s.
-* ``tx_*``: the same two paths with one transaction (commit) per entry, by ``tx_workers``
-  concurrent workers on their own connections and accounts.
+* ``ratio`` = entries_per_s / raw_per_s; ``single_ratio`` = single_entries_per_s / raw_per_s.
+* ``raw_executemany_per_s``: the stack's ceiling for the same rows: all ``2 * BATCH`` posting
+  rows in one ``executemany`` (SQLAlchemy's bulk insert) in one transaction, per entry (pair of
+  rows); ``batch_vs_executemany`` = entries_per_s / raw_executemany_per_s.
+* ``tx_*``: the single-call path and the raw INSERT with one transaction (commit) per entry, by
+  ``tx_workers`` concurrent workers on their own connections and accounts.
 """
 
 from __future__ import annotations
@@ -186,6 +192,46 @@ async def run(db_name: str, url: str) -> dict[str, object]:
         await _timed(workers, 50, service_entry)
         await _timed(workers, 50, raw_entry)
 
+        def transfers(count: int) -> list[ledger.Transfer]:
+            return [
+                ledger.Transfer(
+                    ledger.user_account(users[2 * (i % PAIRS)]),
+                    ledger.user_account(users[2 * (i % PAIRS) + 1]),
+                    1,
+                    description="bench",
+                )
+                for i in range(count)
+            ]
+
+        async def batch_service(count: int) -> None:
+            async with db.sessionmaker() as session:
+                await ledger.transfer_many(session, transfers(count), at=clock.now())
+                await session.commit()
+
+        async def raw_executemany() -> None:
+            async with db.sessionmaker() as session:
+                now = clock.now()
+                rows = []
+                for i in range(BATCH):
+                    source, destination = users[2 * (i % PAIRS)], users[2 * (i % PAIRS) + 1]
+                    entry = uuid.uuid4()
+                    rows += [
+                        {
+                            "id": uuid.uuid4(),
+                            "entry_id": entry,
+                            "account_id": ledger.user_account(user).id,
+                            "user_id": user,
+                            "amount_micros": amount,
+                            "balance_after_micros": 0,
+                            "created_at": now,
+                        }
+                        for user, amount in ((source, -1), (destination, 1))
+                    ]
+                await session.execute(raw.insert(), rows)
+                await session.commit()
+
+        await batch_service(500)
+
         # Primary numbers: BATCH entries in one transaction (how clearing and settlement post an
         # epoch), against BATCH two-row INSERTs in one transaction.
         async def service_batch() -> None:
@@ -228,6 +274,12 @@ async def run(db_name: str, url: str) -> dict[str, object]:
         await raw_batch()
         raw_seconds = time.perf_counter() - start
         start = time.perf_counter()
+        await raw_executemany()
+        executemany_seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        await batch_service(BATCH)
+        batch_seconds = time.perf_counter() - start
+        start = time.perf_counter()
         await service_batch()
         service_seconds = time.perf_counter() - start
 
@@ -236,13 +288,18 @@ async def run(db_name: str, url: str) -> dict[str, object]:
         tx_raw_seconds = await _timed(workers, per_worker, raw_entry)
         tx_service_seconds = await _timed(workers, per_worker, service_entry)
         tx_entries = per_worker * workers
-        entries_per_s, raw_per_s = BATCH / service_seconds, BATCH / raw_seconds
+        entries_per_s, raw_per_s = BATCH / batch_seconds, BATCH / raw_seconds
+        single_per_s, executemany_per_s = BATCH / service_seconds, BATCH / executemany_seconds
         return {
             "bench": "ledger",
             "db": db_name,
             "entries_per_s": round(entries_per_s),
             "raw_per_s": round(raw_per_s),
             "ratio": round(entries_per_s / raw_per_s, 3),
+            "single_entries_per_s": round(single_per_s),
+            "single_ratio": round(single_per_s / raw_per_s, 3),
+            "raw_executemany_per_s": round(executemany_per_s),
+            "batch_vs_executemany": round(entries_per_s / executemany_per_s, 3),
             "entries": BATCH,
             "tx_entries_per_s": round(tx_entries / tx_service_seconds),
             "tx_raw_per_s": round(tx_entries / tx_raw_seconds),

@@ -1,7 +1,7 @@
 """Installations: revenue shares of a meter (host / investors / platform), and how to split.
 
 Percentages are stored as basis points (4500 = 45%) that sum to exactly 10000 with the
-platform's part. ``meter_id`` has no foreign key yet (the meters module lands separately).
+platform's part. ``meter_id`` references a meter (not deleted when the installation is written).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from gridex.core.pagination import Page, PageParams, paginate
 from gridex.core.runtime import Runtime
 from gridex.ledger.models import Installation, InstallationShare
 from gridex.ledger.schemas import InstallationIn, InstallationOut, ShareOut
+from gridex.meters.models import Meter
 from gridex.users.models import STAFF_ROLES, User
 
 WHOLE_BP = 10_000
@@ -102,6 +103,11 @@ async def _validate(session: AsyncSession, data: InstallationIn) -> None:
             "shares and platform_percent must sum to 100",
             details={"sum_percent": float(total) / 100},
         )
+    meter = await session.scalar(
+        select(Meter.id).where(Meter.id == data.meter_id, Meter.deleted_at.is_(None))
+    )
+    if meter is None:
+        raise ValidationFailed("unknown meter", details={"meter_id": str(data.meter_id)})
     ids = [s.user_id for s in data.shares]
     found = set(await session.scalars(select(User.id).where(User.id.in_(ids))))
     missing = [str(i) for i in ids if i not in found]

@@ -129,13 +129,11 @@ class Posting(IdMixin, Base):
 
 class Installation(IdMixin, Base):
     """Revenue shares of a meter (host / investors / platform), in basis points summing to 10000.
-
-    ``meter_id`` has no foreign key yet: the meters module lands separately.
-    """
+    One per meter; meters are only soft-deleted, so the key never blocks a deletion."""
 
     __tablename__ = "installations"
 
-    meter_id: Mapped[uuid.UUID] = mapped_column(unique=True)
+    meter_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("meters.id"), unique=True)
     platform_bp: Mapped[int]
     created_by: Mapped[uuid.UUID | None]
     created_at: Mapped[datetime]

@@ -9,6 +9,9 @@ with one conditional update per account (``balance + amount >= 0`` for guarded a
 update takes the row lock on PostgreSQL and the database write lock on SQLite, so two requests
 racing for the last funds cannot both win on either backend. On PostgreSQL that update, the entry
 and its postings are one statement (one round trip per entry); SQLite takes three.
+
+:func:`post_entries` (and :func:`transfer_many`) post many entries, all or nothing, in a constant
+number of statements (``gridex.ledger.batch``): how clearing and settlement post an epoch.
 """
 
 from __future__ import annotations
@@ -106,11 +109,18 @@ class Leg:
 
     ``on_behalf_of`` tags a platform account's posting with the user it concerns (the buyer whose
     money sits in escrow), which is how ``escrow_pending`` and a user's history find it.
+    ``allow_debt`` lets this debit take a user's ``available`` below zero (a settlement charge,
+    DESIGN.md section 6); no other account may be given it.
     """
 
     account: AccountRef
     amount_micros: int
     on_behalf_of: uuid.UUID | None = None
+    allow_debt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.allow_debt and self.account.kind is not AccountKind.available:
+            raise ValueError(f"allow_debt on a {self.account.kind} account")
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +183,17 @@ async def _ensure_account(session: AsyncSession, account: AccountRef, at: dateti
 _NO_FLOOR = -(2**62)
 
 
+def guarded(leg: Leg, allow_debt: bool = False) -> bool:
+    """Whether ``leg`` may not take its account below zero (if it is a debit): a guarded kind,
+    unless it is a user's ``available`` with debt allowed (by the leg or its whole entry)."""
+    kind = leg.account.kind
+    debt = (allow_debt or leg.allow_debt) and kind is AccountKind.available
+    return kind in _GUARDED and not debt
+
+
 def _floor(leg: Leg, allow_debt: bool) -> int:
     """The least balance a leg may leave: 0 for a debit of a guarded account."""
-    kind = leg.account.kind
-    guarded = kind in _GUARDED and not (allow_debt and kind is AccountKind.available)
-    return 0 if guarded and leg.amount_micros < 0 else _NO_FLOOR
+    return 0 if leg.amount_micros < 0 and guarded(leg, allow_debt) else _NO_FLOOR
 
 
 @lru_cache(maxsize=64)
@@ -235,8 +251,14 @@ class _Record:
 
 @lru_cache(maxsize=64)
 def _post_sql(legs: int) -> TextualSelect:
-    """PostgreSQL: one statement per entry, as cached text. It moves every balance like
-    :func:`_update_sql` (each only if ``balance + amount >= floor``) and, only when every leg
+    """PostgreSQL: one statement per entry, as cached text. It first locks the accounts in id
+    order (``locked``, a constant condition of the update, so the planner evaluates it once before
+    the update reads a row: the update's own join order depends on the plan, and two plans that
+    lock in different orders deadlock). When an account does not exist yet it locks and moves
+    nothing, so that the caller creates it holding no lock (holding one while waiting for another
+    transaction's insert of that account is a lock-order inversion too). Then it moves every
+    balance like :func:`_update_sql` (each only if ``balance + amount >= floor``) and, only when
+    every leg
     moved, inserts the entry and its postings with their balances after (data-modifying CTEs see
     each other's RETURNING; foreign keys are checked at the end of the statement). It returns the
     balances it changed: fewer rows than legs means nothing was inserted."""
@@ -248,10 +270,14 @@ def _post_sql(legs: int) -> TextualSelect:
     return (
         text(
             f"WITH changes(id, amount, floor, posting_id, user_id) AS (VALUES {rows}), "
+            "locked AS (SELECT a.id FROM ledger_accounts a "
+            "WHERE a.id IN (SELECT id FROM changes) AND (SELECT count(*) FROM ledger_accounts b "
+            f"WHERE b.id IN (SELECT id FROM changes)) = {legs} ORDER BY a.id FOR UPDATE), "
             "moved AS (UPDATE ledger_accounts "
             "SET balance_micros = ledger_accounts.balance_micros + changes.amount "
             "FROM changes WHERE ledger_accounts.id = changes.id "
             "AND ledger_accounts.balance_micros + changes.amount >= changes.floor "
+            f"AND (SELECT count(*) FROM locked) = {legs} "
             "RETURNING ledger_accounts.id, ledger_accounts.balance_micros), "
             "entry AS (INSERT INTO ledger_entries "
             "(id, type, reference_type, reference_id, description, created_at) "
@@ -382,6 +408,19 @@ def _money(micros: int) -> str:
     return micros_to_money(micros)
 
 
+def entry_record_fields(
+    type: EntryType | str, description: str, reference: Reference | None
+) -> tuple[str, str | None, str | None, str]:
+    """An entry's stored ``type``, ``reference_type``, ``reference_id`` and ``description``
+    (the reference id and description cut to their column sizes), the same for every path."""
+    return (
+        str(type),
+        reference.type.value if reference else None,
+        str(reference.id)[:64] if reference else None,
+        description[:500],
+    )
+
+
 _ENTRY_INSERT = _entries.insert()
 _POSTINGS_INSERT = _postings.insert()
 
@@ -437,12 +476,15 @@ async def post_entry(
     check_balanced(legs)
     # One lock order for every transaction: no deadlock between two entries on the same accounts.
     ordered = sorted(legs, key=lambda leg: leg.account.id)
+    entry_type, reference_type, reference_id, text_ = entry_record_fields(
+        type, description, reference
+    )
     record = _Record(
         entry_id=uuid.uuid4(),
-        type=str(type),
-        reference_type=reference.type.value if reference else None,
-        reference_id=str(reference.id)[:64] if reference else None,
-        description=description[:500],
+        type=entry_type,
+        reference_type=reference_type,
+        reference_id=reference_id,
+        description=text_,
         at=at,
         postings=tuple((uuid.uuid4(), leg.account.user_id or leg.on_behalf_of) for leg in ordered),
     )
@@ -461,6 +503,72 @@ async def post_entry(
         for leg, balance in zip(ordered, after, strict=True)
     ]
     return PostedEntry(record.entry_id, record.type, at, tuple(posted))
+
+
+@dataclass(frozen=True, slots=True)
+class NewEntry:
+    """One balanced entry of a batch for :func:`post_entries` (``allow_debt`` is per leg)."""
+
+    type: EntryType | str
+    legs: Sequence[Leg]
+    description: str = ""
+    reference: Reference | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """``amount_micros`` (positive) from ``source`` to ``destination``, as one entry of a batch
+    for :func:`transfer_many`; ``allow_debt`` is that of the source leg."""
+
+    source: AccountRef
+    destination: AccountRef
+    amount_micros: int
+    type: EntryType | str = EntryType.transfer
+    description: str = ""
+    reference: Reference | None = None
+    on_behalf_of: uuid.UUID | None = None
+    allow_debt: bool = False
+
+    def entry(self) -> NewEntry:
+        amount = _positive(self.amount_micros)
+        return NewEntry(
+            self.type,
+            (
+                Leg(self.source, -amount, self.on_behalf_of, self.allow_debt),
+                Leg(self.destination, amount, self.on_behalf_of),
+            ),
+            self.description,
+            self.reference,
+        )
+
+
+async def post_entries(
+    session: AsyncSession, entries: Sequence[NewEntry], *, at: datetime
+) -> list[PostedEntry]:
+    """Record many balanced entries at ``at`` in a constant number of statements, all or nothing.
+
+    The entries apply in the order given, each leg as :func:`post_entry` would apply it: a debit
+    of a guarded account must leave it at zero or above at that point of the batch (the batch's
+    earlier entries count), unless the leg has ``allow_debt`` (a user's ``available`` only). When
+    one would not, ``InsufficientFunds`` names the first such leg (``account``, ``user_id``,
+    ``balance`` before it, ``required``, ``entry_index``) and nothing has changed: the caller may
+    catch it and go on. Returns one ``PostedEntry`` per entry, in order, with balances after.
+
+    Statements, whatever the batch size: PostgreSQL locks the accounts in id order and reads their
+    balances (one), then moves every balance and inserts every entry and posting (one, arrays
+    through ``unnest``); SQLite moves the balances conditionally (one) and inserts entries and
+    postings (two ``executemany``). Creating accounts used for the first time adds a few.
+    """
+    from gridex.ledger import batch
+
+    return await batch.post_entries(session, entries, at=at)
+
+
+async def transfer_many(
+    session: AsyncSession, transfers: Sequence[Transfer], *, at: datetime
+) -> list[PostedEntry]:
+    """:func:`post_entries` of two-posting entries (``source`` -> ``destination``)."""
+    return await post_entries(session, [t.entry() for t in transfers], at=at)
 
 
 async def transfer(

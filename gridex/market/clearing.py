@@ -25,7 +25,7 @@ from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money, round_half_even, wh_to_kwh
 from gridex.ledger import service as ledger
-from gridex.ledger.models import AccountKind, EntryType, ReferenceType, account_id
+from gridex.ledger.models import AccountKind, EntryType, ReferenceType
 from gridex.market import repository
 from gridex.market.engine import (
     ContinuousBook,
@@ -65,22 +65,11 @@ def _final_status(order: MarketOrder) -> OrderStatus:
     return OrderStatus.partially_filled if order.filled_wh else OrderStatus.expired
 
 
-async def _lock_money(session: AsyncSession, buyers: Iterable[uuid.UUID]) -> None:
-    ids = [ledger.ESCROW.id]
-    for user_id in buyers:
-        ids += [
-            account_id(AccountKind.available, user_id),
-            account_id(AccountKind.reserved, user_id),
-        ]
-    await repository.lock_accounts(session, ids)
-
-
-async def _settle_buy(
-    session: AsyncSession, order: MarketOrder, captured: int, at: datetime, *, done: bool
-) -> None:
-    """Move ``captured`` micros of new fills into escrow and give back what is no longer needed
-    (everything still held once ``done``)."""
+def _settle_buy(order: MarketOrder, captured: int, *, done: bool) -> list[ledger.NewEntry]:
+    """The entries that move ``captured`` micros of new fills into escrow and give back what is
+    no longer needed (everything still held once ``done``); updates what the order holds."""
     reference = ledger.Reference(ReferenceType.order, order.id)
+    entries = []
     held = order.reserved_micros
     if captured > 0:
         from_reserved = min(held, captured)
@@ -91,16 +80,15 @@ async def _settle_buy(
                 ledger.Leg(ledger.user_account(order.user_id, AccountKind.reserved), -from_reserved)
             )
         if shortfall:
-            legs.append(ledger.Leg(ledger.user_account(order.user_id), -shortfall))
-        await ledger.post_entry(
-            session,
-            at=at,
-            type=EntryType.trade_capture,
-            legs=legs,
-            description=f"Trades of order {order.id} into escrow",
-            reference=reference,
             # Only a rounding remainder of a few micros can touch `available` here.
-            allow_debt=bool(shortfall),
+            legs.append(ledger.Leg(ledger.user_account(order.user_id), -shortfall, allow_debt=True))
+        entries.append(
+            ledger.NewEntry(
+                EntryType.trade_capture,
+                legs,
+                f"Trades of order {order.id} into escrow",
+                reference,
+            )
         )
         held -= from_reserved
     keep = (
@@ -109,16 +97,30 @@ async def _settle_buy(
         else trade_value_micros(order.quantity_wh - order.filled_wh, order.effective_price_micros)
     )
     if held > keep:
-        await ledger.release(
-            session,
-            at=at,
-            user_id=order.user_id,
-            amount_micros=held - keep,
-            reference=reference,
-            description=f"Unused reservation of order {order.id}",
+        entries.append(
+            ledger.Transfer(
+                ledger.user_account(order.user_id, AccountKind.reserved),
+                ledger.user_account(order.user_id),
+                held - keep,
+                type=EntryType.order_release,
+                description=f"Unused reservation of order {order.id}",
+                reference=reference,
+            ).entry()
         )
         held = keep
     order.reserved_micros = held
+    return entries
+
+
+async def _move_money(
+    session: AsyncSession, buys: Iterable[tuple[MarketOrder, int, bool]], at: datetime
+) -> None:
+    """Every buy's capture and release as one ledger batch (a constant number of statements,
+    accounts locked in id order, so it cannot deadlock with another clearing or an order)."""
+    entries = [
+        entry for order, captured, done in buys for entry in _settle_buy(order, captured, done=done)
+    ]
+    await ledger.post_entries(session, entries, at=at)
 
 
 def _order_event(order: MarketOrder) -> dict[str, Any]:
@@ -235,7 +237,6 @@ async def match_continuous(
     await session.execute(insert(Trade), rows)
     touched = {o for m in matches for o in (m.buy_order_id, m.sell_order_id)}
     buys = sorted((orders[i] for i in captured), key=lambda o: (o.user_id.bytes, o.seq))
-    await _lock_money(session, (o.user_id for o in buys))
     for key in sorted(touched):
         order = orders[key]
         order.status = (
@@ -243,10 +244,11 @@ async def match_continuous(
             if order.filled_wh >= order.quantity_wh
             else OrderStatus.partially_filled
         )
-    for order in buys:
-        await _settle_buy(
-            session, order, captured[str(order.id)], now, done=order.status is OrderStatus.filled
-        )
+    await _move_money(
+        session,
+        ((o, captured[str(o.id)], o.status is OrderStatus.filled) for o in buys),
+        now,
+    )
     await session.flush()
     _emit_trades(session, rt, epoch, rows)
     for key in sorted(touched):
@@ -313,12 +315,10 @@ async def clear_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) -
     captured: dict[uuid.UUID, int] = defaultdict(int)
     for row in rows:
         captured[row["buy_order_id"]] += row["value_micros"]
-    await _lock_money(session, (o.user_id for o in buys))
     for order in orders:
         order.status = _final_status(order)
         order.updated_at = now
-    for order in buys:
-        await _settle_buy(session, order, captured.get(order.id, 0), now, done=True)
+    await _move_money(session, ((o, captured.get(o.id, 0), True) for o in buys), now)
 
     volume = sum(t["quantity_wh"] for t in trades)
     value = sum(t["value_micros"] for t in trades)

@@ -11,7 +11,7 @@ write, which both takes the write lock and hands out the arrival sequence.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -554,21 +554,3 @@ async def trade_stats(session: AsyncSession, region: str, since: datetime) -> An
             ).where(Trade.region == region, Trade.executed_at >= since)
         )
     ).one()
-
-
-# --- ledger accounts ----------------------------------------------------------------------------
-
-
-async def lock_accounts(session: AsyncSession, ids: Iterable[uuid.UUID]) -> None:
-    """Lock ledger account rows in one global order (by id) before moving money for several
-    users in one transaction, so that it cannot deadlock with another such transaction or
-    with an order's reservation (the ledger locks each entry's accounts in the same order)."""
-    wanted = sorted(set(ids), key=lambda i: i.bytes)
-    if not wanted or not _is_postgres(session):
-        return
-    await session.execute(
-        select(LedgerAccount.id)
-        .where(LedgerAccount.id.in_(wanted))
-        .order_by(LedgerAccount.id)
-        .with_for_update()
-    )

@@ -12,6 +12,7 @@ from gridex.core.runtime import Runtime
 from gridex.ledger.installations import split_revenue
 from gridex.users.models import Role
 from tests.factories import API, make_user, signed_in
+from tests.meters.helpers import make_meter
 
 
 async def test_create_update_and_list_installations(
@@ -21,7 +22,7 @@ async def test_create_update_and_list_installations(
     host = await signed_in(client, runtime)
     investor = await make_user(runtime, role=Role.investor)
     outsider = await signed_in(client, runtime)
-    meter = str(uuid.uuid4())
+    meter = (await make_meter(client, operator))["id"]
     body = {
         "meter_id": meter,
         "shares": [
@@ -78,7 +79,7 @@ async def test_invalid_shares_are_refused(
     admin = await signed_in(client, runtime, Role.admin)
     users = [await make_user(runtime) for _ in shares]
     body = {
-        "meter_id": str(uuid.uuid4()),
+        "meter_id": (await make_meter(client, admin))["id"],
         "shares": [
             {"user_id": str(u.id), "percent": p} for u, p in zip(users, shares, strict=True)
         ],
@@ -92,7 +93,11 @@ async def test_invalid_shares_are_refused(
 async def test_unknown_user_and_duplicate_user(client: httpx.AsyncClient, runtime: Runtime) -> None:
     admin = await signed_in(client, runtime, Role.admin)
     ghost = {"user_id": str(uuid.uuid4()), "percent": 80}
-    body = {"meter_id": str(uuid.uuid4()), "shares": [ghost], "platform_percent": 20}
+    body = {
+        "meter_id": (await make_meter(client, admin))["id"],
+        "shares": [ghost],
+        "platform_percent": 20,
+    }
     assert (
         await client.post(f"{API}/installations", json=body, headers=admin.headers)
     ).status_code == 422
@@ -100,6 +105,45 @@ async def test_unknown_user_and_duplicate_user(client: httpx.AsyncClient, runtim
     assert (
         await client.post(f"{API}/installations", json=twice, headers=admin.headers)
     ).status_code == 422
+
+
+async def test_unknown_or_deleted_meter_is_refused(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """The meter must exist and not be deleted (the database also holds a foreign key)."""
+    admin = await signed_in(client, runtime, Role.admin)
+    host = await make_user(runtime)
+    meter = (await make_meter(client, admin))["id"]
+    body = {
+        "meter_id": meter,
+        "shares": [{"user_id": str(host.id), "percent": 80}],
+        "platform_percent": 20,
+    }
+    created = await client.post(f"{API}/installations", json=body, headers=admin.headers)
+    assert created.status_code == 201, created.text
+
+    ghost = str(uuid.uuid4())
+    for method, url in (
+        ("POST", f"{API}/installations"),
+        ("PUT", f"{API}/installations/{created.json()['id']}"),
+    ):
+        response = await client.request(
+            method, url, json=body | {"meter_id": ghost}, headers=admin.headers
+        )
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["message"]) == ("VALIDATION_ERROR", "unknown meter")
+        assert error["details"] == {"meter_id": ghost}
+
+    other = (await make_meter(client, admin))["id"]
+    deleted = await client.delete(f"{API}/meters/{other}", headers=admin.headers)
+    assert deleted.status_code == 204, deleted.text
+    response = await client.post(
+        f"{API}/installations", json=body | {"meter_id": other}, headers=admin.headers
+    )
+    assert response.status_code == 422
+    listed = await client.get(f"{API}/installations", headers=admin.headers)
+    assert listed.json()["total"] == 1
 
 
 @given(

@@ -1,9 +1,10 @@
 """Random sequences of ledger operations keep the books: every entry sums to zero, the trial
 balance is zero, balances equal the sum of their postings, and no available balance goes below
-zero except by a settlement charge."""
+zero except by a settlement charge; posted one by one or in all-or-nothing batches."""
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 from hypothesis import HealthCheck, given, settings
@@ -13,7 +14,7 @@ from sqlalchemy import func, select
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
 from gridex.ledger.errors import InsufficientFunds
-from gridex.ledger.models import LedgerAccount
+from gridex.ledger.models import AccountKind, JournalEntry, LedgerAccount, Posting
 from tests.factories import make_user
 from tests.ledger.helpers import verify
 
@@ -146,3 +147,89 @@ async def test_random_operations_keep_the_books(
     async with runtime.db.sessionmaker() as session:
         total = await session.scalar(select(func.sum(LedgerAccount.balance_micros)))
     assert int(total or 0) == 0
+
+
+def _entry(users: list, kind: str, a: int, b: int, amount: int) -> ledger.NewEntry:  # type: ignore[type-arg]
+    """The entry ``_run`` would post for one operation, for a batch."""
+    ua, ub = users[a].id, users[b].id
+    available, reserved = ledger.user_account(ua), ledger.user_account(ua, AccountKind.reserved)
+    legs = {
+        "fund": [ledger.Leg(ledger.DEPOSITS, -amount), ledger.Leg(available, amount)],
+        "reserve": [ledger.Leg(available, -amount), ledger.Leg(reserved, amount)],
+        "release": [ledger.Leg(reserved, -amount), ledger.Leg(available, amount)],
+        "capture": [ledger.Leg(reserved, -amount), ledger.Leg(ledger.ESCROW, amount, ua)],
+        "transfer": [ledger.Leg(available, -amount), ledger.Leg(ledger.user_account(ub), amount)],
+        "charge": [
+            ledger.Leg(available, -amount, allow_debt=True),
+            ledger.Leg(ledger.GRID, amount),
+        ],
+        "debit": [ledger.Leg(available, -amount), ledger.Leg(ledger.FEES, amount)],
+    }[kind]
+    return ledger.NewEntry(kind, legs, description=f"{kind} {amount}")
+
+
+async def _books(rt: Runtime) -> tuple[int, int, list[tuple[object, int]]]:
+    async with rt.db.sessionmaker() as session:
+        entries = await session.scalar(select(func.count()).select_from(JournalEntry))
+        postings = await session.scalar(select(func.count()).select_from(Posting))
+        accounts = await session.execute(
+            select(LedgerAccount.id, LedgerAccount.balance_micros).order_by(LedgerAccount.id)
+        )
+        return int(entries or 0), int(postings or 0), [(i, int(b)) for i, b in accounts]
+
+
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(batches=st.lists(OPERATIONS, min_size=1, max_size=6))
+async def test_random_batches_keep_the_books(
+    runtime: Runtime, batches: list[list[tuple[str, int, int, int]]]
+) -> None:
+    """Each batch posts all its entries or none: a batch is refused exactly when one of its
+    operations, applied in order after the earlier ones, would not be allowed one by one."""
+    users = [await make_user(runtime) for _ in range(3)]
+    model = Model()
+    for batch in batches:
+        trial = copy.deepcopy(model)
+        expected = True
+        for kind, a, b, amount in batch:
+            if not trial.allows(kind, a, b, amount):
+                expected = False
+                break
+            trial.apply(kind, a, b, amount)
+        before = await _books(runtime)
+        async with runtime.db.sessionmaker() as session:
+            try:
+                posted = await ledger.post_entries(
+                    session,
+                    [_entry(users, *operation) for operation in batch],
+                    at=runtime.clock.now(),
+                )
+                await session.commit()
+            except InsufficientFunds:
+                await session.commit()  # commits nothing: the refused batch left no trace
+                assert not expected, (batch, model)
+                assert await _books(runtime) == before
+                continue
+        assert expected, (batch, model)
+        assert len(posted) == len(batch)
+        for entry in posted:
+            assert sum(leg.amount_micros for leg in entry.legs) == 0
+        model = trial
+        for i in range(3):
+            if not model.charged[i]:
+                assert model.available[i] >= 0
+
+    for i, user in enumerate(users):
+        async with runtime.db.sessionmaker() as session:
+            money = await ledger.wallet_balances(session, user.id)
+        assert money.available_micros == model.available[i]
+        assert money.reserved_micros == model.reserved[i]
+        assert money.escrow_pending_micros == model.escrow[i]
+        if not model.charged[i]:
+            assert money.available_micros >= 0
+    report = await verify(runtime)
+    assert report.ok, report.problems
+    assert report.trial_balance_micros == 0
