@@ -14,11 +14,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.core.clock import utc_iso
 from gridex.core.runtime import Runtime
 from gridex.core.units import wh_to_kwh
+from gridex.ledger import service as ledger
 from gridex.ledger.models import EntryType
 from gridex.market.models import Epoch, EpochState, SettlementCorrection, SettlementPosition
 from gridex.market.settlement.events import emit_settlement
 from gridex.market.settlement.metering import energy_in_epoch
-from gridex.market.settlement.money import lock_money, move_grid
+from gridex.market.settlement.money import grid_entry
 from gridex.market.settlement.rules import MeteredEnergy, delivery_check
 from gridex.meters.models import Meter, MeterReading, ReadingCorrection
 
@@ -56,8 +57,8 @@ async def resettle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID
         )
     )
     energy = await energy_in_epoch(session, epoch, (p.user_id for p in positions))
-    await lock_money(session, (p.user_id for p in positions))
     changed = []
+    entries: list[ledger.NewEntry] = []
     for position in positions:
         metered = energy.get(position.user_id, MeteredEnergy())
         check = delivery_check(
@@ -71,12 +72,10 @@ async def resettle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID
         charge_diff = check.charge_micros - position.charged_micros
         credit_diff = check.credit_micros - position.credited_micros
         if charge_diff or credit_diff:
-            await move_grid(
-                session,
+            entries += grid_entry(
                 epoch,
                 position.user_id,
                 credit_diff - charge_diff,
-                now,
                 type=EntryType.adjustment,
                 description=(
                     f"Re-settlement of epoch {utc_iso(epoch.start)} after a reading correction: "
@@ -97,6 +96,8 @@ async def resettle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID
             position.charged_micros = check.charge_micros
             position.credited_micros = check.credit_micros
             position.updated_at = now
+    if entries:
+        await ledger.post_entries(session, entries, at=now)
     if changed:
         epoch.settlement_adjustments = (epoch.settlement_adjustments or 0) + 1
         epoch.settlement_adjusted_at = now

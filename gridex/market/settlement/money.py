@@ -1,20 +1,19 @@
 """Settlement's ledger entries: payouts out of escrow, revenue shares, and movements
-against ``grid``. Every amount goes through the ledger service's single-entry functions."""
+against ``grid``. They are built here as plain entries and posted by the caller with one
+``ledger.post_entries`` call per epoch (all or nothing, accounts locked in id order)."""
 
 from __future__ import annotations
 
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
 from gridex.ledger import service as ledger
 from gridex.ledger.installations import shares_of_meter
-from gridex.ledger.models import AccountKind, EntryType, ReferenceType, account_id
-from gridex.market import repository
+from gridex.ledger.models import EntryType, ReferenceType
 from gridex.market.models import Epoch, Trade
 from gridex.market.settlement.rules import Payout, Shares
 
@@ -36,32 +35,20 @@ def _legs(amounts: Iterable[tuple[ledger.AccountRef, int, uuid.UUID | None]]) ->
     ]
 
 
-async def _post(
-    session: AsyncSession,
-    at: datetime,
-    type: EntryType,
-    legs: list[ledger.Leg],
-    description: str,
-    reference: ledger.Reference,
-) -> None:
-    if len(legs) >= 2:
-        await ledger.post_entry(
-            session, at=at, type=type, legs=legs, description=description, reference=reference
-        )
+def _entry(
+    type: EntryType, legs: list[ledger.Leg], description: str, reference: ledger.Reference
+) -> list[ledger.NewEntry]:
+    return [ledger.NewEntry(type, legs, description, reference)] if len(legs) >= 2 else []
 
 
-async def pay_trade(
-    session: AsyncSession, epoch: Epoch, trade: Trade, payout: Payout, at: datetime
-) -> None:
+def trade_entries(epoch: Epoch, trade: Trade, payout: Payout) -> list[ledger.NewEntry]:
     """Escrow -> seller and ``fees`` (``settlement_payout``), and escrow -> share holders and
     ``fees`` (``revenue_share``). The escrow legs are tagged with the buyer, whose
     ``escrow_pending`` they empty; the fee legs with the seller, whose revenue they come from."""
     reference = ledger.Reference(ReferenceType.trade, trade.id)
     start = utc_iso(epoch.start)
     own = trade.value_micros - payout.shared_micros
-    await _post(
-        session,
-        at,
+    entries = _entry(
         EntryType.settlement_payout,
         _legs(
             [
@@ -74,9 +61,7 @@ async def pay_trade(
         reference,
     )
     if payout.shared_micros:
-        await _post(
-            session,
-            at,
+        entries += _entry(
             EntryType.revenue_share,
             _legs(
                 [
@@ -88,42 +73,31 @@ async def pay_trade(
             f"Revenue shares of trade {trade.id} (epoch {start})",
             reference,
         )
+    return entries
 
 
-async def move_grid(
-    session: AsyncSession,
+def grid_entry(
     epoch: Epoch,
     user_id: uuid.UUID,
     amount_micros: int,
-    at: datetime,
     *,
     type: EntryType,
     description: str,
-) -> None:
+) -> list[ledger.NewEntry]:
     """``amount > 0``: ``grid`` pays the user; ``< 0``: the user pays ``grid`` (may become a
-    debt: the only debit settlement makes from ``available``)."""
-    if amount_micros > 0:
-        await ledger.credit(
-            session,
-            at=at,
-            user_id=user_id,
-            amount_micros=amount_micros,
-            source=ledger.GRID,
-            type=type,
-            description=description,
-            reference=epoch_reference(epoch),
-        )
-    elif amount_micros < 0:
-        await ledger.charge(
-            session,
-            at=at,
-            user_id=user_id,
-            amount_micros=-amount_micros,
-            destination=ledger.GRID,
-            type=type,
-            description=description,
-            reference=epoch_reference(epoch),
-        )
+    debt: the only debit settlement makes from ``available``); 0: nothing."""
+    if not amount_micros:
+        return []
+    user = ledger.user_account(user_id)
+    legs = (
+        [ledger.Leg(ledger.GRID, -amount_micros), ledger.Leg(user, amount_micros)]
+        if amount_micros > 0
+        else [
+            ledger.Leg(user, amount_micros, allow_debt=True),
+            ledger.Leg(ledger.GRID, -amount_micros),
+        ]
+    )
+    return [ledger.NewEntry(type, legs, description, epoch_reference(epoch))]
 
 
 async def revenue_shares(
@@ -135,9 +109,3 @@ async def revenue_shares(
         if found is not None:
             out[meter] = found
     return out
-
-
-async def lock_money(session: AsyncSession, users: Iterable[uuid.UUID]) -> None:
-    ids = [ledger.ESCROW.id, ledger.FEES.id, ledger.GRID.id]
-    ids += [account_id(AccountKind.available, user) for user in users]
-    await repository.lock_accounts(session, ids)

@@ -17,6 +17,7 @@ from gridex.core.clock import utc_iso
 from gridex.core.errors import Conflict
 from gridex.core.runtime import Runtime
 from gridex.core.units import wh_to_kwh
+from gridex.ledger import service as ledger
 from gridex.ledger.models import EntryType
 from gridex.market import repository
 from gridex.market.models import Epoch, EpochState, SettlementPosition, Trade
@@ -25,7 +26,7 @@ from gridex.market.schemas import EpochOut
 from gridex.market.settlement.delivery import deliverable, grace, mark_delivered
 from gridex.market.settlement.events import emit_settlement
 from gridex.market.settlement.metering import energy_in_epoch
-from gridex.market.settlement.money import lock_money, move_grid, pay_trade, revenue_shares
+from gridex.market.settlement.money import grid_entry, revenue_shares, trade_entries
 from gridex.market.settlement.rules import MeteredEnergy, Payout, delivery_check, plan_payout
 
 _BATCH = 100
@@ -46,6 +47,7 @@ class _Ledger:
     it received (as seller or share holder) and the fees of its sales."""
 
     totals: _Totals = field(default_factory=_Totals)
+    entries: list[ledger.NewEntry] = field(default_factory=list)
     received: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
     fees: dict[uuid.UUID, int] = field(default_factory=lambda: defaultdict(int))
 
@@ -82,16 +84,9 @@ async def _payouts(
     ]
 
 
-async def _pay(
-    session: AsyncSession,
-    epoch: Epoch,
-    trades: list[Trade],
-    payouts: list[Payout],
-    books: _Ledger,
-    now: datetime,
-) -> None:
+def _pay(epoch: Epoch, trades: list[Trade], payouts: list[Payout], books: _Ledger) -> None:
     for trade, payout in zip(trades, payouts, strict=True):
-        await pay_trade(session, epoch, trade, payout, now)
+        books.entries += trade_entries(epoch, trade, payout)
         books.totals.paid += trade.value_micros - trade.fee_micros
         books.totals.fees += trade.fee_micros
         books.totals.shared += payout.shared_micros
@@ -101,8 +96,7 @@ async def _pay(
             books.received[holder] += amount
 
 
-async def _check_delivery(
-    session: AsyncSession,
+def _check_delivery(
     epoch: Epoch,
     user: uuid.UUID,
     traded: tuple[int, int],
@@ -123,24 +117,20 @@ async def _check_delivery(
         feed_in_price_micros=prices.feed_in_price_micros,
     )
     start = utc_iso(epoch.start)
-    await move_grid(
-        session,
+    books.entries += grid_entry(
         epoch,
         user,
         -check.charge_micros,
-        now,
         type=EntryType.settlement_charge,
         description=(
             f"Delivery shortfall of {wh_to_kwh(check.shortfall_wh)} kWh in epoch {start} at "
             "the grid import price"
         ),
     )
-    await move_grid(
-        session,
+    books.entries += grid_entry(
         epoch,
         user,
         check.credit_micros,
-        now,
         type=EntryType.settlement_credit,
         description=(
             f"Unconsumed {wh_to_kwh(check.excess_wh)} kWh bought in epoch {start}, credited at "
@@ -192,13 +182,11 @@ async def settle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) 
     users = sorted(set(sold) | set(bought))
     energy = await energy_in_epoch(session, epoch, users)
     payouts = await _payouts(session, trades, energy)
-    await lock_money(session, set(users) | {u for p in payouts for u in p.holders})
 
     books = _Ledger()
-    await _pay(session, epoch, trades, payouts, books, now)
+    _pay(epoch, trades, payouts, books)
     positions = [
-        await _check_delivery(
-            session,
+        _check_delivery(
             epoch,
             user,
             (sold[user], bought[user]),
@@ -209,6 +197,10 @@ async def settle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) 
         )
         for user in users
     ]
+    # The epoch's money moves in one batch: payouts first (escrow holds every trade's value),
+    # then the charges, which alone may leave a seller in debt.
+    if books.entries:
+        await ledger.post_entries(session, books.entries, at=now)
     session.add_all(positions)
     await session.execute(
         update(Trade)
