@@ -45,6 +45,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pre_ping=settings.db_pre_ping,
+        pre_ping_idle_seconds=settings.db_pre_ping_idle_seconds,
     )
     runtime = Runtime(
         settings=settings,
