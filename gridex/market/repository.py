@@ -470,7 +470,8 @@ def _order_context_query(
         meters.owner_id == user_id,
         meters.status == MeterStatus.active,
         meters.deleted_at.is_(None),
-        meters.kind.in_(_KINDS[side]),
+        # Not IN (...): an IN list is rendered again on every execution.
+        or_(*(meters.kind == kind for kind in _KINDS[side])),
         meters.region == region,
     )
     balance = (
