@@ -6,7 +6,9 @@ bidirectional meter and funds), signs them in, then drives the order endpoint wi
 keep-alive connections for a fixed time: each client places small limit orders (buys and sells
 alternating, prices spread over the band) for the next open epoch. ``bare_rps`` is
 ``/health/live`` (routing and middleware, no database) in the same run; ``ratio`` is
-``orders_per_s / bare_rps``. Prints one JSON line.
+``orders_per_s / bare_rps``. ``server_cpu_ms_per_order`` is the server process's CPU time
+(user + system, from ``/proc``) over the orders it answered: on a shared machine it varies far
+less than the rates, which depend on how much CPU the server gets. Prints one JSON line.
 
     .venv/bin/python bench/orders.py [--seconds 5] [--concurrency 32]
 """
@@ -165,6 +167,15 @@ async def _drive(
     return len(latencies) / (time.perf_counter() - started), latencies
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -185,8 +196,8 @@ def _order_requests(host: str, token: str, client_index: int) -> list[bytes]:
 
 
 async def _measure(
-    base: str, usernames: list[str], seconds: float
-) -> tuple[float, float, list[float]]:
+    base: str, usernames: list[str], seconds: float, server_pid: int
+) -> tuple[float, float, list[float], float | None]:
     await _wait_up(base)
     host = base.removeprefix("http://")
     tokens = []
@@ -202,8 +213,13 @@ async def _measure(
     await _drive(base, bare, b" 200 ", 1.0)  # warm up
     await _drive(base, orders, b" 201 ", 1.0)
     bare_rps, _ = await _drive(base, bare, b" 200 ", seconds)
+    cpu_before = _cpu_seconds(server_pid)
     orders_per_s, latencies = await _drive(base, orders, b" 201 ", seconds)
-    return bare_rps, orders_per_s, latencies
+    cpu_after = _cpu_seconds(server_pid)
+    cpu_ms = None
+    if cpu_before is not None and cpu_after is not None and latencies:
+        cpu_ms = (cpu_after - cpu_before) * 1000 / len(latencies)
+    return bare_rps, orders_per_s, latencies, cpu_ms
 
 
 def main() -> None:
@@ -239,7 +255,9 @@ def main() -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        bare_rps, orders_per_s, latencies = asyncio.run(_measure(base, usernames, args.seconds))
+        bare_rps, orders_per_s, latencies, cpu_ms = asyncio.run(
+            _measure(base, usernames, args.seconds, server.pid)
+        )
     finally:
         server.terminate()
         server.wait(timeout=10)
@@ -253,6 +271,7 @@ def main() -> None:
                 "p99_ms": round(_percentile(latencies, 0.99) * 1000, 2),
                 "bare_rps": round(bare_rps, 1),
                 "ratio": round(orders_per_s / bare_rps, 3),
+                "server_cpu_ms_per_order": None if cpu_ms is None else round(cpu_ms, 2),
                 "concurrency": args.concurrency,
                 "seconds": args.seconds,
             }

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -539,6 +539,17 @@ async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
     return _issue_tokens(session, rt, user, auth_session)
 
 
+# The user and session of an access token: built once, run on every authenticated request.
+_BEARER_LOOKUP = (
+    select(User, AuthSession.revoked_at)
+    .join(AuthSession, AuthSession.user_id == User.id)
+    .where(
+        User.id == bindparam("user_id", type_=User.id.type),
+        AuthSession.id == bindparam("session_id", type_=AuthSession.id.type),
+    )
+)
+
+
 async def authenticate_bearer(
     session: AsyncSession, rt: Runtime, token: str, *, verified: AccessClaims | None = None
 ) -> Principal:
@@ -552,9 +563,7 @@ async def authenticate_bearer(
     claims = verified
     row = (
         await session.execute(
-            select(User, AuthSession.revoked_at)
-            .join(AuthSession, AuthSession.user_id == User.id)
-            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+            _BEARER_LOOKUP, {"user_id": claims.user_id, "session_id": claims.session_id}
         )
     ).one_or_none()
     if row is None or row[1] is not None:

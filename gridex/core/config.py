@@ -33,8 +33,10 @@ class Settings(BaseSettings):
     # pool size x processes below the server's max_connections.
     db_pool_size: int = Field(default=20, ge=1)
     db_max_overflow: int = Field(default=10, ge=0)
-    # Test each pooled connection before use, so a database restart costs no failed request.
+    # Test a pooled connection before use when it sat idle for more than db_pre_ping_idle_seconds
+    # (0: before every use), so a database restart during a quiet spell costs no failed request.
     db_pre_ping: bool = True
+    db_pre_ping_idle_seconds: float = Field(default=10.0, ge=0)
     # SQLite: how long a statement waits for another connection's write lock before failing.
     # Ingest transactions queue for the lock without this limit (see core.db.SQLiteWriteGate).
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)

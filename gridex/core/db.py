@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import time
 import uuid
 import weakref
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any, ClassVar
 
 from sqlalchemy import DateTime, MetaData, event, text
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -19,7 +21,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, SessionTransaction, mapped_column
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolProxiedConnection
 from sqlalchemy.types import TypeDecorator
 
 # Stable constraint names so that Alembic migrations are identical on SQLite and PostgreSQL.
@@ -178,6 +180,46 @@ def _release_write_gate(session: Session, transaction: SessionTransaction) -> No
             gate.release()
 
 
+# Key in a pooled connection's ``info`` of the monotonic time it was last returned to the pool.
+_IDLE_SINCE = "gridex_idle_since"
+
+
+def _monotonic() -> float:
+    return time.monotonic()
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_seconds: float) -> None:
+    """Test a pooled connection on checkout, but only if it sat idle for over ``idle_seconds``.
+
+    SQLAlchemy's own ``pool_pre_ping`` tests every checkout; on asyncpg that is three round trips
+    (BEGIN, an empty query, ROLLBACK) before each request's first statement. Connections that
+    were in use a moment ago are as good as a successful ping would prove; a connection that
+    waited longer (light traffic, or a pause in which the database may have restarted) is
+    tested first. A failed test invalidates every pooled connection that is older and the pool
+    opens a fresh one, so a restart during a quiet spell costs no request; during a burst the
+    requests already holding a connection fail as they would with any check.
+    """
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    def checkin(_: Any, record: ConnectionPoolEntry) -> None:
+        record.info[_IDLE_SINCE] = _monotonic()
+
+    def checkout(
+        dbapi_connection: Any, record: ConnectionPoolEntry, _: PoolProxiedConnection
+    ) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or _monotonic() - since <= idle_seconds:
+            return  # new, or back from use a moment ago
+        try:
+            dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # any failure: the connection cannot be trusted
+            raise InvalidatePoolError(f"pooled connection failed its ping: {exc}") from exc
+
+    event.listen(sync_engine, "checkin", checkin)
+    event.listen(sync_engine, "checkout", checkout)
+
+
 def create_engine(
     url: str,
     *,
@@ -186,7 +228,10 @@ def create_engine(
     max_overflow: int = 10,
     pre_ping: bool = True,
     sqlite_busy_timeout_ms: int = 10_000,
+    pre_ping_idle_seconds: float = 10.0,
 ) -> AsyncEngine:
+    """An async engine; on PostgreSQL with ``pre_ping`` a pooled connection is tested before use
+    when it sat idle for more than ``pre_ping_idle_seconds`` (0: before every use)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas(sqlite_busy_timeout_ms))
@@ -194,13 +239,16 @@ def create_engine(
         file = path if path and path != ":memory:" and not path.startswith("file:") else None
         _WRITE_GATES[engine.sync_engine] = SQLiteWriteGate(file and os.path.abspath(file))
         return engine
-    return create_async_engine(
+    engine = create_async_engine(
         url,
         echo=echo,
         pool_size=pool_size,
         max_overflow=max_overflow,
-        pool_pre_ping=pre_ping,
+        pool_pre_ping=pre_ping and pre_ping_idle_seconds <= 0,
     )
+    if pre_ping and pre_ping_idle_seconds > 0:
+        _ping_when_idle(engine, pre_ping_idle_seconds)
+    return engine
 
 
 class Database:
@@ -215,6 +263,7 @@ class Database:
         max_overflow: int = 10,
         pre_ping: bool = True,
         sqlite_busy_timeout_ms: int = 10_000,
+        pre_ping_idle_seconds: float = 10.0,
     ) -> None:
         self.url = url
         self.engine = create_engine(
@@ -224,6 +273,7 @@ class Database:
             max_overflow=max_overflow,
             pre_ping=pre_ping,
             sqlite_busy_timeout_ms=sqlite_busy_timeout_ms,
+            pre_ping_idle_seconds=pre_ping_idle_seconds,
         )
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
 

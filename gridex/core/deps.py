@@ -12,7 +12,9 @@ from gridex.core.errors import GridexError
 from gridex.core.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+async def get_runtime(request: Request) -> Runtime:
+    """The process's runtime. A coroutine on purpose: FastAPI runs a plain ``def`` dependency
+    in its thread pool, a thread hand-off on every request for a dictionary lookup."""
     runtime: Runtime = request.app.state.runtime
     return runtime
 

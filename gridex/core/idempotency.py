@@ -16,7 +16,8 @@ after ``GRIDEX_IDEMPOTENCY_TTL_HOURS``:
   (``Idempotent-Replayed: true``);
 * the same key with another body (or another method or path) is ``422 IDEMPOTENCY_CONFLICT``;
 * a retry while the first is still running is ``409 IDEMPOTENCY_IN_PROGRESS``;
-* if the route fails, its work rolls back and the claim is released, so a retry runs again.
+* if the route fails, its work rolls back and the claim is released, so a retry runs again;
+* a request refused before the route runs (an invalid body, authentication) claims nothing.
 
 Because the response is stored only together with the work, a claim still ``in_progress`` after
 ``GRIDEX_IDEMPOTENCY_LEASE_SECONDS`` belongs to a request whose work never committed (its process
@@ -31,10 +32,12 @@ import hashlib
 import inspect
 import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar, get_type_hints
 
+import anyio
 import orjson
 from fastapi import Depends, Request, Response
 from fastapi.encoders import jsonable_encoder
@@ -221,6 +224,18 @@ async def _claim(
     raise IdempotencyInProgress(details={"key": key})
 
 
+async def _abandon(idem: Idempotency, exc: BaseException) -> None:
+    """The route failed: end its work's transaction first (SQLite: it may hold the write lock
+    the release needs), then free the key so that a retry runs again."""
+    assert idem.session is not None
+    assert idem.rt is not None
+    if isinstance(exc, GridexError) and exc.persist:
+        await idem.session.commit()
+    else:
+        await idem.session.rollback()
+    await _release(idem.rt, idem)
+
+
 async def _release(rt: Runtime, idem: Idempotency) -> None:
     async with rt.db.sessionmaker() as session:
         await session.execute(
@@ -233,13 +248,29 @@ async def _release(rt: Runtime, idem: Idempotency) -> None:
         await session.commit()
 
 
+@dataclass(frozen=True, slots=True)
+class IdempotencyRequest:
+    """What a route needs to honour the request's key (read by :func:`idempotent`)."""
+
+    request: Request
+    principal: Principal
+    session: AsyncSession
+    rt: Runtime
+
+
 async def idempotency(
     request: Request, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
-) -> AsyncIterator[Idempotency]:
-    key = request.headers.get(HEADER)
-    if key is None:
-        yield Idempotency(request=request)
-        return
+) -> IdempotencyRequest:
+    """A plain coroutine, not a generator dependency: the key is claimed, and freed again on
+    failure, by :func:`idempotent` around the route itself. That spares every request the exit
+    machinery FastAPI sets up for a dependency that yields, and a request whose body fails
+    validation never claims its key."""
+    return IdempotencyRequest(request, principal, session, rt)
+
+
+async def _begin(context: IdempotencyRequest, key: str) -> Idempotency:
+    """Claim ``key`` for this request, or find the stored response to replay."""
+    request, session, rt = context.request, context.session, context.rt
     if not _KEY.match(key):
         raise ValidationFailed(
             f"{HEADER} must be 1 to 255 visible ASCII characters", details={"header": HEADER}
@@ -249,25 +280,12 @@ async def idempotency(
         # SQLite has one writer: finish the request's (authentication) transaction so that the
         # claim's own transaction cannot wait on it.
         await session.commit()
-    idem = await _claim(rt, _scope(principal), key, digest, request)
+    idem = await _claim(rt, _scope(context.principal), key, digest, request)
     idem.rt, idem.session = rt, session
-    if not idem.active:
-        yield idem
-        return
-    try:
-        yield idem
-    except BaseException as exc:
-        # End the work's transaction first (SQLite: it may hold the write lock the release
-        # needs), then free the key so that a retry runs again.
-        if isinstance(exc, GridexError) and exc.persist:
-            await session.commit()
-        else:
-            await session.rollback()
-        await _release(rt, idem)
-        raise
+    return idem
 
 
-IdempotencyDep = Annotated[Idempotency, Depends(idempotency, scope="function")]
+IdempotencyDep = Annotated[IdempotencyRequest, Depends(idempotency)]
 
 R = TypeVar("R")
 
@@ -284,11 +302,20 @@ def idempotent(endpoint: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable
     )
 
     @functools.wraps(endpoint)
-    async def wrapper(*args: Any, idempotency_: Idempotency, **kwargs: Any) -> Any:
-        if idempotency_.replay is not None:
-            return idempotency_.replay
-        result = await endpoint(*args, **kwargs)
-        await idempotency_.complete(result)
+    async def wrapper(*args: Any, idempotency_: IdempotencyRequest, **kwargs: Any) -> Any:
+        key = idempotency_.request.headers.get(HEADER)
+        if key is None:
+            return await endpoint(*args, **kwargs)
+        idem = await _begin(idempotency_, key)
+        if idem.replay is not None:
+            return idem.replay
+        try:
+            result = await endpoint(*args, **kwargs)
+            await idem.complete(result)
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):  # a cancelled request still frees its key
+                await _abandon(idem, exc)
+            raise
         return result
 
     wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]

@@ -23,10 +23,11 @@ class PageParams(BaseModel):
         return (self.page - 1) * self.per_page
 
 
-def page_params(
+async def page_params(
     page: Annotated[int, Query(ge=1)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20,
 ) -> PageParams:
+    """A coroutine so that FastAPI does not send it to its thread pool."""
     return PageParams(page=page, per_page=per_page)
 
 

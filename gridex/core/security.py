@@ -7,7 +7,8 @@ import hmac
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import base58
@@ -70,6 +71,20 @@ def encode_access_token(claims: AccessClaims, secret: str) -> str:
 
 def decode_access_token(token: str, secret: str, *, now: datetime) -> AccessClaims:
     """Verify signature and expiry against ``now`` (the injectable clock, not the wall clock)."""
+    claims = _verified_claims(token, secret)
+    if claims.expires_at <= now:
+        raise TokenError("token expired")
+    return claims
+
+
+@lru_cache(maxsize=4096)
+def _verified_claims(token: str, secret: str) -> AccessClaims:
+    """The claims of a token whose signature and form check out (expiry is the caller's).
+
+    Cached by the exact token and secret: a client sends the same token on every request until
+    it expires, and checking it again would give the same answer (a forged or altered token is
+    another key, and failures are not cached). Expiry depends on the time, so it is checked on
+    every call."""
     try:
         payload = jwt.decode(
             token,
@@ -82,20 +97,16 @@ def decode_access_token(token: str, secret: str, *, now: datetime) -> AccessClai
     if payload.get("typ") != ACCESS_TOKEN_TYPE:
         raise TokenError("not an access token")
     try:
-        expires_at = datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo)
-        claims = AccessClaims(
+        return AccessClaims(
             user_id=uuid.UUID(payload["sub"]),
             session_id=uuid.UUID(payload["sid"]),
             role=str(payload.get("role", "")),
             jti=str(payload.get("jti", "")),
-            issued_at=datetime.fromtimestamp(int(payload.get("iat", 0)), tz=now.tzinfo),
-            expires_at=expires_at,
+            issued_at=datetime.fromtimestamp(int(payload.get("iat", 0)), tz=UTC),
+            expires_at=datetime.fromtimestamp(int(payload["exp"]), tz=UTC),
         )
     except (ValueError, TypeError) as exc:
         raise TokenError("malformed claims") from exc
-    if expires_at <= now:
-        raise TokenError("token expired")
-    return claims
 
 
 def new_secret(nbytes: int = 32) -> str:

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Literal, cast
 
 from sqlalchemy import (
+    BigInteger,
     Select,
     Table,
     bindparam,
@@ -278,7 +279,8 @@ _INSERT_ORDER = insert(cast(Table, MarketOrder.__table__))
 
 async def insert_order(session: AsyncSession, order: MarketOrder) -> None:
     """Insert a new order with one INSERT, without adding the object to the session."""
-    await session.execute(
+    connection = await session.connection()
+    await connection.execute(
         _INSERT_ORDER,
         {column: getattr(order, attr) for attr, column in _ORDER_COLUMNS},
     )
@@ -375,15 +377,72 @@ class OrderContext:
     available_micros: int  # the user's ``available`` balance (0 without an account yet)
     client_order_id_taken: bool
     epoch: EpochTaken | None
+    # The order given to order_context was inserted by the same statement.
+    inserted: bool = False
 
 
-# The statement of order_context per (PostgreSQL, take the epoch, client_order_id given, side):
-# built once, executed with bound parameters.
-_ORDER_CONTEXT: dict[tuple[bool, bool, bool, Side], Select[Any]] = {}
+@dataclass(frozen=True, slots=True)
+class PendingOrder:
+    """A limit order for :func:`order_context` to insert when every check passes.
+
+    ``order`` has every column but ``epoch_id`` and ``seq``, which the statement fills from the
+    epoch it takes (and which the caller copies onto ``order`` afterwards). The default band is
+    the deployment's, for a region without settings."""
+
+    order: MarketOrder
+    default_min_price_micros: int
+    default_max_price_micros: int
 
 
-def _order_context_query(postgres: bool, take: bool, with_client_id: bool, side: Side) -> Any:
-    key = (postgres, take, with_client_id, side)
+# The statement of order_context per (PostgreSQL, take the epoch, client_order_id given, side,
+# insert the order): built once, executed with bound parameters.
+_ORDER_CONTEXT: dict[tuple[bool, bool, bool, Side, bool], Any] = {}
+# Columns the statement fills itself when it inserts the order.
+_FROM_EPOCH = {"epoch_id": "epoch_id", "seq": "epoch_seq"}
+
+
+def _with_insert(context: Select[Any], side: Side) -> Any:
+    """``context`` plus the order's INSERT when the checks :func:`place_order
+    <gridex.market.service.place_order>` makes in Python all pass; the result gains
+    ``inserted``. The service still makes every check and raises on failure (which rolls the
+    insert back with the transaction); this only saves the INSERT's round trip."""
+    ctx = context.cte("ctx")
+    orders = MarketOrder.__table__.c
+    price = bindparam("o_limit_price_micros", type_=orders.limit_price_micros.type)
+    conditions = [
+        ctx.c.has_meter,
+        ~ctx.c.taken,
+        ctx.c.epoch_seq.is_not(None),
+        ctx.c.epoch_state == EpochState.open,
+        ctx.c.epoch_gate_closure > bindparam("now", type_=orders.created_at.type),
+        func.coalesce(ctx.c.min_price_micros, bindparam("default_min", type_=BigInteger()))
+        <= price,
+        price
+        <= func.coalesce(ctx.c.max_price_micros, bindparam("default_max", type_=BigInteger())),
+    ]
+    if side is Side.buy:  # as the service's debt check: no buy while available is negative
+        conditions.append(func.coalesce(ctx.c.balance, 0) >= 0)
+    columns = [column for column in MarketOrder.__table__.columns]
+    values = [
+        ctx.c[_FROM_EPOCH[c.key]] if c.key in _FROM_EPOCH else bindparam(f"o_{c.key}", type_=c.type)
+        for c in columns
+    ]
+    inserted = (
+        insert(cast(Table, MarketOrder.__table__))
+        .from_select(columns, select(*values).where(*conditions))
+        .returning(orders.id)
+        .cte("inserted")
+    )
+    return select(
+        *ctx.c,
+        select(func.count()).select_from(inserted).scalar_subquery().label("inserted"),
+    )
+
+
+def _order_context_query(
+    postgres: bool, take: bool, with_client_id: bool, side: Side, with_insert: bool
+) -> Any:
+    key = (postgres, take, with_client_id, side, with_insert)
     query = _ORDER_CONTEXT.get(key)
     if query is not None:
         return query
@@ -411,7 +470,8 @@ def _order_context_query(postgres: bool, take: bool, with_client_id: bool, side:
         meters.owner_id == user_id,
         meters.status == MeterStatus.active,
         meters.deleted_at.is_(None),
-        meters.kind.in_(_KINDS[side]),
+        # Not IN (...): an IN list is rendered again on every execution.
+        or_(*(meters.kind == kind for kind in _KINDS[side])),
         meters.region == region,
     )
     balance = (
@@ -450,6 +510,8 @@ def _order_context_query(postgres: bool, take: bool, with_client_id: bool, side:
         .outerjoin(RegionSettings.__table__, settings.region == region)
         .outerjoin(epoch, true())
     )
+    if with_insert:
+        query = _with_insert(query, side)
     _ORDER_CONTEXT[key] = query
     return query
 
@@ -464,15 +526,22 @@ async def order_context(
     client_order_id: str | None,
     available_account_id: uuid.UUID,
     take_auction_epoch: bool,
+    pending: PendingOrder | None = None,
+    now: datetime | None = None,
 ) -> OrderContext:
     """The region's settings, whether the user has a meter for ``side`` there, their available
     balance, whether ``client_order_id`` is taken and the epoch at ``start``, in one statement.
 
     With ``take_auction_epoch`` on PostgreSQL the epoch is also taken ``FOR SHARE`` and given an
     arrival seq when it is an auction epoch (as :func:`lock_epoch` would); a continuous epoch
-    then reads as missing, and the caller takes it the usual way."""
+    then reads as missing, and the caller takes it the usual way. Then ``pending`` (with the
+    time ``now``) is inserted by the same statement when every check passes: ``inserted`` says
+    whether it was, else the caller inserts it (or refuses it) as usual. A concurrent order with
+    the same ``client_order_id`` makes the statement raise ``IntegrityError``."""
+    postgres = _is_postgres(session)
+    with_insert = postgres and take_auction_epoch and pending is not None
     query = _order_context_query(
-        _is_postgres(session), take_auction_epoch, client_order_id is not None, side
+        postgres, take_auction_epoch, client_order_id is not None, side, with_insert
     )
     params: dict[str, Any] = {
         "region": region,
@@ -482,7 +551,18 @@ async def order_context(
     }
     if client_order_id is not None:
         params["client_order_id"] = client_order_id
-    row = (await session.execute(query, params)).one()
+    if with_insert:
+        assert pending is not None
+        assert now is not None
+        order = pending.order
+        for attr, column in _ORDER_COLUMNS:
+            if column not in _FROM_EPOCH:
+                params[f"o_{column}"] = getattr(order, attr)
+        params["now"] = now
+        params["default_min"] = pending.default_min_price_micros
+        params["default_max"] = pending.default_max_price_micros
+    connection = await session.connection()
+    row = (await connection.execute(query, params)).one()
     settings = None
     if row.settings_region is not None:
         settings = RegionRow(
@@ -502,7 +582,12 @@ async def order_context(
             None if row.epoch_seq is None else int(row.epoch_seq),
         )
     return OrderContext(
-        settings, bool(row.has_meter), int(row.balance or 0), bool(row.taken), epoch
+        settings,
+        bool(row.has_meter),
+        int(row.balance or 0),
+        bool(row.taken),
+        epoch,
+        inserted=with_insert and int(row.inserted) == 1,
     )
 
 

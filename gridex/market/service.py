@@ -432,6 +432,13 @@ async def _lock_open_epoch(
     )
 
 
+def _client_order_id_taken() -> Conflict:
+    return Conflict(
+        "You already have an order with this client_order_id",
+        details={"field": "client_order_id"},
+    )
+
+
 def _gate_closed(start: datetime, gate_closure: datetime) -> GateClosed:
     return GateClosed(
         details={"epoch": start.isoformat(), "gate_closure": gate_closure.isoformat()}
@@ -499,18 +506,52 @@ async def place_order(
                         "horizon_end": horizon_end(now, settings).isoformat(),
                     },
                 )
-    # One round trip for the region's settings, the checks and the epoch (on PostgreSQL an
-    # auction epoch is taken with it).
-    context = await repository.order_context(
-        session,
+    order = MarketOrder(
+        id=uuid.uuid4(),
         user_id=user.id,
         region=region,
+        epoch_start=start,
         side=data.side,
-        start=start,
+        type=data.type,
+        quantity_wh=data.quantity_kwh,
+        filled_wh=0,
+        filled_value_micros=0,
+        limit_price_micros=data.limit_price,
+        reserved_micros=0,
+        status=OrderStatus.open,
         client_order_id=data.client_order_id,
-        available_account_id=ledger.user_account(user.id).id,
-        take_auction_epoch=start_error is None,
+        created_at=now,
+        updated_at=now,
     )
+    # A limit order knows what it holds before the band is read: on PostgreSQL it is inserted
+    # by the same statement when every check below passes (a refusal rolls it back).
+    pending = None
+    if data.type is OrderType.limit and start_error is None:
+        assert data.limit_price is not None
+        order.effective_price_micros = data.limit_price
+        order.reserved_micros = _required_reservation(order)
+        pending = repository.PendingOrder(
+            order, money_to_micros(settings.min_price), money_to_micros(settings.max_price)
+        )
+    # One round trip for the region's settings, the checks and the epoch (on PostgreSQL an
+    # auction epoch is taken with it).
+    try:
+        context = await repository.order_context(
+            session,
+            user_id=user.id,
+            region=region,
+            side=data.side,
+            start=start,
+            client_order_id=data.client_order_id,
+            available_account_id=ledger.user_account(user.id).id,
+            take_auction_epoch=start_error is None,
+            pending=pending,
+            now=now,
+        )
+    except IntegrityError as exc:  # a concurrent order with the same client_order_id
+        if data.client_order_id is None:
+            raise
+        raise _client_order_id_taken() from exc
     params = params_of(rt, region, context.settings)
     if data.type is OrderType.limit:
         assert data.limit_price is not None
@@ -526,10 +567,7 @@ async def place_order(
         # As ledger.ensure_no_debt, from the balance read above.
         raise OutstandingDebt(details={"available": micros_to_money(context.available_micros)})
     if context.client_order_id_taken:
-        raise Conflict(
-            "You already have an order with this client_order_id",
-            details={"field": "client_order_id"},
-        )
+        raise _client_order_id_taken()
 
     epoch: Epoch | None = None
     mechanism: Mechanism
@@ -551,27 +589,10 @@ async def place_order(
             session, rt, epoch, exclusive=mechanism is Mechanism.continuous
         )
 
-    order = MarketOrder(
-        id=uuid.uuid4(),
-        user_id=user.id,
-        epoch_id=epoch_id,
-        region=region,
-        epoch_start=start,
-        side=data.side,
-        type=data.type,
-        quantity_wh=data.quantity_kwh,
-        filled_wh=0,
-        filled_value_micros=0,
-        limit_price_micros=data.limit_price,
-        effective_price_micros=effective,
-        reserved_micros=0,
-        seq=seq,
-        status=OrderStatus.open,
-        client_order_id=data.client_order_id,
-        created_at=now,
-        updated_at=now,
-    )
-    # Reserve first, so that the order is inserted once, with what it holds.
+    order.epoch_id, order.seq = epoch_id, seq
+    order.effective_price_micros = effective
+    # Reserve first, so that the order is inserted once, with what it holds (an order inserted
+    # with the checks above holds it already: the reservation commits with it or not at all).
     amount = _required_reservation(order)
     if amount > 0:
         await ledger.reserve(
@@ -588,13 +609,10 @@ async def place_order(
         if continuous:  # matching works on the order in the session
             session.add(order)
             await session.flush()
-        else:  # nothing changes it any more: one plain INSERT
+        elif not context.inserted:  # nothing changes it any more: one plain INSERT
             await repository.insert_order(session, order)
     except IntegrityError as exc:  # a concurrent order with the same client_order_id
-        raise Conflict(
-            "You already have an order with this client_order_id",
-            details={"field": "client_order_id"},
-        ) from exc
+        raise _client_order_id_taken() from exc
     placed = order_out(order)
     emit(
         session,
