@@ -947,14 +947,32 @@ async def clear_now(
         )
     epoch = await get_or_create_epoch(session, rt, region, start)
     cleared = await clearing.clear_epoch(session, rt, epoch.id)
+    return await operator_epoch_result(
+        session, rt, principal, region, start, action="market.epoch_cleared", done=cleared
+    )
+
+
+async def operator_epoch_result(
+    session: AsyncSession,
+    rt: Runtime,
+    principal: Principal,
+    region: str,
+    start: datetime,
+    *,
+    action: str,
+    done: bool,
+) -> EpochOut:
+    """Audit an operator's clear or settle ("noop" when another run did it already) and answer
+    the epoch as it is now."""
+    now = rt.clock.now()
     record(
         session,
         at=now,
-        action="market.epoch_cleared",
+        action=action,
         actor_id=principal.user.id,
         subject_type="epoch",
         subject_id=f"{region}@{start.isoformat()}",
-        outcome="success" if cleared else "noop",
+        outcome="success" if done else "noop",
     )
     refreshed = await repository.get_epoch(session, region, start)
     assert refreshed is not None

@@ -11,7 +11,6 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.admin.service import record
 from gridex.auth.service import Principal
 from gridex.core.clock import utc_iso
 from gridex.core.errors import Conflict
@@ -245,7 +244,12 @@ async def settle_now(
     """Operators: settle an epoch now, the same code as the jobs. A cleared epoch is first
     checked for delivery (interval over and readings in, or grace passed); settling a settled
     epoch again does nothing; anything else is 409 ``CONFLICT``."""
-    from gridex.market.service import check_aligned, effective_state, epoch_out, gate_closure_of
+    from gridex.market.service import (
+        check_aligned,
+        effective_state,
+        gate_closure_of,
+        operator_epoch_result,
+    )
 
     start = check_aligned(start, rt.settings)
     now = rt.clock.now()
@@ -276,15 +280,6 @@ async def settle_now(
             )
         await mark_delivered(session, epoch.id)
     settled = await settle_epoch(session, rt, epoch.id)
-    record(
-        session,
-        at=now,
-        action="market.epoch_settled",
-        actor_id=principal.user.id,
-        subject_type="epoch",
-        subject_id=f"{region}@{start.isoformat()}",
-        outcome="success" if settled else "noop",
+    return await operator_epoch_result(
+        session, rt, principal, region, start, action="market.epoch_settled", done=settled
     )
-    refreshed = await repository.get_epoch(session, region, start)
-    assert refreshed is not None
-    return epoch_out(refreshed, now)
