@@ -1,9 +1,10 @@
 """Ingest throughput: ``POST /readings/batch`` against a raw bulk insert of the same rows.
 
-Starts ``gridex serve`` (``--workers``, a fresh SQLite database unless GRIDEX_BENCH_DATABASE_URL
-is set), registers meters and an API key with ``readings:write``, then ``--clients`` concurrent
-clients each send ``--batches`` calls of 10,000 readings (each client writes its own meters, as
-head-ends partitioned by meter do). Bodies are serialised before the clock starts.
+Starts ``gridex serve`` (``--workers``, a fresh SQLite database, or the PostgreSQL database of
+GRIDEX_BENCH_DATABASE_URL with its schema dropped and created again, so runs do not add up),
+registers meters and an API key with ``readings:write``, then ``--clients`` concurrent clients
+each send ``--batches`` calls of 10,000 readings (each client writes its own meters, as head-ends
+partitioned by meter do). Bodies are serialised before the clock starts.
 
 In the same run, every stored reading is read back, the table emptied, and the same rows
 inserted again with the fastest plain method of the backend: PostgreSQL ``COPY``, SQLite
@@ -34,7 +35,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import text
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -187,6 +189,24 @@ async def _raw_insert(url: str) -> tuple[float, int]:
     return len(values) / elapsed, len(values)
 
 
+async def _fresh_postgres(url: str) -> None:
+    """Create the bench database if needed and empty it: each run measures its own rows."""
+    target = make_url(url)
+    admin = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        exists = await conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+        )
+        if not exists:
+            await conn.execute(text(f'CREATE DATABASE "{target.database}"'))
+    await admin.dispose()
+    engine = create_async_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text("DROP SCHEMA public CASCADE"))
+        await conn.execute(text("CREATE SCHEMA public"))
+    await engine.dispose()
+
+
 async def _mqtt_bench(
     mqtt_url: str, base: str, db_url: str, serial: str, messages: int
 ) -> dict[str, Any]:
@@ -282,6 +302,8 @@ def main() -> None:
         env["GRIDEX_MQTT_URL"] = args.mqtt
     else:
         env.pop("GRIDEX_MQTT_URL", None)
+    if db_url.startswith("postgresql"):
+        asyncio.run(_fresh_postgres(db_url))
     gridex = [sys.executable, "-m", "gridex"]
     username = f"bench{os.getpid()}"
     subprocess.run(
