@@ -48,6 +48,59 @@ def _region(principal: Principal, region: str | None) -> str:
     return resolved
 
 
+# Order entry first: routes are matched one by one in the order they are declared, so the
+# busiest path is tried before the others.
+@market_router.post("/orders", status_code=status.HTTP_201_CREATED)
+@idempotent
+async def place_order(
+    body: OrderIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> OrderOut:
+    """Place a buy or sell order; a buy reserves quantity x limit (market: the band's max)."""
+    return await service.place_order(session, rt, principal, body)
+
+
+@market_router.get("/orders")
+async def list_orders(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    page: PageDep,
+    status: OrderStatus | None = None,
+    side: Side | None = None,
+    epoch: AwareDatetime | None = None,
+) -> Page[OrderOut]:
+    return await service.list_orders(
+        session, rt, principal, page, status=status, side=side, epoch=epoch
+    )
+
+
+@market_router.get("/orders/{order_id}")
+async def get_order(
+    order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
+) -> OrderDetailOut:
+    return await service.get_order(session, principal, order_id)
+
+
+@market_router.patch("/orders/{order_id}")
+async def modify_order(
+    order_id: uuid.UUID,
+    body: OrderUpdate,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+) -> OrderOut:
+    """Change quantity and/or limit while the epoch is open; the order loses time priority."""
+    return await service.modify_order(session, rt, principal, order_id, body)
+
+
+@market_router.delete("/orders/{order_id}")
+async def cancel_order(
+    order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> OrderOut:
+    """Cancel while the epoch is open; releases the reservation."""
+    return await service.cancel_order(session, rt, principal, order_id)
+
+
 @market_router.get("/epochs")
 async def list_epochs(
     principal: AnyPrincipal,
@@ -106,57 +159,6 @@ async def settle_epoch(
 ) -> EpochOut:
     """Operators: settle now, the same code as the jobs (only once delivered; idempotent)."""
     return await settlement.settle_now(session, rt, principal, _region(principal, region), epoch)
-
-
-@market_router.post("/orders", status_code=status.HTTP_201_CREATED)
-@idempotent
-async def place_order(
-    body: OrderIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
-) -> OrderOut:
-    """Place a buy or sell order; a buy reserves quantity x limit (market: the band's max)."""
-    return await service.place_order(session, rt, principal, body)
-
-
-@market_router.get("/orders")
-async def list_orders(
-    principal: CurrentPrincipal,
-    session: SessionDep,
-    rt: RuntimeDep,
-    page: PageDep,
-    status: OrderStatus | None = None,
-    side: Side | None = None,
-    epoch: AwareDatetime | None = None,
-) -> Page[OrderOut]:
-    return await service.list_orders(
-        session, rt, principal, page, status=status, side=side, epoch=epoch
-    )
-
-
-@market_router.get("/orders/{order_id}")
-async def get_order(
-    order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
-) -> OrderDetailOut:
-    return await service.get_order(session, principal, order_id)
-
-
-@market_router.patch("/orders/{order_id}")
-async def modify_order(
-    order_id: uuid.UUID,
-    body: OrderUpdate,
-    principal: CurrentPrincipal,
-    session: SessionDep,
-    rt: RuntimeDep,
-) -> OrderOut:
-    """Change quantity and/or limit while the epoch is open; the order loses time priority."""
-    return await service.modify_order(session, rt, principal, order_id, body)
-
-
-@market_router.delete("/orders/{order_id}")
-async def cancel_order(
-    order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
-) -> OrderOut:
-    """Cancel while the epoch is open; releases the reservation."""
-    return await service.cancel_order(session, rt, principal, order_id)
 
 
 @market_router.get("/orderbook")
