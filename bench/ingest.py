@@ -35,12 +35,12 @@ from urllib.parse import urlsplit
 
 import httpx
 import orjson
-from sqlalchemy import make_url, text
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import text
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.ledger import _prepare_postgres  # noqa: E402
 from gridex.core.db import Database  # noqa: E402
 
 PASSWORD = "Bench-Password-2025"
@@ -189,24 +189,6 @@ async def _raw_insert(url: str) -> tuple[float, int]:
     return len(values) / elapsed, len(values)
 
 
-async def _fresh_postgres(url: str) -> None:
-    """Create the bench database if needed and empty it: each run measures its own rows."""
-    target = make_url(url)
-    admin = create_async_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    async with admin.connect() as conn:
-        exists = await conn.scalar(
-            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
-        )
-        if not exists:
-            await conn.execute(text(f'CREATE DATABASE "{target.database}"'))
-    await admin.dispose()
-    engine = create_async_engine(url)
-    async with engine.begin() as conn:
-        await conn.execute(text("DROP SCHEMA public CASCADE"))
-        await conn.execute(text("CREATE SCHEMA public"))
-    await engine.dispose()
-
-
 async def _mqtt_bench(
     mqtt_url: str, base: str, db_url: str, serial: str, messages: int
 ) -> dict[str, Any]:
@@ -303,7 +285,7 @@ def main() -> None:
     else:
         env.pop("GRIDEX_MQTT_URL", None)
     if db_url.startswith("postgresql"):
-        asyncio.run(_fresh_postgres(db_url))
+        asyncio.run(_prepare_postgres(db_url))  # each run measures its own rows
     gridex = [sys.executable, "-m", "gridex"]
     username = f"bench{os.getpid()}"
     subprocess.run(

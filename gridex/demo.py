@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.service import Principal
@@ -35,7 +35,7 @@ from gridex.ledger.schemas import InstallationIn
 from gridex.market.models import MarketOrder
 from gridex.market.schemas import OrderIn, OrderOut
 from gridex.market.service import epoch_length, next_open_start, place_order
-from gridex.meters.models import Meter, MeterKind, MeterReading
+from gridex.meters.models import Meter, MeterKind
 from gridex.meters.schemas import MeterIn
 from gridex.meters.service import ingest_for_meter, register_meter
 from gridex.payments.schemas import TopupIn
@@ -309,9 +309,7 @@ async def simulate(rt: Runtime) -> int:
             meter = meters.get(spec.serial)
             if meter is None:
                 continue
-            newest = await session.scalar(
-                select(func.max(MeterReading.timestamp)).where(MeterReading.meter_id == meter.id)
-            )
+            newest = meter.last_reading_at
             after = max(newest, end - timedelta(days=1)) if newest else end - INTERVAL
             stored += await _ingest(session, rt, meter, readings_between(spec, after, end))
         for spec in DEMO_METERS:

@@ -89,15 +89,17 @@ def grid_entry(
     if not amount_micros:
         return []
     user = ledger.user_account(user_id)
-    legs = (
-        [ledger.Leg(ledger.GRID, -amount_micros), ledger.Leg(user, amount_micros)]
-        if amount_micros > 0
-        else [
-            ledger.Leg(user, amount_micros, allow_debt=True),
-            ledger.Leg(ledger.GRID, -amount_micros),
-        ]
+    source, destination = (ledger.GRID, user) if amount_micros > 0 else (user, ledger.GRID)
+    transfer = ledger.Transfer(
+        source,
+        destination,
+        abs(amount_micros),
+        type,
+        description,
+        epoch_reference(epoch),
+        allow_debt=amount_micros < 0,
     )
-    return [ledger.NewEntry(type, legs, description, epoch_reference(epoch))]
+    return [transfer.entry()]
 
 
 async def revenue_shares(
