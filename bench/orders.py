@@ -1,7 +1,7 @@
 """Order entry throughput: ``POST /api/v1/market/orders`` against a real ``gridex serve``.
 
 Starts one worker (a fresh SQLite database unless GRIDEX_BENCH_DATABASE_URL is set: then that
-database, which is migrated and gets its own bench users), seeds one trader per client (a
+PostgreSQL database with its schema dropped and created again, so runs do not add up), seeds one trader per client (a
 bidirectional meter and funds), signs them in, then drives the order endpoint with concurrent
 keep-alive connections for a fixed time: each client places small limit orders (buys and sells
 alternating, prices spread over the band) for the next open epoch. ``bare_rps`` is
@@ -33,6 +33,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.ledger import _prepare_postgres  # noqa: E402
 
 PASSWORD = "Bench-Password-2025"
 REGION = "bench"
@@ -241,6 +243,8 @@ def main() -> None:
         "GRIDEX_LOG_LEVEL": "WARNING",
         "GRIDEX_RUN_JOBS": "false",
     }
+    if database_url.startswith("postgresql"):
+        asyncio.run(_prepare_postgres(database_url))  # each run starts from empty tables
     gridex = [sys.executable, "-m", "gridex"]
     subprocess.run(
         [*gridex, "db", "upgrade"], env=env, check=True, cwd=workdir, capture_output=True

@@ -36,6 +36,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gridex.core.db import Precompiled
 from gridex.ledger.models import LedgerAccount
 from gridex.market.models import (
     RESTING,
@@ -396,7 +397,7 @@ class PendingOrder:
 
 # The statement of order_context per (PostgreSQL, take the epoch, client_order_id given, side,
 # insert the order): built once, executed with bound parameters.
-_ORDER_CONTEXT: dict[tuple[bool, bool, bool, Side, bool], Any] = {}
+_ORDER_CONTEXT: dict[tuple[bool, bool, bool, Side, bool], Precompiled] = {}
 # Columns the statement fills itself when it inserts the order.
 _FROM_EPOCH = {"epoch_id": "epoch_id", "seq": "epoch_seq"}
 
@@ -441,11 +442,11 @@ def _with_insert(context: Select[Any], side: Side) -> Any:
 
 def _order_context_query(
     postgres: bool, take: bool, with_client_id: bool, side: Side, with_insert: bool
-) -> Any:
+) -> Precompiled:
     key = (postgres, take, with_client_id, side, with_insert)
-    query = _ORDER_CONTEXT.get(key)
-    if query is not None:
-        return query
+    prepared = _ORDER_CONTEXT.get(key)
+    if prepared is not None:
+        return prepared
     epochs = Epoch.__table__.c
     settings = RegionSettings.__table__.c
     meters = Meter.__table__.c
@@ -512,8 +513,8 @@ def _order_context_query(
     )
     if with_insert:
         query = _with_insert(query, side)
-    _ORDER_CONTEXT[key] = query
-    return query
+    prepared = _ORDER_CONTEXT[key] = Precompiled(query)
+    return prepared
 
 
 async def order_context(
@@ -540,7 +541,7 @@ async def order_context(
     the same ``client_order_id`` makes the statement raise ``IntegrityError``."""
     postgres = _is_postgres(session)
     with_insert = postgres and take_auction_epoch and pending is not None
-    query = _order_context_query(
+    statement = _order_context_query(
         postgres, take_auction_epoch, client_order_id is not None, side, with_insert
     )
     params: dict[str, Any] = {
@@ -562,7 +563,10 @@ async def order_context(
         params["default_min"] = pending.default_min_price_micros
         params["default_max"] = pending.default_max_price_micros
     connection = await session.connection()
-    row = (await connection.execute(query, params)).one()
+    if postgres:  # compiled once: no cache key computed per order (see Precompiled)
+        row = (await statement.execute(connection, params)).one()
+    else:  # SQLite's datetimes need SQLAlchemy's result processing
+        row = (await connection.execute(statement.statement, params)).one()
     settings = None
     if row.settings_region is not None:
         settings = RegionRow(

@@ -11,14 +11,17 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
+from sqlalchemy.engine.default import CACHE_HIT
 
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
-from gridex.users.models import Role
-from tests.factories import API, Account, signed_in
+from gridex.users.models import Role, User, UserStatus
+from tests.factories import API, Account, login, signed_in
+from tests.ledger.helpers import fund
 from tests.market.helpers import MARKET_SETTINGS, NEXT, place, start_clock, trader, wallet
+from tests.meters.helpers import make_meter
 
 
 @pytest.fixture
@@ -45,6 +48,12 @@ def _statements(rt: Runtime) -> Iterator[list[str]]:
 
     def record(*args: Any) -> None:
         seen.append(str(args[2]))
+        context = args[4]
+        compiled = getattr(context, "compiled", None)
+        if compiled is not None and context.cache_hit != CACHE_HIT:
+            # A statement compiled again on every order (say, an uncacheable construct) costs
+            # more than the round trip it saves.
+            seen.append(f"compiled for this order: {context.cache_hit}")
 
     engine = rt.db.engine.sync_engine
     event.listen(engine, "before_cursor_execute", record)
@@ -196,7 +205,7 @@ async def test_statements_per_order(
 ) -> None:
     """PostgreSQL: a limit buy into an existing auction epoch is three statements (the token's
     session, the checks with the insert, the reservation) and a sell two, besides BEGIN and
-    COMMIT."""
+    COMMIT; none compiled for the order."""
     if runtime.db.is_sqlite:
         pytest.skip("the folded insert is PostgreSQL's")
     start_clock(clock)
@@ -209,3 +218,96 @@ async def test_statements_per_order(
             await place(client, buyer, side=side, quantity_kwh=1, limit_price="0.5")
         assert len(seen) == expected, seen
     assert await _order_count(client, buyer) == 3
+
+
+async def _set_status(rt: Runtime, account: Account, status: UserStatus) -> None:
+    async with rt.db.sessionmaker() as session:
+        await session.execute(update(User).where(User.id == account.id).values(status=status))
+        await session.commit()
+
+
+async def test_an_ended_session_places_nothing(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    """After logout the token is refused for orders as everywhere else, and neither order nor
+    reservation is stored."""
+    start_clock(clock)
+    await _open_epoch(client, runtime)
+    buyer = await trader(client, runtime)
+    await place(client, buyer, side="buy", quantity_kwh=1, limit_price="0.5")
+    logout = await client.post(f"{API}/auth/logout", headers=buyer.headers)
+    assert logout.status_code == 200, logout.text
+    for side in ("buy", "sell"):
+        refused = await client.post(
+            f"{API}/market/orders",
+            json={"side": side, "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"},
+            headers=buyer.headers,
+        )
+        assert refused.status_code == 401, refused.text
+        assert refused.json()["error"]["code"] == "INVALID_TOKEN"
+    await login(client, buyer)
+    assert await _order_count(client, buyer) == 1
+    assert await wallet(runtime, buyer) == (9_500_000, 500_000, 0)
+
+
+@pytest.mark.parametrize(
+    ("status", "http", "code"),
+    [(UserStatus.suspended, 403, "ACCOUNT_SUSPENDED"), (UserStatus.deleted, 401, "INVALID_TOKEN")],
+)
+async def test_an_inactive_user_places_nothing(
+    client: httpx.AsyncClient,
+    runtime: Runtime,
+    clock: FrozenClock,
+    status: UserStatus,
+    http: int,
+    code: str,
+) -> None:
+    start_clock(clock)
+    await _open_epoch(client, runtime)
+    buyer = await trader(client, runtime)
+    await place(client, buyer, side="buy", quantity_kwh=1, limit_price="0.5")
+    await _set_status(runtime, buyer, status)
+    refused = await client.post(
+        f"{API}/market/orders",
+        json={"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"},
+        headers=buyer.headers,
+    )
+    assert refused.status_code == http, refused.text
+    assert refused.json()["error"]["code"] == code
+    assert await wallet(runtime, buyer) == (9_500_000, 500_000, 0)
+    await _set_status(runtime, buyer, UserStatus.active)
+    assert await _order_count(client, buyer) == 1
+
+
+async def test_without_a_region_the_callers_own_or_their_meters(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    """No ``region`` in the order: the user's region; a user without one trades where their
+    only eligible meter is."""
+    start_clock(clock)
+    await _open_epoch(client, runtime)
+    own = await trader(client, runtime)
+    placed = await place(client, own, side="buy", quantity_kwh=1, limit_price="0.5")
+    assert placed["region"] == "north"
+    nowhere = await signed_in(client, runtime, Role.prosumer, region=None)
+    await make_meter(client, nowhere, kind="bidirectional", region="north")
+    await fund(runtime, nowhere.id, 1_000_000)
+    placed = await place(client, nowhere, side="buy", quantity_kwh=1, limit_price="0.5")
+    assert placed["region"] == "north"
+    assert await wallet(runtime, nowhere) == (500_000, 500_000, 0)
+
+
+async def test_an_idempotent_order_is_placed_once(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    start_clock(clock)
+    await _open_epoch(client, runtime)
+    buyer = await trader(client, runtime)
+    body = {"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"}
+    headers = {**buyer.headers, "Idempotency-Key": "order-1"}
+    first = await client.post(f"{API}/market/orders", json=body, headers=headers)
+    again = await client.post(f"{API}/market/orders", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201, again.text
+    assert first.json() == again.json()
+    assert await _order_count(client, buyer) == 1
+    assert await wallet(runtime, buyer) == (9_500_000, 500_000, 0)
