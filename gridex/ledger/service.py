@@ -231,7 +231,8 @@ async def _update(
     for i, (account, amount, floor) in enumerate(rows):
         params[f"id{i}"], params[f"amount{i}"], params[f"floor{i}"] = account, amount, floor
     statement = _update_sql(len(rows), session.get_bind().dialect.name)
-    result = await session.execute(statement, params)
+    connection = await session.connection()
+    result = await connection.execute(statement, params)
     return {account: int(balance) for account, balance in result.all()}
 
 
@@ -320,7 +321,9 @@ async def _post(
     ):
         params[f"id{i}"], params[f"amount{i}"], params[f"floor{i}"] = account, amount, floor
         params[f"posting{i}"], params[f"user{i}"] = posting, user
-    result = await session.execute(_post_sql(len(rows)), params)
+    # On the session's connection: a text statement needs none of the ORM's execution steps.
+    connection = await session.connection()
+    result = await connection.execute(_post_sql(len(rows)), params)
     return {account: int(balance) for account, balance in result.all()}
 
 
