@@ -1,12 +1,12 @@
 """Order entry throughput: ``POST /api/v1/market/orders`` against a real ``gridex serve``.
 
 Starts one worker (a fresh SQLite database unless GRIDEX_BENCH_DATABASE_URL is set: then that
-PostgreSQL database with its schema dropped and created again, so runs do not add up), seeds one trader per client (a
-bidirectional meter and funds), signs them in, then drives the order endpoint with concurrent
-keep-alive connections for a fixed time: each client places small limit orders (buys and sells
-alternating, prices spread over the band) for the next open epoch. ``bare_rps`` is
-``/health/live`` (routing and middleware, no database) in the same run; ``ratio`` is
-``orders_per_s / bare_rps``. ``server_cpu_ms_per_order`` is the server process's CPU time
+PostgreSQL database with its schema dropped and created again, so runs do not add up), seeds one
+trader per client (a bidirectional meter and funds), signs them in, then drives the order
+endpoint with concurrent keep-alive connections for a fixed time: each client places small limit
+orders (buys and sells alternating, prices spread over the band) for the next open epoch.
+``bare_rps`` is ``/health/live`` (routing and middleware, no database) in the same run; ``ratio``
+is ``orders_per_s / bare_rps``. ``server_cpu_ms_per_order`` is the server process's CPU time
 (user + system, from ``/proc``) over the orders it answered: on a shared machine it varies far
 less than the rates, which depend on how much CPU the server gets. Prints one JSON line.
 
