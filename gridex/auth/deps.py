@@ -7,16 +7,25 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth import service
-from gridex.auth.service import Principal
+from gridex.auth.service import Principal, TokenCaller
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import AuthenticationRequired, Forbidden
 from gridex.core.middleware import DECODED_TOKEN_STATE
+from gridex.core.runtime import Runtime
+from gridex.core.security import AccessClaims
 from gridex.users.models import Role
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Access token from /auth/login")
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")
+
+
+def _verified(request: Request, token: str) -> AccessClaims | None:
+    """The token's claims if this request's rate limiter already verified them."""
+    decoded = getattr(request.state, DECODED_TOKEN_STATE, None)
+    return decoded[1] if decoded is not None and decoded[0] == token else None
 
 
 async def _principal(
@@ -27,10 +36,8 @@ async def _principal(
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal:
     if bearer is not None:
-        decoded = getattr(request.state, DECODED_TOKEN_STATE, None)
-        verified = decoded[1] if decoded is not None and decoded[0] == bearer.credentials else None
         principal = await service.authenticate_bearer(
-            session, rt, bearer.credentials, verified=verified
+            session, rt, bearer.credentials, verified=_verified(request, bearer.credentials)
         )
     elif api_key:
         principal = await service.authenticate_api_key(session, rt, api_key)
@@ -46,11 +53,39 @@ async def _user_principal(principal: Annotated[Principal, Depends(_principal)]) 
     return principal
 
 
+async def principal_of(request: Request, session: AsyncSession, rt: Runtime) -> Principal:
+    """The request's principal: the one a dependency already resolved, else authenticated from
+    its headers now (for code that needs it only sometimes, such as an ``Idempotency-Key``)."""
+    principal: Principal | None = getattr(request.state, "principal", None)
+    if principal is None:
+        principal = await _principal(
+            request, session, rt, await bearer_scheme(request), await api_key_scheme(request)
+        )
+    return principal
+
+
+async def _session_checked_caller(
+    request: Request,
+    session: SessionDep,
+    rt: RuntimeDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    api_key: Annotated[str | None, Depends(api_key_scheme)],
+) -> Principal | TokenCaller:
+    if bearer is None:
+        return await _user_principal(await _principal(request, session, rt, bearer, api_key))
+    token = bearer.credentials
+    return TokenCaller(token, service.verified_claims(rt, token, _verified(request, token)))
+
+
 # A user or API key: endpoints that devices and integrations may call check scopes with
 # `require_scope`.
 AnyPrincipal = Annotated[Principal, Depends(_principal)]
 # A signed-in user through an access token.
 CurrentPrincipal = Annotated[Principal, Depends(_user_principal)]
+# The same, for a route whose own statement checks the token's session and user (order entry):
+# a bearer token's verified claims, not looked up (``TokenCaller``); an API key or no
+# credentials are refused as for ``CurrentPrincipal``.
+SessionCheckedCaller = Annotated[Principal | TokenCaller, Depends(_session_checked_caller)]
 
 
 def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:

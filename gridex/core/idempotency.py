@@ -46,7 +46,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gridex.auth.deps import AnyPrincipal
+from gridex.auth.deps import principal_of
 from gridex.auth.service import Principal
 from gridex.core.db import Base, IdMixin
 from gridex.core.deps import RuntimeDep, SessionDep
@@ -253,19 +253,17 @@ class IdempotencyRequest:
     """What a route needs to honour the request's key (read by :func:`idempotent`)."""
 
     request: Request
-    principal: Principal
     session: AsyncSession
     rt: Runtime
 
 
-async def idempotency(
-    request: Request, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
-) -> IdempotencyRequest:
+async def idempotency(request: Request, session: SessionDep, rt: RuntimeDep) -> IdempotencyRequest:
     """A plain coroutine, not a generator dependency: the key is claimed, and freed again on
     failure, by :func:`idempotent` around the route itself. That spares every request the exit
     machinery FastAPI sets up for a dependency that yields, and a request whose body fails
-    validation never claims its key."""
-    return IdempotencyRequest(request, principal, session, rt)
+    validation never claims its key. The key belongs to the request's principal, resolved only
+    when there is a key (the route's own dependency usually has already)."""
+    return IdempotencyRequest(request, session, rt)
 
 
 async def _begin(context: IdempotencyRequest, key: str) -> Idempotency:
@@ -276,11 +274,12 @@ async def _begin(context: IdempotencyRequest, key: str) -> Idempotency:
             f"{HEADER} must be 1 to 255 visible ASCII characters", details={"header": HEADER}
         )
     digest = fingerprint(request.method, request.url.path, await request.body())
+    principal = await principal_of(request, session, rt)
     if rt.db.is_sqlite and session.in_transaction():
         # SQLite has one writer: finish the request's (authentication) transaction so that the
         # claim's own transaction cannot wait on it.
         await session.commit()
-    idem = await _claim(rt, _scope(context.principal), key, digest, request)
+    idem = await _claim(rt, _scope(principal), key, digest, request)
     idem.rt, idem.session = rt, session
     return idem
 

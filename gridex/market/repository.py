@@ -36,6 +36,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gridex.auth.models import AuthSession
 from gridex.core.db import Precompiled
 from gridex.ledger.models import LedgerAccount
 from gridex.market.models import (
@@ -50,6 +51,7 @@ from gridex.market.models import (
     Trade,
 )
 from gridex.meters.models import Meter, MeterKind, MeterStatus
+from gridex.users.models import User, UserStatus
 
 Lock = Literal["share", "update"] | None
 
@@ -380,6 +382,10 @@ class OrderContext:
     epoch: EpochTaken | None
     # The order given to order_context was inserted by the same statement.
     inserted: bool = False
+    # Whether the caller's session is live and its user active (True when not asked).
+    caller_ok: bool = True
+    # The order's region (the user's own when none was given; None: they have none).
+    region: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,30 +393,53 @@ class PendingOrder:
     """A limit order for :func:`order_context` to insert when every check passes.
 
     ``order`` has every column but ``epoch_id`` and ``seq``, which the statement fills from the
-    epoch it takes (and which the caller copies onto ``order`` afterwards). The default band is
-    the deployment's, for a region without settings."""
+    epoch it takes (and which the caller copies onto ``order`` afterwards), and ``region``, the
+    one the statement resolved. The default band is the deployment's, for a region without
+    settings."""
 
     order: MarketOrder
     default_min_price_micros: int
     default_max_price_micros: int
 
 
-# The statement of order_context per (PostgreSQL, take the epoch, client_order_id given, side,
-# insert the order): built once, executed with bound parameters.
-_ORDER_CONTEXT: dict[tuple[bool, bool, bool, Side, bool], Precompiled] = {}
+@dataclass(frozen=True, slots=True)
+class CallerCheck:
+    """An access token's session, for :func:`order_context` to check in its own statement
+    instead of a lookup of its own: the session is live and its user active (as
+    :func:`authenticate_bearer <gridex.auth.service.authenticate_bearer>` checks)."""
+
+    session_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What varies between the statements of :func:`order_context` (each built once)."""
+
+    postgres: bool
+    take: bool
+    with_client_id: bool
+    side: Side
+    with_insert: bool
+    caller: bool  # check the caller's session (CallerCheck)
+    region_from_user: bool  # no region given: the user's own
+
+
+_ORDER_CONTEXT: dict[_Shape, Precompiled] = {}
 # Columns the statement fills itself when it inserts the order.
-_FROM_EPOCH = {"epoch_id": "epoch_id", "seq": "epoch_seq"}
+_FROM_CONTEXT = {"epoch_id": "epoch_id", "seq": "epoch_seq", "region": "resolved_region"}
 
 
 def _with_insert(context: Select[Any], side: Side) -> Any:
     """``context`` plus the order's INSERT when the checks :func:`place_order
-    <gridex.market.service.place_order>` makes in Python all pass; the result gains
-    ``inserted``. The service still makes every check and raises on failure (which rolls the
-    insert back with the transaction); this only saves the INSERT's round trip."""
+    <gridex.market.service.place_order>` makes in Python all pass (and the caller's session,
+    when checked, is live); the result gains ``inserted``. The service still makes every check
+    and raises on failure (which rolls the insert back with the transaction); this only saves
+    round trips."""
     ctx = context.cte("ctx")
     orders = MarketOrder.__table__.c
     price = bindparam("o_limit_price_micros", type_=orders.limit_price_micros.type)
     conditions = [
+        ctx.c.caller_ok,
         ctx.c.has_meter,
         ~ctx.c.taken,
         ctx.c.epoch_seq.is_not(None),
@@ -425,7 +454,9 @@ def _with_insert(context: Select[Any], side: Side) -> Any:
         conditions.append(func.coalesce(ctx.c.balance, 0) >= 0)
     columns = [column for column in MarketOrder.__table__.columns]
     values = [
-        ctx.c[_FROM_EPOCH[c.key]] if c.key in _FROM_EPOCH else bindparam(f"o_{c.key}", type_=c.type)
+        ctx.c[_FROM_CONTEXT[c.key]]
+        if c.key in _FROM_CONTEXT
+        else bindparam(f"o_{c.key}", type_=c.type)
         for c in columns
     ]
     inserted = (
@@ -440,19 +471,23 @@ def _with_insert(context: Select[Any], side: Side) -> Any:
     )
 
 
-def _order_context_query(
-    postgres: bool, take: bool, with_client_id: bool, side: Side, with_insert: bool
-) -> Precompiled:
-    key = (postgres, take, with_client_id, side, with_insert)
-    prepared = _ORDER_CONTEXT.get(key)
+def _order_context_query(shape: _Shape) -> Precompiled:
+    prepared = _ORDER_CONTEXT.get(shape)
     if prepared is not None:
         return prepared
+    postgres, take, side = shape.postgres, shape.take, shape.side
     epochs = Epoch.__table__.c
     settings = RegionSettings.__table__.c
     meters = Meter.__table__.c
     orders = MarketOrder.__table__.c
     accounts = LedgerAccount.__table__.c
-    region = bindparam("region", type_=settings.region.type)
+    users = User.__table__.c
+    user_id = bindparam("user_id", type_=orders.user_id.type)
+    region: Any = bindparam("region", type_=settings.region.type)
+    if shape.region_from_user:
+        region = func.coalesce(
+            region, select(users.region).where(users.id == user_id).scalar_subquery()
+        )
     epoch_columns = select(epochs.id, epochs.state, epochs.mechanism, epochs.gate_closure).where(
         epochs.region == region, epochs.start == bindparam("start", type_=epochs.start.type)
     )
@@ -466,7 +501,6 @@ def _order_context_query(
         )
     else:
         epoch = epoch_columns.add_columns(literal(None).label("seq")).subquery("e")
-    user_id = bindparam("user_id", type_=orders.user_id.type)
     meter = exists().where(
         meters.owner_id == user_id,
         meters.status == MeterStatus.active,
@@ -486,9 +520,19 @@ def _order_context_query(
             orders.client_order_id
             == bindparam("client_order_id", type_=orders.client_order_id.type),
         )
-        if with_client_id
+        if shape.with_client_id
         else false()
     )
+    caller_ok: Any = true()
+    if shape.caller:
+        sessions = AuthSession.__table__.c
+        caller_ok = exists().where(
+            sessions.id == bindparam("session_id", type_=sessions.id.type),
+            sessions.user_id == user_id,
+            sessions.revoked_at.is_(None),
+            users.id == sessions.user_id,
+            users.status == UserStatus.active,
+        )
     one = select(literal(1).label("one")).subquery("one")
     query = (
         select(
@@ -506,14 +550,16 @@ def _order_context_query(
             epoch.c.mechanism.label("epoch_mechanism"),
             epoch.c.gate_closure.label("epoch_gate_closure"),
             epoch.c.seq.label("epoch_seq"),
+            caller_ok.label("caller_ok"),
+            region.label("resolved_region"),
         )
         .select_from(one)
         .outerjoin(RegionSettings.__table__, settings.region == region)
         .outerjoin(epoch, true())
     )
-    if with_insert:
+    if shape.with_insert:
         query = _with_insert(query, side)
-    prepared = _ORDER_CONTEXT[key] = Precompiled(query)
+    prepared = _ORDER_CONTEXT[shape] = Precompiled(query)
     return prepared
 
 
@@ -521,13 +567,14 @@ async def order_context(
     session: AsyncSession,
     *,
     user_id: uuid.UUID,
-    region: str,
+    region: str | None,
     side: Side,
     start: datetime,
     client_order_id: str | None,
     available_account_id: uuid.UUID,
     take_auction_epoch: bool,
     pending: PendingOrder | None = None,
+    caller: CallerCheck | None = None,
     now: datetime | None = None,
 ) -> OrderContext:
     """The region's settings, whether the user has a meter for ``side`` there, their available
@@ -538,11 +585,23 @@ async def order_context(
     then reads as missing, and the caller takes it the usual way. Then ``pending`` (with the
     time ``now``) is inserted by the same statement when every check passes: ``inserted`` says
     whether it was, else the caller inserts it (or refuses it) as usual. A concurrent order with
-    the same ``client_order_id`` makes the statement raise ``IntegrityError``."""
+    the same ``client_order_id`` makes the statement raise ``IntegrityError``.
+
+    ``caller`` adds the check of the caller's session, and ``pending`` is only inserted for a
+    live one (``caller_ok``). Without ``region`` the user's own is used (``region``: None when
+    they have none)."""
     postgres = _is_postgres(session)
     with_insert = postgres and take_auction_epoch and pending is not None
     statement = _order_context_query(
-        postgres, take_auction_epoch, client_order_id is not None, side, with_insert
+        _Shape(
+            postgres,
+            take_auction_epoch,
+            client_order_id is not None,
+            side,
+            with_insert,
+            caller=caller is not None,
+            region_from_user=region is None,
+        )
     )
     params: dict[str, Any] = {
         "region": region,
@@ -550,6 +609,8 @@ async def order_context(
         "user_id": user_id,
         "account_id": available_account_id,
     }
+    if caller is not None:
+        params["session_id"] = caller.session_id
     if client_order_id is not None:
         params["client_order_id"] = client_order_id
     if with_insert:
@@ -557,7 +618,7 @@ async def order_context(
         assert now is not None
         order = pending.order
         for attr, column in _ORDER_COLUMNS:
-            if column not in _FROM_EPOCH:
+            if column not in _FROM_CONTEXT:
                 params[f"o_{column}"] = getattr(order, attr)
         params["now"] = now
         params["default_min"] = pending.default_min_price_micros
@@ -592,6 +653,8 @@ async def order_context(
         bool(row.taken),
         epoch,
         inserted=with_insert and int(row.inserted) == 1,
+        caller_ok=bool(row.caller_ok),
+        region=row.resolved_region,
     )
 
 

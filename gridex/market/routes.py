@@ -7,7 +7,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from gridex.auth.deps import AdminPrincipal, AnyPrincipal, CurrentPrincipal, StaffPrincipal
+from gridex.auth.deps import (
+    AdminPrincipal,
+    AnyPrincipal,
+    CurrentPrincipal,
+    SessionCheckedCaller,
+    StaffPrincipal,
+)
 from gridex.auth.service import Principal
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import ValidationFailed
@@ -53,10 +59,10 @@ def _region(principal: Principal, region: str | None) -> str:
 @market_router.post("/orders", status_code=status.HTTP_201_CREATED)
 @idempotent
 async def place_order(
-    body: OrderIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+    body: OrderIn, caller: SessionCheckedCaller, session: SessionDep, rt: RuntimeDep
 ) -> OrderOut:
     """Place a buy or sell order; a buy reserves quantity x limit (market: the band's max)."""
-    return await service.place_order(session, rt, principal, body)
+    return await service.place_order(session, rt, caller, body)
 
 
 @market_router.get("/orders")

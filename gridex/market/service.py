@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.admin.service import record
-from gridex.auth.service import Principal
+from gridex.auth.service import Principal, TokenCaller
 from gridex.core.config import Settings
 from gridex.core.errors import Conflict, GridexError, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageParams, paginate
@@ -478,14 +478,18 @@ def _required_reservation(order: MarketOrder) -> int:
 
 
 async def place_order(
-    session: AsyncSession, rt: Runtime, principal: Principal, data: OrderIn
+    session: AsyncSession, rt: Runtime, caller: Principal | TokenCaller, data: OrderIn
 ) -> OrderOut:
     """Validate, reserve (buy: quantity x limit, market buys at the band's max price) and store
-    an order; in a continuous epoch, match it at once against the resting orders."""
-    user = principal.user
+    an order; in a continuous epoch, match it at once against the resting orders.
+
+    A ``TokenCaller`` (a verified access token whose session was not looked up) placing a limit
+    order on PostgreSQL has its session checked by the statement that checks and inserts the
+    order (:func:`repository.order_context`); an order that statement did not place, or any
+    other, takes the general path with the caller looked up first, which refuses an ended
+    session or an inactive user exactly as authentication does and words every refusal."""
     now = rt.clock.now()
     settings = rt.settings
-    region = await _resolve_region(session, user, data.region, data.side)
     # The epoch's checks are reported after the band's (below), but its start is needed first.
     start_error: GridexError | None = None
     if data.epoch is None:
@@ -506,9 +510,22 @@ async def place_order(
                         "horizon_end": horizon_end(now, settings).isoformat(),
                     },
                 )
+    one_statement = data.type is OrderType.limit and start_error is None and not rt.db.is_sqlite
+    if isinstance(caller, TokenCaller) and not one_statement:
+        caller = await caller.principal(session, rt)
+    principal: Principal | None
+    token: TokenCaller | None
+    if isinstance(caller, TokenCaller):
+        principal, token, user_id = None, caller, caller.claims.user_id
+    else:
+        principal, token, user_id = caller, None, caller.user.id
+    # Without a region, the caller's own: resolved here, or by the statement for a token.
+    region = data.region
+    if principal is not None:
+        region = await _resolve_region(session, principal.user, data.region, data.side)
     order = MarketOrder(
         id=uuid.uuid4(),
-        user_id=user.id,
+        user_id=user_id,
         region=region,
         epoch_start=start,
         side=data.side,
@@ -538,20 +555,30 @@ async def place_order(
     try:
         context = await repository.order_context(
             session,
-            user_id=user.id,
+            user_id=user_id,
             region=region,
             side=data.side,
             start=start,
             client_order_id=data.client_order_id,
-            available_account_id=ledger.user_account(user.id).id,
+            available_account_id=ledger.user_account(user_id).id,
             take_auction_epoch=start_error is None,
             pending=pending,
+            caller=None if token is None else repository.CallerCheck(token.claims.session_id),
             now=now,
         )
     except IntegrityError as exc:  # a concurrent order with the same client_order_id
         if data.client_order_id is None:
             raise
         raise _client_order_id_taken() from exc
+    if token is not None:
+        if not context.inserted:
+            # Not placed (an ended session, no region, a refusal, a new epoch...): the general
+            # path, with the caller looked up.
+            return await place_order(session, rt, await token.principal(session, rt), data)
+        region = context.region
+        assert region is not None
+        order.region = region
+    assert region is not None
     params = params_of(rt, region, context.settings)
     if data.type is OrderType.limit:
         assert data.limit_price is not None
@@ -598,7 +625,7 @@ async def place_order(
         await ledger.reserve(
             session,
             at=now,
-            user_id=user.id,
+            user_id=user_id,
             amount_micros=amount,
             reference=_reference(order),
             description=f"Buy order for epoch {start.isoformat()}",
@@ -617,7 +644,7 @@ async def place_order(
     emit(
         session,
         rt.pubsub,
-        (f"user:{user.id}",),
+        (f"user:{user_id}",),
         "order_placed",
         placed.model_dump(mode="json"),
         now,
