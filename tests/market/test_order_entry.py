@@ -42,6 +42,12 @@ async def _order_count(client: httpx.AsyncClient, account: Account) -> int:
     return total
 
 
+async def _try_buy(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+    """A limit buy of 1 kWh at 0.5 with ``headers``, answered as it is."""
+    body = {"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"}
+    return await client.post(f"{API}/market/orders", json=body, headers=headers)
+
+
 @contextmanager
 def _statements(rt: Runtime) -> Iterator[list[str]]:
     seen: list[str] = []
@@ -127,11 +133,7 @@ async def test_the_region_band_applies_to_an_existing_epoch(
     saved = await client.put(f"{API}/market/regions/north", json=band, headers=admin.headers)
     assert saved.status_code == 200, saved.text
     buyer = await trader(client, runtime)
-    refused = await client.post(
-        f"{API}/market/orders",
-        json={"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"},
-        headers=buyer.headers,
-    )
+    refused = await _try_buy(client, buyer.headers)
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["details"] == {"min_price": "0.200000", "max_price": "0.400000"}
     accepted = await place(client, buyer, side="buy", quantity_kwh=1, limit_price="0.4")
@@ -167,11 +169,7 @@ async def test_a_buy_in_debt_is_refused_in_an_existing_epoch(
             session, at=clock.now(), user_id=buyer.id, amount_micros=1_000_000, description="x"
         )
         await session.commit()
-    response = await client.post(
-        f"{API}/market/orders",
-        json={"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"},
-        headers=buyer.headers,
-    )
+    response = await _try_buy(client, buyer.headers)
     assert response.status_code == 409, response.text
     error = response.json()["error"]
     assert error["code"] == "INSUFFICIENT_FUNDS"
@@ -267,11 +265,7 @@ async def test_an_inactive_user_places_nothing(
     buyer = await trader(client, runtime)
     await place(client, buyer, side="buy", quantity_kwh=1, limit_price="0.5")
     await _set_status(runtime, buyer, status)
-    refused = await client.post(
-        f"{API}/market/orders",
-        json={"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"},
-        headers=buyer.headers,
-    )
+    refused = await _try_buy(client, buyer.headers)
     assert refused.status_code == http, refused.text
     assert refused.json()["error"]["code"] == code
     assert await wallet(runtime, buyer) == (9_500_000, 500_000, 0)
@@ -303,10 +297,9 @@ async def test_an_idempotent_order_is_placed_once(
     start_clock(clock)
     await _open_epoch(client, runtime)
     buyer = await trader(client, runtime)
-    body = {"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"}
     headers = {**buyer.headers, "Idempotency-Key": "order-1"}
-    first = await client.post(f"{API}/market/orders", json=body, headers=headers)
-    again = await client.post(f"{API}/market/orders", json=body, headers=headers)
+    first = await _try_buy(client, headers)
+    again = await _try_buy(client, headers)
     assert first.status_code == again.status_code == 201, again.text
     assert first.json() == again.json()
     assert await _order_count(client, buyer) == 1
@@ -325,23 +318,12 @@ async def test_an_api_key_cannot_place_orders(
         headers=buyer.headers,
     )
     assert created.status_code == 201, created.text
-    refused = await client.post(
-        f"{API}/market/orders",
-        json={"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"},
-        headers={"X-API-Key": created.json()["key"]},
-    )
+    refused = await _try_buy(client, {"X-API-Key": created.json()["key"]})
     assert refused.status_code == 403, refused.text
     assert refused.json()["error"]["code"] == "FORBIDDEN"
-    missing = await client.post(
-        f"{API}/market/orders",
-        json={"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"},
-    )
+    missing = await _try_buy(client, {})
     assert missing.status_code == 401, missing.text
-    garbled = await client.post(
-        f"{API}/market/orders",
-        json={"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"},
-        headers={"Authorization": "Bearer not-a-token"},
-    )
+    garbled = await _try_buy(client, {"Authorization": "Bearer not-a-token"})
     assert garbled.status_code == 401, garbled.text
     assert garbled.json()["error"]["code"] == "INVALID_TOKEN"
     assert await _order_count(client, buyer) == 0
