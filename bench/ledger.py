@@ -33,7 +33,9 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import BigInteger, Column, Index, MetaData, Table, Uuid, text
 from sqlalchemy.engine import make_url
@@ -91,27 +93,47 @@ def _raw_table_def() -> Table:
     )
 
 
+def _raw_rows(source: uuid.UUID, destination: uuid.UUID, now: datetime) -> list[dict[str, Any]]:
+    """The two plain posting rows of one transfer of 1 micro, for the raw baselines."""
+    entry = uuid.uuid4()
+    return [
+        {
+            "id": uuid.uuid4(),
+            "entry_id": entry,
+            "account_id": ledger.user_account(user).id,
+            "user_id": user,
+            "amount_micros": amount,
+            "balance_after_micros": 0,
+            "created_at": now,
+        }
+        for user, amount in ((source, -1), (destination, 1))
+    ]
+
+
 async def _raw_table(db: Database, table: Table) -> None:
     async with db.engine.begin() as conn:
         await conn.run_sync(table.metadata.create_all)
 
 
+def bench_user(now: datetime, **fields: Any) -> User:
+    """An active prosumer row for the benches to seed (``fields`` override the defaults)."""
+    values: dict[str, Any] = {
+        "username": f"bench-{uuid.uuid4().hex[:12]}",
+        "role": Role.prosumer,
+        "status": UserStatus.active,
+        "profile_metadata": {},
+        "department_metadata": {},
+        "preferences": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+    return User(**(values | fields))
+
+
 async def _users(db: Database, count: int) -> list[uuid.UUID]:
     now = SystemClock().now()
     async with db.sessionmaker() as session:
-        users = [
-            User(
-                username=f"bench-{uuid.uuid4().hex[:12]}",
-                role=Role.prosumer,
-                status=UserStatus.active,
-                profile_metadata={},
-                department_metadata={},
-                preferences={},
-                created_at=now,
-                updated_at=now,
-            )
-            for _ in range(count)
-        ]
+        users = [bench_user(now) for _ in range(count)]
         session.add_all(users)
         await session.flush()
         for user in users:
@@ -165,27 +187,8 @@ async def run(db_name: str, url: str) -> dict[str, object]:
 
         async def raw_entry(worker: int) -> None:
             source, destination = users[2 * worker], users[2 * worker + 1]
-            entry, now = uuid.uuid4(), clock.now()
-            rows = [
-                (source, ledger.user_account(source).id, -1),
-                (destination, ledger.user_account(destination).id, 1),
-            ]
             async with db.sessionmaker() as session:
-                await session.execute(
-                    raw.insert(),
-                    [
-                        {
-                            "id": uuid.uuid4(),
-                            "entry_id": entry,
-                            "account_id": account,
-                            "user_id": user,
-                            "amount_micros": amount,
-                            "balance_after_micros": 0,
-                            "created_at": now,
-                        }
-                        for user, account, amount in rows
-                    ],
-                )
+                await session.execute(raw.insert(), _raw_rows(source, destination, clock.now()))
                 await session.commit()
 
         # Warm both paths (connections, statement caches) before timing.
@@ -214,19 +217,7 @@ async def run(db_name: str, url: str) -> dict[str, object]:
                 rows = []
                 for i in range(BATCH):
                     source, destination = users[2 * (i % PAIRS)], users[2 * (i % PAIRS) + 1]
-                    entry = uuid.uuid4()
-                    rows += [
-                        {
-                            "id": uuid.uuid4(),
-                            "entry_id": entry,
-                            "account_id": ledger.user_account(user).id,
-                            "user_id": user,
-                            "amount_micros": amount,
-                            "balance_after_micros": 0,
-                            "created_at": now,
-                        }
-                        for user, amount in ((source, -1), (destination, 1))
-                    ]
+                    rows += _raw_rows(source, destination, now)
                 await session.execute(raw.insert(), rows)
                 await session.commit()
 
@@ -252,22 +243,7 @@ async def run(db_name: str, url: str) -> dict[str, object]:
             async with db.sessionmaker() as session:
                 for i in range(BATCH):
                     source, destination = users[2 * (i % PAIRS)], users[2 * (i % PAIRS) + 1]
-                    entry, now = uuid.uuid4(), clock.now()
-                    await session.execute(
-                        raw.insert(),
-                        [
-                            {
-                                "id": uuid.uuid4(),
-                                "entry_id": entry,
-                                "account_id": ledger.user_account(user).id,
-                                "user_id": user,
-                                "amount_micros": amount,
-                                "balance_after_micros": 0,
-                                "created_at": now,
-                            }
-                            for user, amount in ((source, -1), (destination, 1))
-                        ],
-                    )
+                    await session.execute(raw.insert(), _raw_rows(source, destination, clock.now()))
                 await session.commit()
 
         start = time.perf_counter()

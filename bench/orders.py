@@ -34,7 +34,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.ledger import _prepare_postgres  # noqa: E402
+from bench.ledger import _prepare_postgres, bench_user  # noqa: E402
 
 PASSWORD = "Bench-Password-2025"
 REGION = "bench"
@@ -53,7 +53,6 @@ async def _seed(database_url: str, count: int) -> list[str]:
     from gridex.ledger import service as ledger
     from gridex.ledger.models import EntryType
     from gridex.meters.models import Meter, MeterKind, MeterStatus
-    from gridex.users.models import Role, User, UserStatus
 
     settings = Settings(_env_file=None, database_url=database_url, run_jobs=False)  # type: ignore[call-arg]
     rt = build_runtime(settings)
@@ -63,19 +62,13 @@ async def _seed(database_url: str, count: int) -> list[str]:
     now = rt.clock.now()
     async with rt.db.sessionmaker() as session:
         users = [
-            User(
+            bench_user(
+                now,
                 username=name,
                 email=f"{name}@bench.example.org",
                 password_hash=password_hash,
-                role=Role.prosumer,
-                status=UserStatus.active,
                 email_verified_at=now,
                 region=REGION,
-                profile_metadata={},
-                department_metadata={},
-                preferences={},
-                created_at=now,
-                updated_at=now,
             )
             for name in names
         ]

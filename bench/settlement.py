@@ -30,7 +30,7 @@ from sqlalchemy import func, insert, select
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.ledger import DEFAULT_PG, _prepare_postgres
+from bench.ledger import DEFAULT_PG, _prepare_postgres, bench_user
 from gridex.app import build_runtime
 from gridex.core.clock import FrozenClock
 from gridex.core.config import Settings
@@ -42,7 +42,6 @@ from gridex.market.engine import fee_micros, trade_value_micros
 from gridex.market.models import Epoch, EpochState, MarketOrder, Mechanism, OrderType, Side, Trade
 from gridex.market.settlement import settle_epoch
 from gridex.meters.models import Meter, MeterKind, MeterReading
-from gridex.users.models import Role, User, UserStatus
 
 SEED = 20_260_304
 PARTICIPANTS = 400
@@ -56,20 +55,7 @@ async def _seed(rt: Runtime) -> uuid.UUID:
     now = START - timedelta(minutes=1)
     half = PARTICIPANTS // 2
     async with rt.db.sessionmaker() as session:
-        users = [
-            User(
-                username=f"bench-{uuid.uuid4().hex[:12]}",
-                role=Role.prosumer,
-                status=UserStatus.active,
-                region="bench",
-                profile_metadata={},
-                department_metadata={},
-                preferences={},
-                created_at=now,
-                updated_at=now,
-            )
-            for _ in range(PARTICIPANTS)
-        ]
+        users = [bench_user(now, region="bench") for _ in range(PARTICIPANTS)]
         session.add_all(users)
         await session.flush()
         epoch = Epoch(

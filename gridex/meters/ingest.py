@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from prometheus_client import Counter
 from sqlalchemy import Table, bindparam, case, select, tuple_, update
@@ -443,6 +443,23 @@ def next_bucket(granularity: str, start: datetime) -> datetime:
 GRANULARITIES = (Granularity.m15, Granularity.h1, Granularity.d1, Granularity.mo1)
 
 
+class ReadingValues(Protocol):
+    """What a rollup takes from a reading (a validated ``Reading`` or a stored ``MeterReading``)."""
+
+    @property
+    def consumed_wh(self) -> int: ...
+    @property
+    def produced_wh(self) -> int: ...
+    @property
+    def interval_minutes(self) -> int: ...
+    @property
+    def peak_demand_w(self) -> int | None: ...
+    @property
+    def voltage(self) -> float | None: ...
+    @property
+    def current(self) -> float | None: ...
+
+
 @dataclass(slots=True)
 class Accumulator:
     consumed_wh: int = 0
@@ -455,27 +472,19 @@ class Accumulator:
     current_ma_sum: int = 0
     current_count: int = 0
 
-    def add(
-        self,
-        consumed_wh: int,
-        produced_wh: int,
-        interval_minutes: int,
-        peak_demand_w: int | None,
-        voltage: float | None,
-        current: float | None,
-    ) -> None:
-        self.consumed_wh += consumed_wh
-        self.produced_wh += produced_wh
+    def add(self, reading: ReadingValues) -> None:
+        self.consumed_wh += reading.consumed_wh
+        self.produced_wh += reading.produced_wh
         self.readings += 1
         # Average consumption power; exact because the interval divides 60 minutes.
-        power = consumed_wh * (60 // interval_minutes)
-        self.peak_w = max(self.peak_w, power, peak_demand_w or 0)
+        power = reading.consumed_wh * (60 // reading.interval_minutes)
+        self.peak_w = max(self.peak_w, power, reading.peak_demand_w or 0)
         self.min_w = power if self.min_w is None else min(self.min_w, power)
-        if voltage is not None:
-            self.voltage_mv_sum += round(voltage * 1000)
+        if reading.voltage is not None:
+            self.voltage_mv_sum += round(reading.voltage * 1000)
             self.voltage_count += 1
-        if current is not None:
-            self.current_ma_sum += round(current * 1000)
+        if reading.current is not None:
+            self.current_ma_sum += round(reading.current * 1000)
             self.current_count += 1
 
     def merge(self, other: Accumulator) -> None:
@@ -522,14 +531,7 @@ def rollup_rows(readings: Iterable[Reading]) -> list[dict[str, Any]]:
         a = quarters.get(key)
         if a is None:
             a = quarters[key] = Accumulator()
-        a.add(
-            r.consumed_wh,
-            r.produced_wh,
-            r.interval_minutes,
-            r.peak_demand_w,
-            r.voltage,
-            r.current,
-        )
+        a.add(r)
     acc: dict[tuple[uuid.UUID, str, datetime], Accumulator] = {}
     for (meter_id, quarter), a in quarters.items():
         acc[(meter_id, "15m", quarter)] = a

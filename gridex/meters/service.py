@@ -497,14 +497,7 @@ async def recompute_rollups(session: AsyncSession, meter_id: uuid.UUID, instant:
                 )
             )
             for r in readings:
-                acc.add(
-                    r.consumed_wh,
-                    r.produced_wh,
-                    r.interval_minutes,
-                    r.peak_demand_w,
-                    r.voltage,
-                    r.current,
-                )
+                acc.add(r)
             row = acc.row(meter_id, g.value, start)
         else:
             parts = [

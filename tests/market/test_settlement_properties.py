@@ -25,7 +25,7 @@ from gridex.market.settlement.rules import Interval, metered_energy, plan_payout
 from gridex.meters.models import MeterReading
 from gridex.users.models import Role
 from tests.factories import signed_in
-from tests.ledger.helpers import verify
+from tests.ledger.helpers import fund, verify
 from tests.market.helpers import MARKET_SETTINGS, place
 from tests.meters.helpers import make_meter
 
@@ -150,7 +150,7 @@ async def test_settlement_conserves_money_and_drains_escrow(
             kind = "production" if side == "sell" else "consumption"
             meter = await make_meter(client, account, kind=kind, region=region, capacity_kw=1000)
             if side == "buy":
-                await _fund(runtime, account.id, 10_000_000)
+                await fund(runtime, account.id, 10_000_000)
             elif share_bp:
                 installations.append(uuid.UUID(meter["id"]))
             for quantity, cents in orders:
@@ -222,20 +222,6 @@ async def test_settlement_conserves_money_and_drains_escrow(
     assert changes.get(ledger.GRID.id, 0) == charges - credits
     assert changes.get(ledger.FEES.id, 0) >= (epoch.settlement_fees_micros or 0)
     assert (await verify(runtime)).ok
-
-
-async def _fund(rt: Runtime, user_id: uuid.UUID, micros: int) -> None:
-    async with rt.db.sessionmaker() as session:
-        await ledger.credit(
-            session,
-            at=rt.clock.now(),
-            user_id=user_id,
-            amount_micros=micros,
-            source=ledger.DEPOSITS,
-            type="topup",
-            description="test funds",
-        )
-        await session.commit()
 
 
 async def _epoch_value(rt: Runtime, region: str) -> int:
