@@ -178,11 +178,20 @@ def payments_complete(
 
     from gridex.core.errors import GridexError
     from gridex.payments.jobs import complete_by_hand
+    from gridex.payments.schemas import WebhookOut
+
+    async def complete() -> WebhookOut:
+        from gridex.app import build_runtime
+
+        runtime = build_runtime(get_settings())
+        try:
+            return await complete_by_hand(runtime, uuid.UUID(intent_id), succeeded=not failed)
+        finally:
+            await runtime.pubsub.close()
+            await runtime.db.dispose()
 
     try:
-        result = asyncio.run(
-            complete_by_hand(get_settings(), uuid.UUID(intent_id), succeeded=not failed)
-        )
+        result = asyncio.run(complete())
     except (GridexError, ValueError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc

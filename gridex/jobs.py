@@ -6,6 +6,7 @@ from gridex.auth.jobs import purge_expired
 from gridex.core import idempotency
 from gridex.core.runtime import Runtime
 from gridex.demo import simulate
+from gridex.mail.service import deliver_pending
 from gridex.market.jobs import (
     clear_due,
     deliver_due,
@@ -14,7 +15,6 @@ from gridex.market.jobs import (
     settle_due,
 )
 from gridex.meters.jobs import expire_commands, mark_offline
-from gridex.notifications.service import deliver_pending
 
 
 def register_jobs(rt: Runtime) -> None:

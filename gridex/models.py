@@ -1,6 +1,6 @@
 """Every domain's tables, imported in one place for Alembic and ``create_all``."""
 
-from gridex.admin.models import AuditLog
+from gridex.audit.models import AuditLog
 from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, WalletNonce
 from gridex.core.db import Base
 from gridex.core.idempotency import IdempotencyKey
@@ -12,6 +12,7 @@ from gridex.ledger.models import (
     LedgerAccount,
     Posting,
 )
+from gridex.mail.models import EmailOutbox
 from gridex.market.models import (
     Epoch,
     MarketOrder,
@@ -29,7 +30,6 @@ from gridex.meters.models import (
     ReadingCorrection,
     RejectedReading,
 )
-from gridex.notifications.models import EmailOutbox
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.users.models import User
 

@@ -12,7 +12,7 @@ from nacl.signing import SigningKey
 from sqlalchemy import select
 
 from gridex.core.runtime import Runtime
-from gridex.notifications.models import EmailOutbox
+from gridex.mail.models import EmailOutbox
 from gridex.users.models import Role, User, UserStatus
 
 PASSWORD = "Correct-Horse-42"

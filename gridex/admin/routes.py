@@ -9,7 +9,7 @@ from sqlalchemy import select
 from gridex import __version__
 from gridex.admin import system
 from gridex.admin.schemas import HealthOut, OutboxEmailOut, SystemInfoOut
-from gridex.admin.service import audit_query
+from gridex.audit.service import audit_query
 from gridex.auth.deps import AdminPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import AuthenticationRequired, error_response
@@ -18,7 +18,7 @@ from gridex.core.pagination import Page, PageDep, paginate
 from gridex.core.responses import OrjsonResponse
 from gridex.core.schemas import AwareDatetime
 from gridex.core.security import constant_time_equal
-from gridex.notifications.models import EmailOutbox
+from gridex.mail.models import EmailOutbox
 from gridex.users.schemas import AuditEntryOut
 
 admin_router = APIRouter(prefix="/admin", tags=["admin"])

@@ -13,6 +13,7 @@ from gridex.auth import service
 from gridex.auth.service import Principal, TokenCaller
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import AuthenticationRequired, Forbidden
+from gridex.core.idempotency import idempotent_for
 from gridex.core.middleware import DECODED_TOKEN_STATE
 from gridex.core.runtime import Runtime
 from gridex.core.security import AccessClaims
@@ -62,6 +63,17 @@ async def principal_of(request: Request, session: AsyncSession, rt: Runtime) -> 
             request, session, rt, await bearer_scheme(request), await api_key_scheme(request)
         )
     return principal
+
+
+async def _idempotency_scope(request: Request, session: AsyncSession, rt: Runtime) -> str:
+    principal = await principal_of(request, session, rt)
+    if principal.api_key is not None:
+        return f"api_key:{principal.api_key.id}"
+    return f"user:{principal.user.id}"
+
+
+# Make a POST route honour ``Idempotency-Key``, keys kept apart per user or API key.
+idempotent = idempotent_for(_idempotency_scope)
 
 
 async def _session_checked_caller(

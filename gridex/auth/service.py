@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.admin.service import record
+from gridex.audit.service import record
 from gridex.auth.models import (
     ApiKey,
     AuthSession,
@@ -49,8 +49,8 @@ from gridex.core.security import (
     sha256_hex,
     verify_ed25519,
 )
+from gridex.mail.service import queue_email
 from gridex.meters.models import Meter
-from gridex.notifications.service import queue_email
 from gridex.users.models import SELF_SERVICE_ROLES, Role, User, UserStatus
 from gridex.users.repository import get_user_by_email, get_user_by_login
 

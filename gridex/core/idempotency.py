@@ -1,6 +1,7 @@
 """``Idempotency-Key`` for money-moving POSTs (IETF httpapi idempotency-key draft semantics).
 
-Use it by decorating a route (under the router decorator)::
+Use it by decorating a route (under the router decorator) with the decorator that
+:func:`idempotent_for` makes; ``gridex.auth.deps.idempotent`` scopes keys per user or API key::
 
     @router.post("/orders", status_code=201)
     @idempotent
@@ -46,8 +47,6 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from gridex.auth.deps import principal_of
-from gridex.auth.service import Principal
 from gridex.core.db import Base, IdMixin
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import GridexError, ValidationFailed
@@ -91,12 +90,6 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     except orjson.JSONDecodeError:
         canonical = body
     return hashlib.sha256(b"%s %s\n%s" % (method.encode(), path.encode(), canonical)).hexdigest()
-
-
-def _scope(principal: Principal) -> str:
-    if principal.api_key is not None:
-        return f"api_key:{principal.api_key.id}"
-    return f"user:{principal.user.id}"
 
 
 class Idempotency:
@@ -250,7 +243,7 @@ async def _release(rt: Runtime, idem: Idempotency) -> None:
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyRequest:
-    """What a route needs to honour the request's key (read by :func:`idempotent`)."""
+    """What a route needs to honour the request's key (read by :func:`idempotent_for`)."""
 
     request: Request
     session: AsyncSession
@@ -259,14 +252,19 @@ class IdempotencyRequest:
 
 async def idempotency(request: Request, session: SessionDep, rt: RuntimeDep) -> IdempotencyRequest:
     """A plain coroutine, not a generator dependency: the key is claimed, and freed again on
-    failure, by :func:`idempotent` around the route itself. That spares every request the exit
+    failure, by :func:`idempotent_for` around the route itself. That spares every request the exit
     machinery FastAPI sets up for a dependency that yields, and a request whose body fails
     validation never claims its key. The key belongs to the request's principal, resolved only
     when there is a key (the route's own dependency usually has already)."""
     return IdempotencyRequest(request, session, rt)
 
 
-async def _begin(context: IdempotencyRequest, key: str) -> Idempotency:
+ScopeOf = Callable[[Request, AsyncSession, Runtime], Awaitable[str]]
+"""Whose keys a request's key is among (``"user:<id>"``, ``"api_key:<id>"``): supplied by the
+layer that knows principals, so that this module needs no knowledge of authentication."""
+
+
+async def _begin(context: IdempotencyRequest, key: str, scope_of: ScopeOf) -> Idempotency:
     """Claim ``key`` for this request, or find the stored response to replay."""
     request, session, rt = context.request, context.session, context.rt
     if not _KEY.match(key):
@@ -274,12 +272,12 @@ async def _begin(context: IdempotencyRequest, key: str) -> Idempotency:
             f"{HEADER} must be 1 to 255 visible ASCII characters", details={"header": HEADER}
         )
     digest = fingerprint(request.method, request.url.path, await request.body())
-    principal = await principal_of(request, session, rt)
+    scope = await scope_of(request, session, rt)
     if rt.db.is_sqlite and session.in_transaction():
         # SQLite has one writer: finish the request's (authentication) transaction so that the
         # claim's own transaction cannot wait on it.
         await session.commit()
-    idem = await _claim(rt, _scope(principal), key, digest, request)
+    idem = await _claim(rt, scope, key, digest, request)
     idem.rt, idem.session = rt, session
     return idem
 
@@ -289,8 +287,21 @@ IdempotencyDep = Annotated[IdempotencyRequest, Depends(idempotency)]
 R = TypeVar("R")
 
 
-def idempotent(endpoint: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
-    """Make a POST route honour ``Idempotency-Key`` (see the module docstring)."""
+def idempotent_for(
+    scope_of: ScopeOf,
+) -> Callable[[Callable[..., Awaitable[R]]], Callable[..., Awaitable[R]]]:
+    """A decorator that makes a POST route honour ``Idempotency-Key`` (see the module
+    docstring), with keys kept apart per ``scope_of(request)``."""
+
+    def decorate(endpoint: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable[R]]:
+        return _idempotent(endpoint, scope_of)
+
+    return decorate
+
+
+def _idempotent(
+    endpoint: Callable[..., Awaitable[R]], scope_of: ScopeOf
+) -> Callable[..., Awaitable[R]]:
     hints = get_type_hints(endpoint, include_extras=True)
     signature = inspect.signature(endpoint)
     params = [
@@ -305,7 +316,7 @@ def idempotent(endpoint: Callable[..., Awaitable[R]]) -> Callable[..., Awaitable
         key = idempotency_.request.headers.get(HEADER)
         if key is None:
             return await endpoint(*args, **kwargs)
-        idem = await _begin(idempotency_, key)
+        idem = await _begin(idempotency_, key, scope_of)
         if idem.replay is not None:
             return idem.replay
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.admin.service import record
+from gridex.audit.service import record
 from gridex.auth.service import Principal
 from gridex.core.errors import Conflict, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageParams, paginate

@@ -13,11 +13,11 @@ from gridex.auth.deps import (
     CurrentPrincipal,
     SessionCheckedCaller,
     StaffPrincipal,
+    idempotent,
 )
 from gridex.auth.service import Principal
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import ValidationFailed
-from gridex.core.idempotency import idempotent
 from gridex.core.pagination import Page, PageDep
 from gridex.core.schemas import AwareDatetime
 from gridex.market import service, settlement

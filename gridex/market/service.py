@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.admin.service import record
+from gridex.audit.service import record
 from gridex.auth.service import Principal, TokenCaller
 from gridex.core.config import Settings
 from gridex.core.errors import Conflict, GridexError, NotFound, ValidationFailed

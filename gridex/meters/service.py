@@ -11,7 +11,7 @@ from sqlalchemy import Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.admin.service import record
+from gridex.audit.service import record
 from gridex.auth.service import Principal
 from gridex.core.clock import utc_iso
 from gridex.core.errors import (

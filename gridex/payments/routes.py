@@ -6,9 +6,8 @@ import uuid
 
 from fastapi import APIRouter, Request, status
 
-from gridex.auth.deps import CurrentPrincipal, StaffPrincipal
+from gridex.auth.deps import CurrentPrincipal, StaffPrincipal, idempotent
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.idempotency import idempotent
 from gridex.core.pagination import Page, PageDep, paginate
 from gridex.payments import service
 from gridex.payments.models import WithdrawalStatus

@@ -22,7 +22,7 @@ from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.admin.service import record
+from gridex.audit.service import record
 from gridex.auth.service import Principal
 from gridex.core.config import Settings
 from gridex.core.errors import Conflict, Forbidden, GridexError, NotFound, ValidationFailed

@@ -8,7 +8,7 @@ import uuid
 from pydantic import EmailStr, TypeAdapter, ValidationError
 from sqlalchemy import select
 
-from gridex.admin.service import record
+from gridex.audit.service import record
 from gridex.auth.service import check_password_policy
 from gridex.core.clock import SystemClock
 from gridex.core.config import Settings

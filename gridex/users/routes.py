@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response, status
 
-from gridex.admin.service import audit_query
+from gridex.audit.service import audit_query
 from gridex.auth import service as auth_service
 from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, StaffPrincipal
 from gridex.auth.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, WalletVerifyIn

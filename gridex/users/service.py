@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.admin.service import record
+from gridex.audit.service import record
 from gridex.auth import service as auth_service
 from gridex.auth.models import ApiKey
 from gridex.auth.service import Principal

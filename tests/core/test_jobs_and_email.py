@@ -14,8 +14,8 @@ from sqlalchemy import select
 from gridex.core.clock import FrozenClock
 from gridex.core.jobs import JobRunner
 from gridex.core.runtime import Runtime
-from gridex.notifications.models import EmailOutbox
-from gridex.notifications.service import deliver_pending
+from gridex.mail.models import EmailOutbox
+from gridex.mail.service import deliver_pending
 from tests.factories import API
 
 

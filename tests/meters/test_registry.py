@@ -5,7 +5,7 @@ from datetime import timedelta
 import httpx
 from sqlalchemy import select
 
-from gridex.admin.models import AuditLog
+from gridex.audit.models import AuditLog
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from gridex.users.models import Role

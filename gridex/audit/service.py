@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.admin.models import AuditLog
+from gridex.audit.models import AuditLog
 from gridex.core.context import client_ip_var, request_id_var
 
 

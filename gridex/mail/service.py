@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.core.clock import Clock
 from gridex.core.config import Settings
 from gridex.core.db import Database
-from gridex.notifications.models import EmailOutbox
+from gridex.mail.models import EmailOutbox
 
 log = structlog.get_logger(__name__)
 

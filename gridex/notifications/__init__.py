@@ -1,1 +1,0 @@
-"""Email outbox now; in-app notifications and WebSocket fan-out build on it."""
