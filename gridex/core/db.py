@@ -11,7 +11,8 @@ import weakref
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from sqlalchemy import DateTime, MetaData, event, text
+from sqlalchemy import DateTime, MetaData, Table, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import InvalidatePoolError
 from sqlalchemy.ext.asyncio import (
@@ -57,6 +58,42 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def dialect_name(session: AsyncSession | AsyncConnection) -> str:
+    """``"postgresql"`` or ``"sqlite"``: the backend a session or connection talks to."""
+    bind = session.get_bind() if isinstance(session, AsyncSession) else session
+    return str(bind.dialect.name)
+
+
+def is_postgres(session: AsyncSession | AsyncConnection) -> bool:
+    return dialect_name(session) == "postgresql"
+
+
+OnConflictInsert = postgresql.Insert | sqlite.Insert
+
+
+def conflict_insert(
+    session: AsyncSession | AsyncConnection | str, table: Table | Any
+) -> OnConflictInsert:
+    """``INSERT`` with the backend's ``ON CONFLICT`` clause (PostgreSQL and SQLite spell it
+    alike): chain ``.on_conflict_do_nothing(...)`` or ``.on_conflict_do_update(...)``.
+
+    ``session`` may also be a dialect name, for statements built once per dialect. This is the
+    one place that picks the dialect's insert construct.
+    """
+    name = session if isinstance(session, str) else dialect_name(session)
+    return postgresql.insert(table) if name == "postgresql" else sqlite.insert(table)
+
+
+def insert_or_ignore(
+    session: AsyncSession | AsyncConnection | str,
+    table: Table | Any,
+    *,
+    conflict: Any = None,
+) -> OnConflictInsert:
+    """``INSERT ... ON CONFLICT [(conflict)] DO NOTHING``: rows that already exist are left be."""
+    return conflict_insert(session, table).on_conflict_do_nothing(index_elements=conflict)
 
 
 class Base(DeclarativeBase):
