@@ -9,7 +9,8 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from gridex import __version__
-from gridex.admin.routes import admin_router, health_router, system_router
+from gridex.admin.routes import admin_router, departments_router, health_router, system_router
+from gridex.auth.deps import OWNS_METER_STATE
 from gridex.auth.routes import router as auth_router
 from gridex.core.clock import Clock, SystemClock
 from gridex.core.config import API_PREFIX, Settings, get_settings
@@ -29,13 +30,14 @@ from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
 from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
+from gridex.meters.repository import owns_meter
 from gridex.meters.routes import meters_router, readings_router, telemetry_router
 from gridex.payments.routes import (
     payments_admin_router,
     payments_router,
     wallet_payments_router,
 )
-from gridex.users.routes import departments_router, me_router, users_router
+from gridex.users.routes import me_router, users_router
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -90,6 +92,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         lifespan=lifespan,
     )
     app.state.runtime = rt
+    # Checks a lower domain needs from a higher one, handed down here at the edge.
+    setattr(app.state, OWNS_METER_STATE, owns_meter)
     install_error_handlers(app)
 
     # Routes are matched in the order they are included, one by one: the busiest paths first

@@ -7,8 +7,8 @@ from fastapi import APIRouter, Header, Query, Response
 from sqlalchemy import select
 
 from gridex import __version__
-from gridex.admin import system
-from gridex.admin.schemas import HealthOut, OutboxEmailOut, SystemInfoOut
+from gridex.admin import service, system
+from gridex.admin.schemas import DepartmentOut, HealthOut, OutboxEmailOut, SystemInfoOut
 from gridex.audit.service import audit_query
 from gridex.auth.deps import AdminPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
@@ -23,6 +23,7 @@ from gridex.users.schemas import AuditEntryOut
 
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 system_router = APIRouter(prefix="/system", tags=["system"])
+departments_router = APIRouter(prefix="/departments", tags=["users"])
 
 
 @admin_router.get("/audit-logs")
@@ -126,3 +127,9 @@ async def metrics(
         raise AuthenticationRequired("The metrics token is required")
     payload, content_type = render_metrics()
     return Response(payload, media_type=content_type)
+
+
+@departments_router.get("/{name}")
+async def department(name: str, session: SessionDep) -> DepartmentOut:
+    """Public summary of a department: members by role and regions."""
+    return DepartmentOut.model_validate(await service.department_summary(session, name))

@@ -34,3 +34,13 @@ class HealthOut(OutputModel):
     version: str
     timestamp: UtcDatetime
     checks: dict[str, str]
+
+
+class DepartmentOut(OutputModel):
+    name: str
+    members: int
+    members_by_role: dict[str, int]
+    regions: list[str]
+    meters: int
+    produced_kwh: float
+    consumed_kwh: float

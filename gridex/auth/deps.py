@@ -72,6 +72,17 @@ async def _idempotency_scope(request: Request, session: AsyncSession, rt: Runtim
     return f"user:{principal.user.id}"
 
 
+OWNS_METER_STATE = "owns_meter"
+
+
+def _owns_meter(request: Request) -> service.OwnsMeter:
+    """The meters domain's ownership check, wired into ``app.state`` by the app."""
+    check: service.OwnsMeter = getattr(request.app.state, OWNS_METER_STATE)
+    return check
+
+
+OwnsMeterDep = Annotated[service.OwnsMeter, Depends(_owns_meter)]
+
 # Make a POST route honour ``Idempotency-Key``, keys kept apart per user or API key.
 idempotent = idempotent_for(_idempotency_scope)
 

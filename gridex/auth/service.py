@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -50,7 +51,6 @@ from gridex.core.security import (
     verify_ed25519,
 )
 from gridex.mail.service import queue_email
-from gridex.meters.models import Meter
 from gridex.users.models import SELF_SERVICE_ROLES, Role, User, UserStatus
 from gridex.users.repository import get_user_by_email, get_user_by_login
 
@@ -964,26 +964,27 @@ async def unlink_wallet(session: AsyncSession, rt: Runtime, principal: Principal
 # --- API keys --------------------------------------------------------------------------------
 
 
-async def _owns_meter(session: AsyncSession, principal: Principal, meter_id: uuid.UUID) -> bool:
-    """A key may be bound only to a live meter of the key's owner."""
-    found = await session.scalar(
-        select(Meter.id).where(
-            Meter.id == meter_id,
-            Meter.owner_id == principal.user.id,
-            Meter.deleted_at.is_(None),
-        )
-    )
-    return found is not None
+OwnsMeter = Callable[[AsyncSession, uuid.UUID, uuid.UUID], Awaitable[bool]]
+"""``(session, owner_id, meter_id) -> bool``: whether a live meter belongs to the owner. Meters sit
+above auth, so the check is handed in (the app wires the meters domain's)."""
 
 
 async def create_api_key(
-    session: AsyncSession, rt: Runtime, principal: Principal, data: ApiKeyIn
+    session: AsyncSession,
+    rt: Runtime,
+    principal: Principal,
+    data: ApiKeyIn,
+    *,
+    owns_meter: OwnsMeter,
 ) -> tuple[ApiKey, str]:
-    """Create a key; the returned secret is never stored or shown again."""
+    """Create a key; the returned secret is never stored or shown again. A key may be bound only
+    to a live meter of the key's owner."""
     now = rt.clock.now()
     if data.expires_at is not None and data.expires_at <= now:
         raise ValidationFailed("expires_at must be in the future")
-    if data.meter_id is not None and not await _owns_meter(session, principal, data.meter_id):
+    if data.meter_id is not None and not await owns_meter(
+        session, principal.user.id, data.meter_id
+    ):
         raise NotFound("No such meter")
     prefix = secrets.token_hex(6)
     secret = f"{API_KEY_PREFIX}_{prefix}_{secrets.token_urlsafe(32).replace('_', '-')}"

@@ -344,3 +344,13 @@ async def owners_meter_totals(
         )
     ).one()
     return int(count or 0), int(row[0]), int(row[1])
+
+
+async def owns_meter(session: AsyncSession, owner_id: uuid.UUID, meter_id: uuid.UUID) -> bool:
+    """Whether ``meter_id`` is a live (not deleted) meter of ``owner_id``."""
+    found = await session.scalar(
+        select(Meter.id).where(
+            Meter.id == meter_id, Meter.owner_id == owner_id, Meter.deleted_at.is_(None)
+        )
+    )
+    return found is not None

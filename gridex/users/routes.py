@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Response, status
 
 from gridex.audit.service import audit_query
 from gridex.auth import service as auth_service
-from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, StaffPrincipal
+from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, OwnsMeterDep, StaffPrincipal
 from gridex.auth.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, WalletVerifyIn
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.pagination import Page, PageDep, paginate
@@ -17,7 +17,6 @@ from gridex.users.repository import user_search_query
 from gridex.users.schemas import (
     AdminUserUpdate,
     AuditEntryOut,
-    DepartmentOut,
     InviteIn,
     Preferences,
     ProfileUpdate,
@@ -28,7 +27,6 @@ from gridex.users.schemas import (
 
 me_router = APIRouter(prefix="/me", tags=["me"])
 users_router = APIRouter(prefix="/users", tags=["users"])
-departments_router = APIRouter(prefix="/departments", tags=["users"])
 
 
 # --- /me ----------------------------------------------------------------------------------
@@ -87,10 +85,16 @@ async def my_activity(
 
 @me_router.post("/api-keys", status_code=status.HTTP_201_CREATED)
 async def create_api_key(
-    body: ApiKeyIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+    body: ApiKeyIn,
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    owns_meter: OwnsMeterDep,
 ) -> ApiKeyCreatedOut:
     """Create an API key; the secret in `key` is shown only in this response."""
-    api_key, secret = await auth_service.create_api_key(session, rt, principal, body)
+    api_key, secret = await auth_service.create_api_key(
+        session, rt, principal, body, owns_meter=owns_meter
+    )
     return ApiKeyCreatedOut.model_validate(
         {**ApiKeyOut.model_validate(api_key).model_dump(), "key": secret}
     )
@@ -215,9 +219,3 @@ async def user_activity(
     await service.get_user(session, user_id)
     rows, total = await paginate(session, audit_query(involving_user=user_id), page)
     return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)
-
-
-@departments_router.get("/{name}")
-async def department(name: str, session: SessionDep) -> DepartmentOut:
-    """Public summary of a department: members by role and regions."""
-    return DepartmentOut.model_validate(await service.department_summary(session, name))

@@ -120,13 +120,3 @@ class AuditEntryOut(OutputModel):
     ip: str | None
     request_id: str | None
     details: dict[str, Any]
-
-
-class DepartmentOut(OutputModel):
-    name: str
-    members: int
-    members_by_role: dict[str, int]
-    regions: list[str]
-    meters: int
-    produced_kwh: float
-    consumed_kwh: float

@@ -17,8 +17,6 @@ from gridex.auth.service import Principal
 from gridex.core.clock import utc_iso
 from gridex.core.errors import Conflict, Forbidden, NotFound
 from gridex.core.runtime import Runtime
-from gridex.core.units import wh_to_kwh
-from gridex.meters.repository import owners_meter_totals
 from gridex.users.models import Role, User, UserStatus
 from gridex.users.schemas import AdminUserUpdate, InviteIn, Preferences, ProfileUpdate
 
@@ -303,7 +301,8 @@ async def export_csv(session: AsyncSession, query: Select[User]) -> str:
     return buffer.getvalue()
 
 
-async def department_summary(session: AsyncSession, name: str) -> dict[str, Any]:
+async def department_members(session: AsyncSession, name: str) -> tuple[dict[str, int], list[str]]:
+    """Members of department ``name`` by role, and the regions they are in (NotFound if none)."""
     rows = (
         await session.execute(
             select(User.role, User.region, func.count())
@@ -319,15 +318,4 @@ async def department_summary(session: AsyncSession, name: str) -> dict[str, Any]
         by_role[role.value] = by_role.get(role.value, 0) + count
         if region:
             regions.add(region)
-    meters, consumed_wh, produced_wh = await owners_meter_totals(
-        session, select(User.id).where(User.department == name)
-    )
-    return {
-        "name": name,
-        "members": sum(by_role.values()),
-        "members_by_role": by_role,
-        "regions": sorted(regions),
-        "meters": meters,
-        "produced_kwh": wh_to_kwh(produced_wh),
-        "consumed_kwh": wh_to_kwh(consumed_wh),
-    }
+    return by_role, sorted(regions)
