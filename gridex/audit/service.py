@@ -42,6 +42,30 @@ def record(
     return entry
 
 
+def record_account_event(
+    session: AsyncSession,
+    *,
+    at: datetime,
+    action: str,
+    user_id: uuid.UUID,
+    by_user: bool = True,
+    outcome: str = "success",
+    details: dict[str, Any] | None = None,
+) -> AuditLog:
+    """Record an event of a user's account (sign-in, password, wallet ...): the user is the
+    subject, and the actor too unless ``by_user`` is false (nobody was signed in)."""
+    return record(
+        session,
+        at=at,
+        action=action,
+        actor_id=user_id if by_user else None,
+        subject_type="user",
+        subject_id=user_id,
+        outcome=outcome,
+        details=details,
+    )
+
+
 def audit_query(
     *,
     actor_id: uuid.UUID | None = None,

@@ -7,12 +7,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.audit.service import record
+from gridex.audit.service import record, record_account_event
 from gridex.auth.models import (
     ApiKey,
     AuthSession,
@@ -272,13 +273,11 @@ async def register(session: AsyncSession, rt: Runtime, data: RegisterIn) -> User
         session, rt, user, OtpPurpose.verify_email, minutes=rt.settings.otp_minutes
     )
     _send_otp_email(session, rt, user, OtpPurpose.verify_email, code)
-    record(
+    record_account_event(
         session,
         at=now,
         action="auth.register",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
         details={"role": user.role.value},
     )
     return user
@@ -321,13 +320,11 @@ async def verify_email(session: AsyncSession, rt: Runtime, email: str, otp: str)
     await _consume_otp(session, rt, user, OtpPurpose.verify_email, otp)
     assert user is not None
     user.email_verified_at = rt.clock.now()
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="auth.email_verified",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
     )
     return user
 
@@ -342,13 +339,12 @@ async def resend_otp(session: AsyncSession, rt: Runtime, email: str) -> None:
         session, rt, user, OtpPurpose.verify_email, minutes=rt.settings.otp_minutes
     )
     _send_otp_email(session, rt, user, OtpPurpose.verify_email, code)
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="auth.otp_resent",
-        actor_id=None,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        by_user=False,
     )
 
 
@@ -413,7 +409,11 @@ async def login(
     ip: str | None,
     user_agent: str | None,
 ) -> TokenPair:
-    """Password sign-in by username or email, with lockout after repeated failures."""
+    """Password sign-in by username or email, with lockout after repeated failures.
+
+    Every refusal before the password check is audited and persisted (``persist=True``), so a
+    failed attempt counts even though the request fails.
+    """
     await _rate_limit_account(rt, "login", identifier)
     now = rt.clock.now()
     user = await get_user_by_login(session, identifier)
@@ -428,54 +428,9 @@ async def login(
             details={"reason": "unknown_account"},
         )
         raise InvalidCredentials(persist=True)
-    if user.locked_until is not None and user.locked_until > now:
-        record(
-            session,
-            at=now,
-            action="auth.login",
-            actor_id=user.id,
-            subject_type="user",
-            subject_id=user.id,
-            outcome="failure",
-            details={"reason": "locked"},
-        )
-        raise AccountLocked(
-            "The account is locked after repeated failed sign-ins",
-            details={"locked_until": utc_iso(user.locked_until)},
-            persist=True,
-        )
+    _refuse_while_locked(session, user, now)
     if not rt.hasher.verify(password, user.password_hash):
-        user.failed_login_count += 1
-        details: dict[str, object] = {"reason": "bad_password", "failures": user.failed_login_count}
-        if user.failed_login_count >= rt.settings.lockout_threshold:
-            user.locked_until = now + timedelta(minutes=rt.settings.lockout_minutes)
-            user.failed_login_count = 0
-            details["locked_until"] = utc_iso(user.locked_until)
-            record(
-                session,
-                at=now,
-                action="auth.account_locked",
-                actor_id=None,
-                subject_type="user",
-                subject_id=user.id,
-                details=details,
-            )
-            raise AccountLocked(
-                "Too many failed sign-ins; the account is locked",
-                details={"locked_until": utc_iso(user.locked_until)},
-                persist=True,
-            )
-        record(
-            session,
-            at=now,
-            action="auth.login",
-            actor_id=user.id,
-            subject_type="user",
-            subject_id=user.id,
-            outcome="failure",
-            details=details,
-        )
-        raise InvalidCredentials(persist=True)
+        _count_failed_login(session, rt, user, now)
     if user.status is UserStatus.suspended:
         raise AccountSuspended(details={"reason": user.suspended_reason})
     if user.email is not None and not user.email_verified:
@@ -485,15 +440,58 @@ async def login(
     user.failed_login_count = 0
     user.locked_until = None
     pair = await _start_session(session, rt, user, method="password", ip=ip, user_agent=user_agent)
-    record(
+    record_account_event(session, at=now, action="auth.login", user_id=user.id)
+    return pair
+
+
+def _refuse_while_locked(session: AsyncSession, user: User, now: datetime) -> None:
+    if user.locked_until is None or user.locked_until <= now:
+        return
+    record_account_event(
         session,
         at=now,
         action="auth.login",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        outcome="failure",
+        details={"reason": "locked"},
     )
-    return pair
+    raise AccountLocked(
+        "The account is locked after repeated failed sign-ins",
+        details={"locked_until": utc_iso(user.locked_until)},
+        persist=True,
+    )
+
+
+def _count_failed_login(session: AsyncSession, rt: Runtime, user: User, now: datetime) -> NoReturn:
+    """A wrong password: count it, lock the account at the threshold, and refuse."""
+    user.failed_login_count += 1
+    details: dict[str, object] = {"reason": "bad_password", "failures": user.failed_login_count}
+    if user.failed_login_count < rt.settings.lockout_threshold:
+        record_account_event(
+            session,
+            at=now,
+            action="auth.login",
+            user_id=user.id,
+            outcome="failure",
+            details=details,
+        )
+        raise InvalidCredentials(persist=True)
+    user.locked_until = now + timedelta(minutes=rt.settings.lockout_minutes)
+    user.failed_login_count = 0
+    details["locked_until"] = utc_iso(user.locked_until)
+    record_account_event(
+        session,
+        at=now,
+        action="auth.account_locked",
+        user_id=user.id,
+        by_user=False,
+        details=details,
+    )
+    raise AccountLocked(
+        "Too many failed sign-ins; the account is locked",
+        details={"locked_until": utc_iso(user.locked_until)},
+        persist=True,
+    )
 
 
 async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
@@ -509,13 +507,12 @@ async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
     if stored.used_at is not None:
         if auth_session.revoked_at is None:
             auth_session.revoked_at, auth_session.revoked_reason = now, "refresh_token_reuse"
-        record(
+        record_account_event(
             session,
             at=now,
             action="auth.refresh_reuse_detected",
-            actor_id=None,
-            subject_type="user",
-            subject_id=auth_session.user_id,
+            user_id=auth_session.user_id,
+            by_user=False,
             outcome="failure",
             details={"session_id": str(auth_session.id)},
         )
@@ -528,13 +525,11 @@ async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
     if user is None or user.status is not UserStatus.active:
         raise InvalidToken("The account is not active")
     stored.used_at = now
-    record(
+    record_account_event(
         session,
         at=now,
         action="auth.refresh",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
     )
     return _issue_tokens(session, rt, user, auth_session)
 
@@ -641,25 +636,21 @@ async def logout(session: AsyncSession, rt: Runtime, principal: Principal) -> No
         .where(AuthSession.id == principal.session_id)
         .values(revoked_at=rt.clock.now(), revoked_reason="logout")
     )
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="auth.logout",
-        actor_id=principal.user.id,
-        subject_type="user",
-        subject_id=principal.user.id,
+        user_id=principal.user.id,
     )
 
 
 async def logout_all(session: AsyncSession, rt: Runtime, principal: Principal) -> int:
     count = await revoke_sessions(session, rt, principal.user.id, reason="logout_all")
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="auth.logout_all",
-        actor_id=principal.user.id,
-        subject_type="user",
-        subject_id=principal.user.id,
+        user_id=principal.user.id,
         details={"sessions": count},
     )
     return count
@@ -673,13 +664,11 @@ async def change_password(
 ) -> None:
     user = principal.user
     if not rt.hasher.verify(current, user.password_hash):
-        record(
+        record_account_event(
             session,
             at=rt.clock.now(),
             action="auth.password_change",
-            actor_id=user.id,
-            subject_type="user",
-            subject_id=user.id,
+            user_id=user.id,
             outcome="failure",
         )
         raise InvalidCredentials("The current password is wrong", persist=True)
@@ -688,13 +677,11 @@ async def change_password(
     await revoke_sessions(
         session, rt, user.id, reason="password_changed", keep=principal.session_id
     )
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="auth.password_change",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
     )
 
 
@@ -708,13 +695,12 @@ async def forgot_password(session: AsyncSession, rt: Runtime, email: str) -> Non
         session, rt, user, OtpPurpose.reset_password, minutes=rt.settings.otp_minutes
     )
     _send_otp_email(session, rt, user, OtpPurpose.reset_password, code)
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="auth.password_forgot",
-        actor_id=None,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        by_user=False,
     )
 
 
@@ -734,13 +720,11 @@ async def reset_password(
     await revoke_sessions(session, rt, user.id, reason="password_reset")
     if user.email_verified_at is None:
         user.email_verified_at = rt.clock.now()  # the code proved the mailbox
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="auth.password_reset",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
     )
 
 
@@ -767,13 +751,11 @@ async def set_password(
     user.status = UserStatus.active
     user.email_verified_at = now
     user.updated_at = now
-    record(
+    record_account_event(
         session,
         at=now,
         action="auth.password_set",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
     )
     return user
 
@@ -888,13 +870,11 @@ async def wallet_sign_in(
         )
         session.add(user)
         await flush_unique(session)
-        record(
+        record_account_event(
             session,
             at=now,
             action="auth.register",
-            actor_id=user.id,
-            subject_type="user",
-            subject_id=user.id,
+            user_id=user.id,
             details={"method": "wallet"},
         )
     elif user.status is UserStatus.suspended:
@@ -902,13 +882,11 @@ async def wallet_sign_in(
     elif user.status is not UserStatus.active:
         raise InvalidCredentials()
     pair = await _start_session(session, rt, user, method="wallet", ip=ip, user_agent=user_agent)
-    record(
+    record_account_event(
         session,
         at=now,
         action="auth.login",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
         details={"method": "wallet"},
     )
     return pair
@@ -929,13 +907,11 @@ async def link_wallet(
     principal.user.wallet_address = address
     principal.user.updated_at = rt.clock.now()
     await flush_unique(session)
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="user.wallet_linked",
-        actor_id=principal.user.id,
-        subject_type="user",
-        subject_id=principal.user.id,
+        user_id=principal.user.id,
         details={"wallet_address": address},
     )
     return principal.user
@@ -947,13 +923,11 @@ async def unlink_wallet(session: AsyncSession, rt: Runtime, principal: Principal
         raise NotFound("No wallet is linked")
     if user.password_hash is None:
         raise Conflict("A wallet-only account cannot unlink its only sign-in method")
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="user.wallet_unlinked",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
         details={"wallet_address": user.wallet_address},
     )
     user.wallet_address = None

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.audit.service import record
+from gridex.audit.service import record, record_account_event
 from gridex.auth import service as auth_service
 from gridex.auth.models import ApiKey
 from gridex.auth.service import Principal
@@ -43,13 +43,11 @@ async def update_profile(
     user = principal.user
     changes = _apply_profile(user, data)
     user.updated_at = rt.clock.now()
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="user.profile_updated",
-        actor_id=user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
         details={"fields": sorted(changes)},
     )
     return user
@@ -64,13 +62,11 @@ async def put_preferences(
 ) -> Preferences:
     principal.user.preferences = prefs.model_dump()
     principal.user.updated_at = rt.clock.now()
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="user.preferences_updated",
-        actor_id=principal.user.id,
-        subject_type="user",
-        subject_id=principal.user.id,
+        user_id=principal.user.id,
     )
     return prefs
 
