@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -48,17 +48,19 @@ def record_account_event(
     at: datetime,
     action: str,
     user_id: uuid.UUID,
-    by_user: bool = True,
+    actor: uuid.UUID | Literal["self", "nobody"] = "self",
     outcome: str = "success",
     details: dict[str, Any] | None = None,
 ) -> AuditLog:
-    """Record an event of a user's account (sign-in, password, wallet ...): the user is the
-    subject, and the actor too unless ``by_user`` is false (nobody was signed in)."""
+    """Record an event of a user's account (sign-in, password, role ...): the user is the
+    subject; the actor is the user (``"self"``), nobody signed in (``"nobody"``), or the staff
+    member's id."""
+    actor_id = user_id if actor == "self" else None if actor == "nobody" else actor
     return record(
         session,
         at=at,
         action=action,
-        actor_id=user_id if by_user else None,
+        actor_id=actor_id,
         subject_type="user",
         subject_id=user_id,
         outcome=outcome,

@@ -335,17 +335,7 @@ async def resend_otp(session: AsyncSession, rt: Runtime, email: str) -> None:
     user = await get_user_by_email(session, email.lower())
     if user is None or user.email_verified or user.status is not UserStatus.active:
         return
-    code = await _issue_otp(
-        session, rt, user, OtpPurpose.verify_email, minutes=rt.settings.otp_minutes
-    )
-    _send_otp_email(session, rt, user, OtpPurpose.verify_email, code)
-    record_account_event(
-        session,
-        at=rt.clock.now(),
-        action="auth.otp_resent",
-        user_id=user.id,
-        by_user=False,
-    )
+    await _email_code(session, rt, user, OtpPurpose.verify_email, action="auth.otp_resent")
 
 
 # --- sessions and tokens ---------------------------------------------------------------------
@@ -484,7 +474,7 @@ def _count_failed_login(session: AsyncSession, rt: Runtime, user: User, now: dat
         at=now,
         action="auth.account_locked",
         user_id=user.id,
-        by_user=False,
+        actor="nobody",
         details=details,
     )
     raise AccountLocked(
@@ -512,7 +502,7 @@ async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
             at=now,
             action="auth.refresh_reuse_detected",
             user_id=auth_session.user_id,
-            by_user=False,
+            actor="nobody",
             outcome="failure",
             details={"session_id": str(auth_session.id)},
         )
@@ -691,17 +681,16 @@ async def forgot_password(session: AsyncSession, rt: Runtime, email: str) -> Non
     user = await get_user_by_email(session, email.lower())
     if user is None or user.status is not UserStatus.active:
         return
-    code = await _issue_otp(
-        session, rt, user, OtpPurpose.reset_password, minutes=rt.settings.otp_minutes
-    )
-    _send_otp_email(session, rt, user, OtpPurpose.reset_password, code)
-    record_account_event(
-        session,
-        at=rt.clock.now(),
-        action="auth.password_forgot",
-        user_id=user.id,
-        by_user=False,
-    )
+    await _email_code(session, rt, user, OtpPurpose.reset_password, action="auth.password_forgot")
+
+
+async def _email_code(
+    session: AsyncSession, rt: Runtime, user: User, purpose: OtpPurpose, *, action: str
+) -> None:
+    """Issue a one-time code for ``purpose``, email it, and audit that it was asked for."""
+    code = await _issue_otp(session, rt, user, purpose, minutes=rt.settings.otp_minutes)
+    _send_otp_email(session, rt, user, purpose, code)
+    record_account_event(session, at=rt.clock.now(), action=action, user_id=user.id, actor="nobody")
 
 
 async def reset_password(

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.audit.service import record, record_account_event
+from gridex.audit.service import record_account_event
 from gridex.auth import service as auth_service
 from gridex.auth.models import ApiKey
 from gridex.auth.service import Principal
@@ -105,13 +105,12 @@ async def invite_user(session: AsyncSession, rt: Runtime, admin: Principal, data
     session.add(user)
     await auth_service.flush_unique(session)
     await auth_service.invite(session, rt, user)
-    record(
+    record_account_event(
         session,
         at=now,
         action="user.invited",
-        actor_id=admin.user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        actor=admin.user.id,
         details={"role": data.role.value},
     )
     return user
@@ -132,43 +131,45 @@ async def admin_update(
     changes = _apply_profile(user, data)
     user.updated_at = rt.clock.now()
     await auth_service.flush_unique(session)
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="user.updated",
-        actor_id=admin.user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        actor=admin.user.id,
         details={"fields": sorted(changes)},
     )
     return user
 
 
-def _not_self(admin: Principal, user: User, action: str) -> None:
-    # An admin who demotes, suspends or deletes themselves can lock everyone out.
+async def _live_account_of_another(
+    session: AsyncSession, admin: Principal, user_id: uuid.UUID, action: str
+) -> User:
+    """The account an admin acts on: not their own (an admin who demotes or suspends themselves
+    can lock everyone out) and not deleted."""
+    user = await get_user(session, user_id)
     if admin.user.id == user.id:
         raise Forbidden(f"You cannot {action} your own account")
+    if user.status is UserStatus.deleted:
+        raise Conflict("The account is deleted")
+    return user
 
 
 async def set_role(
     session: AsyncSession, rt: Runtime, admin: Principal, user_id: uuid.UUID, role: Role
 ) -> User:
-    user = await get_user(session, user_id)
-    _not_self(admin, user, "change the role of")
-    if user.status is UserStatus.deleted:
-        raise Conflict("The account is deleted")
+    user = await _live_account_of_another(session, admin, user_id, "change the role of")
     previous = user.role
     user.role = role
     user.updated_at = rt.clock.now()
     # Tokens carry the role; end sessions so the new role applies at once.
     await auth_service.revoke_sessions(session, rt, user.id, reason="role_changed")
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="user.role_changed",
-        actor_id=admin.user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        actor=admin.user.id,
         details={"from": previous.value, "to": role.value},
     )
     return user
@@ -177,21 +178,17 @@ async def set_role(
 async def suspend(
     session: AsyncSession, rt: Runtime, admin: Principal, user_id: uuid.UUID, reason: str
 ) -> User:
-    user = await get_user(session, user_id)
-    _not_self(admin, user, "suspend")
-    if user.status is UserStatus.deleted:
-        raise Conflict("The account is deleted")
+    user = await _live_account_of_another(session, admin, user_id, "suspend")
     user.status = UserStatus.suspended
     user.suspended_reason = reason
     user.updated_at = rt.clock.now()
     await auth_service.revoke_sessions(session, rt, user.id, reason="suspended")
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="user.suspended",
-        actor_id=admin.user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        actor=admin.user.id,
         details={"reason": reason},
     )
     return user
@@ -209,13 +206,12 @@ async def activate(
     user.suspended_reason = None
     user.failed_login_count, user.locked_until = 0, None
     user.updated_at = rt.clock.now()
-    record(
+    record_account_event(
         session,
         at=rt.clock.now(),
         action="user.activated",
-        actor_id=admin.user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        actor=admin.user.id,
     )
     return user
 
@@ -225,9 +221,9 @@ async def soft_delete(
 ) -> None:
     """Delete an account: personal data is anonymised; the row stays for the ledger's sake."""
     user = await get_user(session, user_id)
-    _not_self(admin, user, "delete")
     if user.status is UserStatus.deleted:
         return
+    await _live_account_of_another(session, admin, user_id, "delete")
     now = rt.clock.now()
     short = user.id.hex[:12]
     user.username = f"deleted-{short}"
@@ -244,13 +240,12 @@ async def soft_delete(
         .where(ApiKey.user_id == user.id, ApiKey.revoked_at.is_(None))
         .values(revoked_at=now)
     )
-    record(
+    record_account_event(
         session,
         at=now,
         action="user.deleted",
-        actor_id=admin.user.id,
-        subject_type="user",
-        subject_id=user.id,
+        user_id=user.id,
+        actor=admin.user.id,
     )
 
 
