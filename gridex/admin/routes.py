@@ -4,7 +4,6 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Response
-from sqlalchemy import select
 
 from gridex import __version__
 from gridex.admin import service, system
@@ -18,7 +17,7 @@ from gridex.core.pagination import Page, PageDep, paginate
 from gridex.core.responses import OrjsonResponse
 from gridex.core.schemas import AwareDatetime
 from gridex.core.security import constant_time_equal
-from gridex.mail.models import EmailOutbox
+from gridex.mail.service import outbox_query
 from gridex.users.schemas import AuditEntryOut
 
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
@@ -61,12 +60,7 @@ async def outbox(
     to: Annotated[str | None, Query(max_length=254)] = None,
 ) -> Page[OutboxEmailOut]:
     """Emails sent and waiting: OTP codes, invitations, password resets."""
-    query = select(EmailOutbox).order_by(EmailOutbox.created_at.desc(), EmailOutbox.id)
-    if status:
-        query = query.where(EmailOutbox.status == status)
-    if to:
-        query = query.where(EmailOutbox.to_address == to.lower())
-    rows, total = await paginate(session, query, page)
+    rows, total = await paginate(session, outbox_query(status=status, to=to), page)
     return Page.build([OutboxEmailOut.model_validate(r) for r in rows], total, page)
 
 

@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import Clock
@@ -99,3 +99,13 @@ async def deliver_pending(db: Database, settings: Settings, clock: Clock, limit:
                 sent += 1
             await session.commit()
     return sent
+
+
+def outbox_query(*, status: str | None = None, to: str | None = None) -> Select[EmailOutbox]:
+    """The outbox newest first, optionally by status and recipient."""
+    query = select(EmailOutbox).order_by(EmailOutbox.created_at.desc(), EmailOutbox.id)
+    if status:
+        query = query.where(EmailOutbox.status == status)
+    if to:
+        query = query.where(EmailOutbox.to_address == to.lower())
+    return query
