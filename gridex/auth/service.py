@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.audit.service import record, record_account_event
+from gridex.auth import repository
 from gridex.auth.models import (
     ApiKey,
     AuthSession,
@@ -172,21 +173,28 @@ async def _consume_otp(
     )
     if otp is None or otp.expires_at <= now:
         raise invalid
-    if otp.attempts >= rt.settings.otp_max_attempts:
-        raise ValidationFailed(
-            "Too many attempts for this code; request a new one", details={"otp": "exhausted"}
-        )
+    max_attempts = rt.settings.otp_max_attempts
+    if otp.attempts >= max_attempts:
+        raise _otp_exhausted()
     if not constant_time_equal(otp.code_hash, _otp_hash(rt, user.id, purpose, code)):
-        otp.attempts += 1
-        left = rt.settings.otp_max_attempts - otp.attempts
-        if left <= 0:
-            otp.consumed_at = now
+        spent = await repository.spend_otp_attempt(
+            session, otp.id, max_attempts=max_attempts, now=now
+        )
+        if spent is None:
+            raise invalid
         raise ValidationFailed(
             "The code is invalid or has expired",
-            details={"otp": "invalid", "attempts_left": max(left, 0)},
+            details={"otp": "invalid", "attempts_left": max(max_attempts - spent, 0)},
             persist=True,
         )
-    otp.consumed_at = now
+    if not await repository.consume_otp(session, otp.id, max_attempts=max_attempts, now=now):
+        raise invalid  # used up by a parallel request meanwhile
+
+
+def _otp_exhausted() -> ValidationFailed:
+    return ValidationFailed(
+        "Too many attempts for this code; request a new one", details={"otp": "exhausted"}
+    )
 
 
 def _send_otp_email(
@@ -420,7 +428,7 @@ async def login(
         raise InvalidCredentials(persist=True)
     _refuse_while_locked(session, user, now)
     if not rt.hasher.verify(password, user.password_hash):
-        _count_failed_login(session, rt, user, now)
+        await _count_failed_login(session, rt, user, now)
     if user.status is UserStatus.suspended:
         raise AccountSuspended(details={"reason": user.suspended_reason})
     if user.email is not None and not user.email_verified:
@@ -452,11 +460,14 @@ def _refuse_while_locked(session: AsyncSession, user: User, now: datetime) -> No
     )
 
 
-def _count_failed_login(session: AsyncSession, rt: Runtime, user: User, now: datetime) -> NoReturn:
-    """A wrong password: count it, lock the account at the threshold, and refuse."""
-    user.failed_login_count += 1
-    details: dict[str, object] = {"reason": "bad_password", "failures": user.failed_login_count}
-    if user.failed_login_count < rt.settings.lockout_threshold:
+async def _count_failed_login(
+    session: AsyncSession, rt: Runtime, user: User, now: datetime
+) -> NoReturn:
+    """A wrong password: count it, lock the account at the threshold, and refuse. The count is
+    one atomic update, so parallel attempts all count."""
+    failures = await repository.add_failed_login(session, user.id)
+    details: dict[str, object] = {"reason": "bad_password", "failures": failures}
+    if failures < rt.settings.lockout_threshold:
         record_account_event(
             session,
             at=now,
@@ -466,9 +477,9 @@ def _count_failed_login(session: AsyncSession, rt: Runtime, user: User, now: dat
             details=details,
         )
         raise InvalidCredentials(persist=True)
-    user.locked_until = now + timedelta(minutes=rt.settings.lockout_minutes)
-    user.failed_login_count = 0
-    details["locked_until"] = utc_iso(user.locked_until)
+    locked_until = now + timedelta(minutes=rt.settings.lockout_minutes)
+    await repository.lock_account(session, user.id, locked_until)
+    details["locked_until"] = utc_iso(locked_until)
     record_account_event(
         session,
         at=now,
@@ -479,7 +490,7 @@ def _count_failed_login(session: AsyncSession, rt: Runtime, user: User, now: dat
     )
     raise AccountLocked(
         "Too many failed sign-ins; the account is locked",
-        details={"locked_until": utc_iso(user.locked_until)},
+        details={"locked_until": utc_iso(locked_until)},
         persist=True,
     )
 
@@ -494,7 +505,9 @@ async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
         raise InvalidToken("Unknown refresh token")
     auth_session = await session.get(AuthSession, stored.session_id, with_for_update=True)
     assert auth_session is not None
-    if stored.used_at is not None:
+    if stored.used_at is not None or not await repository.spend_refresh_token(
+        session, stored.id, now
+    ):
         if auth_session.revoked_at is None:
             auth_session.revoked_at, auth_session.revoked_reason = now, "refresh_token_reuse"
         record_account_event(
@@ -514,7 +527,6 @@ async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
     user = await session.get(User, auth_session.user_id)
     if user is None or user.status is not UserStatus.active:
         raise InvalidToken("The account is not active")
-    stored.used_at = now
     record_account_event(
         session,
         at=now,
