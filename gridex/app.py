@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gridex import __version__
 from gridex.admin.routes import admin_router, departments_router, health_router, system_router
@@ -138,4 +139,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             ],
         )
     app.add_middleware(RequestContextMiddleware, production=settings.env == "production")
+    if settings.trusted_proxies:
+        # Outermost, so that logs, rate limits and the audit trail see the client's address.
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
     return app

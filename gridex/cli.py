@@ -92,7 +92,8 @@ def serve(
         workers=workers,
         log_config=None,
         access_log=False,
-        proxy_headers=True,
+        # The app believes forwarded headers only from GRIDEX_TRUSTED_PROXIES (see create_app).
+        proxy_headers=False,
     )
 
 

@@ -412,9 +412,10 @@ async def login(
     Every refusal before the password check is audited and persisted (``persist=True``), so a
     failed attempt counts even though the request fails.
     """
-    await _rate_limit_account(rt, "login", identifier)
-    now = rt.clock.now()
     user = await get_user_by_login(session, identifier)
+    # One account, one bucket: its username and its email are the same account.
+    await _rate_limit_account(rt, "login", f"user:{user.id}" if user else identifier)
+    now = rt.clock.now()
     if user is None or user.status in (UserStatus.deleted, UserStatus.invited):
         rt.hasher.verify(password, None)  # same time as a real check: no account enumeration
         record(
@@ -611,6 +612,7 @@ async def authenticate_api_key(session: AsyncSession, rt: Runtime, key: str) -> 
     # Coarse last-use tracking: at most one write a minute per key keeps ingest cheap.
     if api_key.last_used_at is None or now - api_key.last_used_at > timedelta(minutes=1):
         api_key.last_used_at = now
+    rt.limiter.remember_api_key(api_key.prefix)
     return Principal(user=user, api_key=api_key)
 
 

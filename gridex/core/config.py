@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
+import json
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from limits import parse
 from pydantic import Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 API_PREFIX = "/api/v1"
 DEFAULT_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
@@ -52,7 +54,11 @@ class Settings(BaseSettings):
     run_jobs: bool = True
     # `gridex serve --demo` turns this on: the demo community's meters and people keep trading.
     demo_simulation: bool = False
-    cors_origins: list[str] = Field(default_factory=list)
+    # Comma-separated in the environment (a JSON list works too).
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Addresses or networks of the reverse proxies whose X-Forwarded-For and X-Forwarded-Proto
+    # are believed; from anyone else those headers are ignored (empty: no proxy is trusted).
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = 10 * 1024 * 1024
     log_level: str = "INFO"
     log_json: bool = True
@@ -139,11 +145,24 @@ class Settings(BaseSettings):
             raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
         return self
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str) and not value.strip().startswith("["):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+    def _split_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
         return value
 
     @field_validator(

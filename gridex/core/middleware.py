@@ -216,7 +216,7 @@ class RateLimitMiddleware:
         api_key = _header(scope, b"x-api-key")
         if api_key:
             parts = api_key.split("_")
-            if len(parts) == 3:
+            if len(parts) == 3 and limiter.knows_api_key(parts[1]):
                 return "ingest", limiter.ingest, f"key:{parts[1]}"
         client = scope.get("client")
         return "anonymous", limiter.anonymous, f"ip:{client[0] if client else 'unknown'}"

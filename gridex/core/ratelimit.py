@@ -3,12 +3,17 @@
 Limits apply per principal: an anonymous caller by IP, a user by id with the limit of its role,
 an API key by key. The sign-in, registration, OTP and password endpoints have a stricter limit per
 IP and per account on top.
+
+A key is limited per key only once this process has seen it authenticate
+(:meth:`RateLimiter.remember_api_key`): until then a request that shows an ``X-API-Key`` counts
+against its IP like any anonymous one, so made-up keys cannot each open a bucket of their own.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from limits import RateLimitItem, parse
@@ -27,6 +32,10 @@ class LimitState:
     reset_after: int  # seconds until the window frees a request
 
 
+# How many authenticated API key prefixes a process remembers (least recently used go first).
+KNOWN_API_KEYS = 100_000
+
+
 class RateLimiter:
     def __init__(self, settings: Settings) -> None:
         self.enabled = settings.rate_limit_enabled
@@ -43,6 +52,17 @@ class RateLimiter:
         self.default = parse(settings.rate_limit_default)
         self.admin = parse(settings.rate_limit_admin)
         self.ingest = parse(settings.rate_limit_ingest)
+        self._known_keys: OrderedDict[str, None] = OrderedDict()
+
+    def remember_api_key(self, prefix: str) -> None:
+        """``prefix`` belongs to a key that authenticated: limit its requests per key."""
+        self._known_keys[prefix] = None
+        self._known_keys.move_to_end(prefix)
+        if len(self._known_keys) > KNOWN_API_KEYS:
+            self._known_keys.popitem(last=False)
+
+    def knows_api_key(self, prefix: str) -> bool:
+        return prefix in self._known_keys
 
     async def hit(self, item: RateLimitItem, *keys: str) -> LimitState:
         allowed = await self._strategy.hit(item, *keys)
@@ -60,3 +80,4 @@ class RateLimiter:
 
     async def reset(self) -> None:
         await self.storage.reset()
+        self._known_keys.clear()

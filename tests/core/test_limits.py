@@ -8,7 +8,7 @@ import pytest
 from gridex.app import build_runtime, create_app
 from gridex.core.runtime import Runtime
 from tests.conftest import make_settings
-from tests.factories import API, signed_in
+from tests.factories import API, make_user, signed_in
 
 
 @pytest.mark.parametrize("settings_overrides", [{"max_body_bytes": 1024}])
@@ -160,3 +160,134 @@ async def test_auth_limit_also_holds_per_account_across_ips(runtime: Runtime) ->
             codes.append((await http.post(f"{API}/auth/login", json=body)).status_code)
     # Each IP made one attempt; the account itself hit its limit.
     assert codes == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_anonymous": "3/minute",
+            "rate_limit_default": "1000/minute",
+        }
+    ],
+)
+async def test_made_up_api_keys_share_their_ip_bucket(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    codes = []
+    for i in range(4):
+        fake = f"gdx_{i:012x}_{'x' * 43}"
+        codes.append(
+            (await client.get(f"{API}/auth/validate", headers={"X-API-Key": fake})).status_code
+        )
+    assert codes == [401, 401, 401, 429]
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_anonymous": "2/minute",
+            "rate_limit_ingest": "100/minute",
+            "rate_limit_default": "100/minute",
+        }
+    ],
+)
+async def test_a_real_key_gets_its_own_bucket_once_it_authenticated(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    account = await signed_in(client, runtime)
+    created = await client.post(
+        f"{API}/me/api-keys", json={"name": "k", "scopes": ["meters:read"]}, headers=account.headers
+    )
+    key = created.json()["key"]
+    codes = [
+        (await client.get(f"{API}/auth/validate", headers={"X-API-Key": key})).status_code
+        for _ in range(5)
+    ]
+    assert codes == [200] * 5
+    last = await client.get(f"{API}/auth/validate", headers={"X-API-Key": key})
+    assert last.headers["ratelimit-limit"] == "100"
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"rate_limit_enabled": True, "rate_limit_anonymous": "2/minute"}]
+)
+async def test_forwarded_for_is_ignored_from_untrusted_clients(client: httpx.AsyncClient) -> None:
+    codes = [
+        (
+            await client.get(
+                f"{API}/departments/none", headers={"X-Forwarded-For": f"203.0.113.{i}"}
+            )
+        ).status_code
+        for i in range(3)
+    ]
+    assert codes == [404, 404, 429]
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_anonymous": "2/minute",
+            "trusted_proxies": ["127.0.0.0/8"],
+        }
+    ],
+)
+async def test_forwarded_for_from_a_trusted_proxy_names_the_client(
+    client: httpx.AsyncClient,
+) -> None:
+    codes = [
+        (
+            await client.get(
+                f"{API}/departments/none", headers={"X-Forwarded-For": f"203.0.113.{i}"}
+            )
+        ).status_code
+        for i in range(3)
+    ]
+    assert codes == [404, 404, 404]
+
+
+@pytest.mark.parametrize(
+    "settings_overrides",
+    [
+        {
+            "rate_limit_enabled": True,
+            "rate_limit_auth": "2/minute",
+            "rate_limit_anonymous": "100/minute",
+            "trusted_proxies": ["127.0.0.1"],
+        }
+    ],
+)
+async def test_username_and_email_of_one_account_share_the_login_limit(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    account = await make_user(runtime)
+    codes = []
+    # Each attempt from another address, so that only the per-account limit can refuse.
+    for i, name in enumerate([account.username, account.email, account.username]):
+        response = await client.post(
+            f"{API}/auth/login",
+            json={"username": name, "password": "Wrong-password-1"},
+            headers={"X-Forwarded-For": f"198.51.100.{i}"},
+        )
+        codes.append(response.status_code)
+    assert codes == [401, 401, 429]
+
+
+def test_origins_and_proxies_read_as_comma_separated_lists(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gridex.core.config import Settings
+
+    monkeypatch.setenv("GRIDEX_CORS_ORIGINS", "https://a.example, https://b.example")
+    monkeypatch.setenv("GRIDEX_TRUSTED_PROXIES", "10.0.0.0/8,127.0.0.1")
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert settings.trusted_proxies == ["10.0.0.0/8", "127.0.0.1"]
+    monkeypatch.setenv("GRIDEX_TRUSTED_PROXIES", "not-an-address")
+    with pytest.raises(ValueError, match="not an IP address"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
