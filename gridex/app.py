@@ -22,6 +22,7 @@ from gridex.core.middleware import (
     BodyLimitMiddleware,
     RateLimitMiddleware,
     RequestContextMiddleware,
+    UnhandledErrorMiddleware,
 )
 from gridex.core.pubsub import create_pubsub
 from gridex.core.ratelimit import RateLimiter
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     # Added innermost first: the request context wraps everything, so even a 413 or 429 carries
     # a request id, security headers and a metrics sample.
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RateLimitMiddleware, runtime=rt)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     if settings.cors_origins:

@@ -7,6 +7,8 @@ from typing import Any, ClassVar
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gridex.core.context import request_id_var
@@ -96,6 +98,34 @@ class ServiceUnavailable(GridexError):
     code, status, default_message = "SERVICE_UNAVAILABLE", 503, "A dependency is unavailable"
 
 
+# Seconds a client is asked to wait when a dependency is down.
+RETRY_AFTER_SECONDS = 5
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database could not be reached or used right now (refused or
+    dropped connection, pool exhausted, SQLite locked), as opposed to a bug."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, OperationalError)
+    return isinstance(exc, PoolTimeout | DisconnectionError | ConnectionError | TimeoutError)
+
+
+def unhandled_response(exc: BaseException) -> OrjsonResponse:
+    """The answer to an exception no handler claimed: 503 with ``Retry-After`` when a
+    dependency is down, else a 500 (a bug, logged with its traceback)."""
+    if is_unavailable(exc):
+        log.warning("dependency_unavailable", error_type=type(exc).__name__, error=str(exc)[:200])
+        return error_response(
+            "SERVICE_UNAVAILABLE",
+            503,
+            "The database is unavailable; try again shortly",
+            {"retry_after": RETRY_AFTER_SECONDS},
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    log.error("unhandled_error", error_type=type(exc).__name__, exc_info=exc)
+    return error_response("INTERNAL_ERROR", 500, "Internal error")
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "error": {"code": code, "message": message, "details": details or {}},
@@ -164,7 +194,5 @@ def install_error_handlers(app: FastAPI) -> None:
             message = str(exc.detail)
         return error_response(code, exc.status_code, message, headers=getattr(exc, "headers", None))
 
-    @app.exception_handler(Exception)
-    async def _unhandled(_: Request, exc: Exception) -> OrjsonResponse:
-        log.exception("unhandled_error", error_type=type(exc).__name__)
-        return error_response("INTERNAL_ERROR", 500, "Internal error")
+    # Exceptions no handler claims are answered by ``core.middleware.UnhandledErrorMiddleware``,
+    # inside the request context, so they keep the request id and every header.

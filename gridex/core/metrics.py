@@ -23,6 +23,13 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 RATE_LIMITED = Counter("gridex_rate_limited_total", "Requests refused by a rate limit", ["kind"])
+RATE_LIMIT_FALLBACKS = Counter(
+    "gridex_rate_limit_fallbacks_total",
+    "Requests limited in process memory because the shared store (Redis) was unreachable",
+)
+EVENTS_DROPPED = Counter(
+    "gridex_events_dropped_total", "Real-time events that could not be published", ["type"]
+)
 
 
 def render() -> tuple[bytes, str]:

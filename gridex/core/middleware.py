@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gridex.core.config import API_PREFIX
 from gridex.core.context import client_ip_var, request_id_var
-from gridex.core.errors import error_body
+from gridex.core.errors import error_body, unhandled_response
 from gridex.core.metrics import HTTP_LATENCY, HTTP_REQUESTS, RATE_LIMITED
 from gridex.core.responses import OrjsonResponse
 from gridex.core.runtime import Runtime
@@ -129,6 +129,39 @@ class RequestContextMiddleware:
         if self.production:
             headers.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))
         return headers
+
+
+class UnhandledErrorMiddleware:
+    """Answers an exception that no handler claimed, inside the other middleware.
+
+    Starlette's own last-resort handler sits outside every middleware: its 500 had no request id,
+    no security or rate-limit headers, and it re-raised, so the server closed the keep-alive
+    connection. Here the answer is rendered in the error shape (503 with ``Retry-After`` when the
+    database is down), passes back through the middleware that adds those headers, and the
+    exception stops here, so the connection stays usable.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            if started:  # too late for another answer: let the server end the connection
+                raise
+            await unhandled_response(exc)(scope, receive, send)
 
 
 class _BodyTooLarge(HTTPException):

@@ -29,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from gridex.core.clock import utc_iso
+from gridex.core.metrics import EVENTS_DROPPED
 
 log = structlog.get_logger(__name__)
 
@@ -217,8 +218,14 @@ class RedisPubSub:
     async def _publish_logged(self, channel: str, message: dict[str, Any]) -> None:
         try:
             await self.publish(channel, message)
-        except Exception:
-            log.exception("pubsub_publish_failed", channel=channel, type=message.get("type"))
+        except Exception as exc:  # Redis down: the event is dropped (at most once), and counted
+            EVENTS_DROPPED.labels(str(message.get("type"))).inc()
+            log.warning(
+                "pubsub_publish_failed",
+                channel=channel,
+                type=message.get("type"),
+                error=str(exc)[:200],
+            )
 
     def subscribe(self, *channels: str) -> _RedisSubscription:
         return _RedisSubscription(
