@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from typing import Any
 
@@ -14,7 +12,7 @@ from gridex.audit.service import record_account_event
 from gridex.auth import service as auth_service
 from gridex.auth.models import ApiKey
 from gridex.auth.service import Principal
-from gridex.core.clock import utc_iso
+from gridex.core.csvexport import write_csv
 from gridex.core.errors import Conflict, Forbidden, NotFound
 from gridex.core.runtime import Runtime
 from gridex.users.models import Role, User, UserStatus
@@ -267,29 +265,29 @@ CSV_COLUMNS = (
 
 
 async def export_csv(session: AsyncSession, query: Select[User]) -> str:
-    """The users of ``query`` as CSV."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(CSV_COLUMNS)
-    for user in await session.scalars(query):
-        writer.writerow(
-            [
-                user.id,
+    """The users of ``query`` as CSV (safe to open in a spreadsheet)."""
+    users = await session.scalars(query)
+    return write_csv(
+        CSV_COLUMNS,
+        (
+            (
+                str(user.id),
                 user.username,
-                user.email or "",
+                user.email,
                 user.role.value,
                 user.status.value,
-                user.first_name or "",
-                user.last_name or "",
-                user.department or "",
-                user.region or "",
-                user.wallet_address or "",
+                user.first_name,
+                user.last_name,
+                user.department,
+                user.region,
+                user.wallet_address,
                 user.email_verified,
-                utc_iso(user.created_at),
-                utc_iso(user.last_login_at) if user.last_login_at else "",
-            ]
-        )
-    return buffer.getvalue()
+                user.created_at,
+                user.last_login_at,
+            )
+            for user in users
+        ),
+    )
 
 
 async def department_members(session: AsyncSession, name: str) -> tuple[dict[str, int], list[str]]:

@@ -180,3 +180,20 @@ async def test_audit_log_records_admin_actions(client: httpx.AsyncClient, runtim
     assert (
         await client.get(f"{API}/admin/audit-logs", headers=operator.headers)
     ).status_code == 403
+
+
+async def test_export_csv_neutralises_formulas(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    admin = await signed_in(client, runtime, Role.admin)
+    member = await signed_in(client, runtime)
+    updated = await client.patch(
+        f"{API}/me",
+        json={"first_name": '=HYPERLINK("http://evil.example","x")', "last_name": "@SUM(1+1)"},
+        headers=member.headers,
+    )
+    assert updated.status_code == 200, updated.text
+    response = await client.get(f"{API}/users/export.csv", headers=admin.headers)
+    rows = {row["id"]: row for row in csv.DictReader(io.StringIO(response.text))}
+    row = rows[str(member.id)]
+    assert row["first_name"] == '\'=HYPERLINK("http://evil.example","x")'
+    assert row["last_name"] == "'@SUM(1+1)"
+    assert row["username"] == member.username
