@@ -55,13 +55,17 @@ async def audit_logs(
 async def outbox(
     _: AdminPrincipal,
     session: SessionDep,
+    rt: RuntimeDep,
     page: PageDep,
     status: Annotated[str | None, Query(pattern="^(pending|sent|failed|logged)$")] = None,
     to: Annotated[str | None, Query(max_length=254)] = None,
 ) -> Page[OutboxEmailOut]:
     """Emails sent and waiting: OTP codes, invitations, password resets."""
     rows, total = await paginate(session, outbox_query(status=status, to=to), page)
-    return Page.build([OutboxEmailOut.model_validate(r) for r in rows], total, page)
+    items = [OutboxEmailOut.model_validate(r) for r in rows]
+    if rt.settings.env == "production":
+        items = [item.model_copy(update={"body": None}) for item in items]
+    return Page.build(items, total, page)
 
 
 @system_router.get("/info")

@@ -10,7 +10,8 @@ class OutboxEmailOut(OutputModel):
     id: uuid.UUID
     to_address: str
     subject: str
-    body: str
+    # Withheld in production (codes and reset links), and empty once delivered by SMTP.
+    body: str | None
     kind: str
     status: str
     attempts: int

@@ -188,7 +188,8 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
     def check_production_safety(self) -> None:
-        """Refuse to serve production traffic with a default or short secret key."""
+        """Refuse to serve production traffic with a default or short secret key, or without a
+        mail transport (the one-time codes would otherwise be written to the log)."""
         if self.env != "production":
             return
         if self.secret_key == DEFAULT_SECRET_KEY:
@@ -201,6 +202,12 @@ class Settings(BaseSettings):
             raise InsecureConfiguration(
                 f"GRIDEX_SECRET_KEY is {len(self.secret_key)} characters long; production needs at "
                 f"least {MIN_SECRET_KEY_LENGTH}"
+            )
+        if not self.smtp_url:
+            raise InsecureConfiguration(
+                "GRIDEX_SMTP_URL is not set; without a mail transport sign-in codes would be "
+                "written to the log, so production needs one (smtp://, smtp+starttls:// or "
+                "smtps://)"
             )
 
 

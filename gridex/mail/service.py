@@ -20,6 +20,7 @@ from gridex.mail.models import EmailOutbox
 log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 8
+DELIVERED_BODY = ""
 
 
 def queue_email(
@@ -96,6 +97,8 @@ async def deliver_pending(db: Database, settings: Settings, clock: Clock, limit:
                 log.warning("email_failed", to=email.to_address, attempts=email.attempts)
             else:
                 email.status, email.sent_at, email.last_error = "sent", clock.now(), None
+                # Delivered: the body (one-time codes, reset links) is not kept.
+                email.body = DELIVERED_BODY
                 sent += 1
             await session.commit()
     return sent

@@ -136,12 +136,16 @@ async def test_outbox_lists_emails(client: httpx.AsyncClient, runtime: Runtime) 
     assert email["status"] == "logged"
 
 
-def test_production_refuses_default_or_short_secret() -> None:
+def test_production_refuses_a_weak_secret_or_no_mail_transport() -> None:
     with pytest.raises(InsecureConfiguration, match="built-in default"):
         Settings(_env_file=None, env="production").check_production_safety()  # type: ignore[call-arg]
     with pytest.raises(InsecureConfiguration, match="at least 32"):
         Settings(_env_file=None, env="production", secret_key="short").check_production_safety()  # type: ignore[call-arg]
-    Settings(_env_file=None, env="production", secret_key="x" * 40).check_production_safety()  # type: ignore[call-arg]
+    with pytest.raises(InsecureConfiguration, match="GRIDEX_SMTP_URL"):
+        Settings(_env_file=None, env="production", secret_key="x" * 40).check_production_safety()  # type: ignore[call-arg]
+    Settings(  # type: ignore[call-arg]
+        _env_file=None, env="production", secret_key="x" * 40, smtp_url="smtp://mail:25"
+    ).check_production_safety()
     Settings(_env_file=None, env="development").check_production_safety()  # type: ignore[call-arg]
 
 
@@ -160,3 +164,23 @@ async def test_bola_other_users_are_not_reachable_by_prosumers(
             method, path, headers=prosumer.headers, json={} if method == "PATCH" else None
         )
         assert response.status_code == 403, (method, path)
+
+
+@pytest.mark.parametrize(
+    "settings_overrides", [{"env": "production", "smtp_url": "smtp://127.0.0.1:1"}]
+)
+async def test_production_outbox_withholds_bodies(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    admin = await signed_in(client, runtime, Role.admin)
+    await client.post(
+        f"{API}/auth/register",
+        json={"username": "newbie", "email": "newbie@example.org", "password": "Sunny-Roof-99"},
+    )
+    outbox = await client.get(
+        f"{API}/admin/outbox", params={"to": "newbie@example.org"}, headers=admin.headers
+    )
+    [email] = outbox.json()["items"]
+    assert email["kind"] == "verify_email"
+    assert email["status"] == "pending"
+    assert email["body"] is None
