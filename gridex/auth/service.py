@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
+from limits import RateLimitItemPerMinute
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -257,8 +258,12 @@ async def register(session: AsyncSession, rt: Runtime, data: RegisterIn) -> User
         )
     username, email = data.username.lower(), str(data.email).lower()
     check_password_policy(data.password, username=username, email=email)
-    await ensure_unique(session, username=username, email=email)
+    # A username is a public handle, so its clash is said; an email is not (see below).
+    await ensure_unique(session, username=username, email=None)
     now = rt.clock.now()
+    owner = await get_user_by_email(session, email)
+    if owner is not None:
+        return _register_taken_email(session, rt, data, owner)
     user = User(
         username=username,
         email=email,
@@ -289,6 +294,56 @@ async def register(session: AsyncSession, rt: Runtime, data: RegisterIn) -> User
         details={"role": user.role.value},
     )
     return user
+
+
+def _register_taken_email(
+    session: AsyncSession, rt: Runtime, data: RegisterIn, owner: User
+) -> User:
+    """Registration with an email that has an account answers like a new one, so that nobody
+    learns which addresses have accounts: the same 201 with a user that is never stored, and
+    comparable work (the password is hashed). The address's owner is told by email instead."""
+    now = rt.clock.now()
+    rt.hasher.hash(data.password)
+    assert owner.email is not None
+    queue_email(
+        session,
+        rt.settings,
+        rt.clock,
+        to=owner.email,
+        subject="Someone tried to register with your address",
+        body=(
+            f"Hello {owner.username},\n\nSomeone tried to create a Gridex account with this "
+            "email address, which already has one. If it was you, sign in, or reset your "
+            "password if you forgot it. If not, you can ignore this email.\n"
+        ),
+        kind="register_attempt",
+    )
+    record_account_event(
+        session,
+        at=now,
+        action="auth.register",
+        user_id=owner.id,
+        actor="nobody",
+        outcome="failure",
+        details={"reason": "email_taken"},
+    )
+    return User(
+        id=uuid.uuid4(),
+        username=data.username.lower(),
+        email=str(data.email).lower(),
+        role=data.role,
+        status=UserStatus.active,
+        first_name=data.first_name,
+        last_name=data.last_name,
+        department=data.department,
+        region=data.region,
+        department_metadata=data.department_metadata or {},
+        profile_metadata={},
+        preferences={},
+        failed_login_count=0,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 async def ensure_unique(
@@ -342,6 +397,7 @@ async def resend_otp(session: AsyncSession, rt: Runtime, email: str) -> None:
     await _rate_limit_account(rt, "resend", email)
     user = await get_user_by_email(session, email.lower())
     if user is None or user.email_verified or user.status is not UserStatus.active:
+        _record_unknown_address(session, rt, "auth.otp_resent")
         return
     await _email_code(session, rt, user, OtpPurpose.verify_email, action="auth.otp_resent")
 
@@ -426,6 +482,7 @@ async def login(
             outcome="failure",
             details={"reason": "unknown_account"},
         )
+        await _lock_like_an_account(rt, identifier, now)
         raise InvalidCredentials(persist=True)
     _refuse_while_locked(session, user, now)
     if not rt.hasher.verify(password, user.password_hash):
@@ -441,6 +498,29 @@ async def login(
     pair = await _start_session(session, rt, user, method="password", ip=ip, user_agent=user_agent)
     record_account_event(session, at=now, action="auth.login", user_id=user.id)
     return pair
+
+
+async def _lock_like_an_account(rt: Runtime, identifier: str, now: datetime) -> None:
+    """Failures for a name without an account lock it like a real one (``ACCOUNT_LOCKED`` from
+    the threshold on), so that the lockout does not tell which accounts exist. Counted in the
+    rate-limit store (memory or Redis) for the lockout period."""
+    window = RateLimitItemPerMinute(rt.settings.lockout_threshold, rt.settings.lockout_minutes)
+    state = await rt.limiter.hit(window, "phantom-lockout", identifier.lower())
+    if state.allowed and state.remaining > 0:
+        return
+    seconds = state.reset_after or rt.settings.lockout_minutes * 60
+    locked_until = utc_iso(now + timedelta(seconds=seconds))
+    if state.allowed:  # the failure that reached the threshold, as for a real account
+        raise AccountLocked(
+            "Too many failed sign-ins; the account is locked",
+            details={"locked_until": locked_until},
+            persist=True,
+        )
+    raise AccountLocked(
+        "The account is locked after repeated failed sign-ins",
+        details={"locked_until": locked_until},
+        persist=True,
+    )
 
 
 def _refuse_while_locked(session: AsyncSession, user: User, now: datetime) -> None:
@@ -694,8 +774,22 @@ async def forgot_password(session: AsyncSession, rt: Runtime, email: str) -> Non
     await _rate_limit_account(rt, "forgot", email)
     user = await get_user_by_email(session, email.lower())
     if user is None or user.status is not UserStatus.active:
+        _record_unknown_address(session, rt, "auth.password_forgot")
         return
     await _email_code(session, rt, user, OtpPurpose.reset_password, action="auth.password_forgot")
+
+
+def _record_unknown_address(session: AsyncSession, rt: Runtime, action: str) -> None:
+    """An email-driven request for an address without an account: audited like a real one (a
+    trace of probing, and a write like the real path's, so both take comparable time)."""
+    record(
+        session,
+        at=rt.clock.now(),
+        action=action,
+        actor_id=None,
+        outcome="failure",
+        details={"reason": "unknown_account"},
+    )
 
 
 async def _email_code(

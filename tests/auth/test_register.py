@@ -3,9 +3,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import httpx
+from sqlalchemy import select
 
+from gridex.audit.models import AuditLog
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
+from gridex.mail.models import EmailOutbox
+from gridex.users.models import User
 from tests.factories import API, PASSWORD, last_code
 
 REGISTER = {
@@ -57,13 +61,66 @@ async def test_register_verify_login(client: httpx.AsyncClient, runtime: Runtime
     assert me.json()["department"] == "engineering"
 
 
-async def test_duplicate_username_or_email_conflicts(client: httpx.AsyncClient) -> None:
+async def test_a_taken_username_conflicts_without_saying_whether_the_email_is_taken(
+    client: httpx.AsyncClient,
+) -> None:
     assert (await client.post(f"{API}/auth/register", json=REGISTER)).status_code == 201
-    again = await client.post(
+    again = await client.post(f"{API}/auth/register", json=REGISTER)
+    assert again.status_code == 409
+    assert again.json()["error"]["details"]["fields"] == ["username"]
+    assert "email" not in again.json()["error"]["message"]
+
+
+async def test_a_taken_email_answers_like_a_new_account_and_tells_its_owner(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    first = await client.post(f"{API}/auth/register", json=REGISTER)
+    assert first.status_code == 201
+    fresh = await client.post(
+        f"{API}/auth/register",
+        json={**REGISTER, "username": "fresh", "email": "fresh@example.org"},
+    )
+    taken = await client.post(
         f"{API}/auth/register", json={**REGISTER, "username": "other", "email": "ALICE@example.org"}
     )
-    assert again.status_code == 409
-    assert again.json()["error"]["details"]["fields"] == ["email"]
+    assert taken.status_code == fresh.status_code == 201
+    assert sorted(taken.json()) == sorted(fresh.json())
+    assert taken.json()["username"] == "other"
+    assert taken.json()["id"] not in (first.json()["id"], fresh.json()["id"])
+    async with runtime.db.sessionmaker() as session:
+        usernames = set(await session.scalars(select(User.username)))
+        emails = list(
+            await session.scalars(
+                select(EmailOutbox).where(EmailOutbox.to_address == "alice@example.org")
+            )
+        )
+    assert usernames == {"alice.sun", "fresh"}
+    assert [e.kind for e in emails] == ["verify_email", "register_attempt"]
+    # The phantom account cannot be verified or signed in to, like a wrong code or password.
+    login = await client.post(f"{API}/auth/login", json={"username": "other", "password": PASSWORD})
+    assert login.status_code == 401
+
+
+async def test_unknown_names_lock_like_accounts(client: httpx.AsyncClient) -> None:
+    body = {"username": "nobody-at-all", "password": "Wrong-password-1"}
+    codes = [(await client.post(f"{API}/auth/login", json=body)).status_code for _ in range(6)]
+    assert codes == [401, 401, 401, 401, 423, 423]
+    locked = await client.post(f"{API}/auth/login", json=body)
+    assert locked.json()["error"]["code"] == "ACCOUNT_LOCKED"
+    assert "locked_until" in locked.json()["error"]["details"]
+
+
+async def test_forgot_password_for_an_unknown_address_leaves_the_same_trace(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    answer = await client.post(f"{API}/auth/password/forgot", json={"email": "ghost@example.org"})
+    assert answer.status_code == 202
+    async with runtime.db.sessionmaker() as session:
+        [entry] = await session.scalars(
+            select(AuditLog).where(AuditLog.action == "auth.password_forgot")
+        )
+    assert entry.outcome == "failure"
+    assert entry.details == {"reason": "unknown_account"}
 
 
 async def test_password_policy(client: httpx.AsyncClient) -> None:
