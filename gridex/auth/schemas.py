@@ -1,11 +1,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import EmailStr, Field, model_validator
 
-from gridex.core.schemas import AwareDatetime, InputModel, OutputModel, UtcDatetime
+from gridex.core.schemas import AwareDatetime, InputModel, Metadata, OutputModel, UtcDatetime
 from gridex.users.models import Role
 from gridex.users.schemas import USERNAME_PATTERN, UserOut
 
@@ -35,7 +35,7 @@ class RegisterIn(InputModel):
     last_name: str | None = Field(default=None, max_length=100)
     department: str | None = Field(default=None, max_length=100)
     region: str | None = Field(default=None, max_length=64)
-    department_metadata: dict[str, Any] | None = None
+    department_metadata: Metadata | None = None
 
 
 class VerifyEmailIn(InputModel):

@@ -110,9 +110,23 @@ def is_unavailable(exc: BaseException) -> bool:
     return isinstance(exc, PoolTimeout | DisconnectionError | ConnectionError | TimeoutError)
 
 
+# SQLSTATE 22021 (character_not_in_repertoire): PostgreSQL cannot store a NUL in text. Inputs
+# are checked for it at the edge; this catches a path or parameter that slipped past.
+_NUL_IN_TEXT = "22021"
+
+
+def _is_nul_in_text(exc: BaseException) -> bool:
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) == _NUL_IN_TEXT
+
+
 def unhandled_response(exc: BaseException) -> OrjsonResponse:
     """The answer to an exception no handler claimed: 503 with ``Retry-After`` when a
-    dependency is down, else a 500 (a bug, logged with its traceback)."""
+    dependency is down, 422 for text the database cannot store, else a 500 (a bug, logged with
+    its traceback)."""
+    if _is_nul_in_text(exc):
+        return error_response(
+            "VALIDATION_ERROR", 422, "Text must not contain NUL (\\u0000) characters"
+        )
     if is_unavailable(exc):
         log.warning("dependency_unavailable", error_type=type(exc).__name__, error=str(exc)[:200])
         return error_response(

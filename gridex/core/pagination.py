@@ -11,6 +11,8 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 MAX_PER_PAGE = 100
+# Far past any real list, and small enough that no offset overflows a 64-bit integer.
+MAX_PAGE = 1_000_000
 T = TypeVar("T")
 
 
@@ -24,7 +26,7 @@ class PageParams(BaseModel):
 
 
 async def page_params(
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     per_page: Annotated[int, Query(ge=1, le=MAX_PER_PAGE)] = 20,
 ) -> PageParams:
     """A coroutine so that FastAPI does not send it to its thread pool."""

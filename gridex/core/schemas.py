@@ -3,28 +3,95 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, PlainSerializer, WithJsonSchema
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    PlainSerializer,
+    WithJsonSchema,
+    model_validator,
+)
 
 from gridex.core.clock import utc_iso
 from gridex.core.units import micros_to_money, wh_to_kwh
 
 
 class InputModel(BaseModel):
-    """Request bodies refuse unknown fields, so nobody can mass-assign ``role`` or ``status``."""
+    """Request bodies refuse unknown fields, so nobody can mass-assign ``role`` or ``status``,
+    and text with NUL characters, which PostgreSQL cannot store."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_nul(cls, data: Any) -> Any:
+        if _has_nul(data):
+            raise ValueError("text must not contain NUL (\\u0000) characters")
+        return data
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > METADATA_MAX_DEPTH:  # deeper input is refused by its own field's validator
+        return False
+    if isinstance(value, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
+
+
+# Free-form JSON a client may attach (user, meter and reading metadata): bounded so that one
+# request cannot store megabytes or nest deeper than the JSON encoders recurse.
+METADATA_MAX_BYTES = 16 * 1024
+METADATA_MAX_DEPTH = 16
+
+
+def _deeper_than(value: Any, levels: int) -> bool:
+    """Whether ``value`` nests dicts or lists more than ``levels`` deep (looks no deeper)."""
+    children = value.values() if isinstance(value, dict) else value
+    if not isinstance(value, dict | list):
+        return False
+    if levels == 0:
+        return True
+    return any(_deeper_than(child, levels - 1) for child in children)
+
+
+def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    if _deeper_than(value, METADATA_MAX_DEPTH):
+        raise ValueError(f"metadata nests deeper than {METADATA_MAX_DEPTH} levels")
+    if len(orjson.dumps(value)) > METADATA_MAX_BYTES:
+        raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes of JSON")
+    return value
+
+
+Metadata = Annotated[dict[str, Any], AfterValidator(_bounded_metadata)]
 
 
 class OutputModel(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
 
+# Timestamps the API accepts. Far wider than any meter, market or bill needs, and narrow enough
+# that adding an interval, a horizon or a time zone offset can never leave datetime's range.
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+
+
 def _require_aware(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("timestamp must include a time zone (e.g. 2025-01-01T00:00:00Z)")
-    return value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("timestamp out of range (1970 to 2999)") from None
+    if not EARLIEST <= value < LATEST:
+        raise ValueError("timestamp out of range (1970 to 2999)")
+    return value
 
 
 # Input timestamps: naive ones are refused.

@@ -6,6 +6,7 @@ integer micro-units of the deployment currency and spoken as decimal strings wit
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal, InvalidOperation
 
 MICROS_PER_UNIT = 1_000_000
@@ -13,11 +14,27 @@ WH_PER_KWH = 1_000
 _MICRO = Decimal("0.000001")
 
 
+# Bounds far beyond any real meter or wallet that keep every product of two stored values (an
+# order's value: Wh x micros per kWh) well inside what Python, numpy int64 sums and the
+# database's BIGINT handle: 1,000,000,000 kWh and 1,000,000,000 currency units.
+MAX_WH = 10**12
+MAX_MICROS = 10**15
+
+# The decimal forms the API accepts in a string: ASCII digits, an optional sign and point. No
+# exponents, underscores, spaces or other scripts' digits, which Python's Decimal would accept.
+_PLAIN_DECIMAL = re.compile(r"-?[0-9]{1,16}(\.[0-9]{1,16})?", re.ASCII)
+
+
 class UnitError(ValueError):
     """A value cannot be represented exactly in the stored unit."""
 
 
-def _decimal(value: Decimal | int | float | str) -> Decimal:
+def _decimal(value: Decimal | int | float | str, places: int) -> Decimal:
+    if isinstance(value, str):
+        if not _PLAIN_DECIMAL.fullmatch(value):
+            raise UnitError(f"{value!r} is not a plain decimal number (digits and one point)")
+        if "." in value and len(value.split(".")[1]) > places:
+            raise UnitError(f"{value!r} has more than {places} decimals")
     try:
         # str() of a float gives its shortest round-tripping form, so 0.1 stays 0.1.
         result = Decimal(str(value)) if isinstance(value, float) else Decimal(value)
@@ -30,9 +47,11 @@ def _decimal(value: Decimal | int | float | str) -> Decimal:
 
 def kwh_to_wh(value: Decimal | int | float | str) -> int:
     """kWh with at most 3 decimals to integer Wh; more precision is an error, not a rounding."""
-    wh = _decimal(value) * WH_PER_KWH
+    wh = _decimal(value, 3) * WH_PER_KWH
     if wh != wh.to_integral_value():
         raise UnitError(f"{value!r} kWh is not a whole number of Wh (at most 3 decimals)")
+    if abs(wh) > MAX_WH:
+        raise UnitError(f"{value!r} kWh is out of range (at most {MAX_WH // WH_PER_KWH} kWh)")
     return int(wh)
 
 
@@ -43,9 +62,11 @@ def wh_to_kwh(wh: int) -> float:
 
 def money_to_micros(value: Decimal | int | float | str) -> int:
     """A money amount (string or number) to integer micros; more than 6 decimals is an error."""
-    micros = _decimal(value) * MICROS_PER_UNIT
+    micros = _decimal(value, 6) * MICROS_PER_UNIT
     if micros != micros.to_integral_value():
         raise UnitError(f"{value!r} has more than 6 decimals")
+    if abs(micros) > MAX_MICROS:
+        raise UnitError(f"{value!r} is out of range (at most {MAX_MICROS // MICROS_PER_UNIT})")
     return int(micros)
 
 

@@ -6,7 +6,7 @@ from zoneinfo import available_timezones
 
 from pydantic import EmailStr, Field, field_validator
 
-from gridex.core.schemas import InputModel, OutputModel, UtcDatetime
+from gridex.core.schemas import InputModel, Metadata, OutputModel, UtcDatetime
 from gridex.users.models import Role, UserStatus
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
@@ -52,8 +52,8 @@ class ProfileUpdate(InputModel):
     department: str | None = Field(default=None, max_length=100)
     region: str | None = Field(default=None, max_length=64)
     phone: str | None = Field(default=None, max_length=32, pattern=r"^\+?[0-9 ()-]{4,31}$")
-    metadata: dict[str, Any] | None = None
-    department_metadata: dict[str, Any] | None = None
+    metadata: Metadata | None = None
+    department_metadata: Metadata | None = None
 
 
 class AdminUserUpdate(ProfileUpdate):
