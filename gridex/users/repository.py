@@ -27,13 +27,14 @@ def user_search_query(
 ) -> Select[User]:
     query = select(User).order_by(User.created_at.desc(), User.id)
     if search:
-        pattern = f"%{search.lower()}%"
+        # autoescape: a search for "_" or "%" finds those characters, not every user.
+        text = search.lower()
         query = query.where(
             or_(
-                User.username.like(pattern),
-                User.email.like(pattern),
-                User.first_name.ilike(pattern),
-                User.last_name.ilike(pattern),
+                User.username.contains(text, autoescape=True),
+                User.email.contains(text, autoescape=True),
+                User.first_name.icontains(text, autoescape=True),
+                User.last_name.icontains(text, autoescape=True),
             )
         )
     if role is not None:

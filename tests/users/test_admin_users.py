@@ -197,3 +197,14 @@ async def test_export_csv_neutralises_formulas(client: httpx.AsyncClient, runtim
     assert row["first_name"] == '\'=HYPERLINK("http://evil.example","x")'
     assert row["last_name"] == "'@SUM(1+1)"
     assert row["username"] == member.username
+
+
+async def test_search_treats_like_wildcards_as_text(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    admin = await signed_in(client, runtime, Role.admin)
+    await make_user(runtime, username="under_score")
+    await make_user(runtime, username="plain")
+    for term, expected in (("_", ["under_score"]), ("%", []), ("r_s", ["under_score"])):
+        found = await client.get(f"{API}/users", params={"search": term}, headers=admin.headers)
+        assert [u["username"] for u in found.json()["items"]] == expected, term
