@@ -158,7 +158,6 @@ def error_response(
 
 
 _HTTP_CODES = {
-    400: "VALIDATION_ERROR",
     401: "AUTHENTICATION_REQUIRED",
     403: "FORBIDDEN",
     404: "NOT_FOUND",
@@ -199,6 +198,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> OrjsonResponse:
+        if exc.status_code == 400:
+            # The framework's "error parsing the body" (bytes that are not UTF-8 JSON, a broken
+            # multipart): the API answers every unreadable body as a validation error.
+            return error_response("VALIDATION_ERROR", 422, "The request body could not be read")
         code = _HTTP_CODES.get(exc.status_code, "INTERNAL_ERROR")
         if exc.status_code == 404:
             message = "No such resource"

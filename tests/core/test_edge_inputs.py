@@ -77,3 +77,14 @@ async def test_reasonable_metadata_is_kept(client: httpx.AsyncClient, runtime: R
     response = await client.patch(f"{API}/me", json={"metadata": metadata}, headers=account.headers)
     assert response.status_code == 200
     assert response.json()["metadata"] == metadata
+
+
+async def test_a_body_that_is_not_utf8_is_422(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    account = await signed_in(client, runtime)
+    response = await client.patch(
+        f"{API}/me",
+        content=b'{"first_name": "\xff\xfe"}',
+        headers={**account.headers, "content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
