@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
@@ -19,6 +20,7 @@ from gridex.core.db import Database
 from gridex.core.errors import install_error_handlers
 from gridex.core.jobs import JobRunner
 from gridex.core.middleware import (
+    DOCS_ASSETS,
     BodyLimitMiddleware,
     RateLimitMiddleware,
     RequestContextMiddleware,
@@ -87,11 +89,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             await rt.pubsub.close()
             await rt.db.dispose()
 
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) load their scripts from the installed package, not a
+    # CDN, so the API explorer works offline and behind strict firewalls.
+    app = FastAPIOffline(
         title="Gridex",
         version=__version__,
         description="Peer-to-peer energy exchange for community and campus microgrids.",
         lifespan=lifespan,
+        static_url=DOCS_ASSETS,
+        favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        # Operation ids are the route functions' names (`login`, `place_order`): what client
+        # generators turn into method names.
+        generate_unique_id_function=lambda route: route.name,
     )
     app.state.runtime = rt
     # Checks a lower domain needs from a higher one, handed down here at the edge.

@@ -27,7 +27,16 @@ log = structlog.get_logger("gridex.access")
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _UNLOGGED = frozenset({"/health/live", "/health/ready", "/metrics"})
-_DOCS = ("/docs", "/redoc", "/openapi.json")
+# Where the API explorer's scripts and styles are served from (by the app, from its package).
+DOCS_ASSETS = "/docs-assets"
+_DOCS = ("/docs", "/redoc", "/openapi.json", DOCS_ASSETS)
+# The explorer pages run the bundled scripts and one inline initialiser, and load nothing from
+# another origin; everything else the API serves is data and may run nothing at all.
+_DOCS_CSP = (
+    b"default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    b"img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
+)
+_API_CSP = b"default-src 'none'; frame-ancestors 'none'"
 # Sign-in, registration, OTP and password endpoints get the stricter auth limit per IP.
 _AUTH_PATHS = re.compile(
     r"^/api/v1/auth/(login|register|verify-email|resend-otp|set-password|refresh|"
@@ -119,11 +128,8 @@ class RequestContextMiddleware:
             (b"referrer-policy", b"no-referrer"),
             (b"cross-origin-opener-policy", b"same-origin"),
         ]
-        if not path.startswith(_DOCS):
-            # The API serves no HTML; the docs pages load Swagger UI and need scripts.
-            headers.append(
-                (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
-            )
+        csp = _DOCS_CSP if path.startswith(_DOCS) else _API_CSP
+        headers.append((b"content-security-policy", csp))
         if path.startswith("/api/"):
             headers.append((b"cache-control", b"no-store"))
         if self.production:

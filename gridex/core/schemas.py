@@ -97,7 +97,11 @@ def _require_aware(value: datetime) -> datetime:
 # Input timestamps: naive ones are refused.
 AwareDatetime = Annotated[datetime, AfterValidator(_require_aware)]
 # Output timestamps: ISO 8601 UTC with Z.
-UtcDatetime = Annotated[datetime, PlainSerializer(utc_iso, return_type=str)]
+UtcDatetime = Annotated[
+    datetime,
+    PlainSerializer(utc_iso, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "example": "2026-01-01T12:00:00Z"}),
+]
 # Output money: integer micros as the API's 6-decimal string.
 Money = Annotated[
     int,
