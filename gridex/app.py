@@ -29,6 +29,7 @@ from gridex.core.middleware import (
 from gridex.core.pubsub import create_pubsub
 from gridex.core.ratelimit import RateLimiter
 from gridex.core.runtime import Runtime
+from gridex.core.schemas import error_responses
 from gridex.core.security import PasswordHasher
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
@@ -67,6 +68,10 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     )
     register_jobs(runtime)
     return runtime
+
+
+# The errors any API route may answer; routes add their own codes.
+API_ERRORS = error_responses(401, 403, 404, 422, 429, 500, 503)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -127,8 +132,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         installations_router,
         ledger_admin_router,
     ):
-        app.include_router(router, prefix=API_PREFIX)
-    app.include_router(health_router)
+        app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
+    app.include_router(health_router, responses=error_responses(401, 422, 503))
 
     # Added innermost first: the request context wraps everything, so even a 413 or 429 carries
     # a request id, security headers and a metrics sample.

@@ -38,3 +38,17 @@ async def test_operations_have_stable_unique_ids_and_timestamps_say_date_time(
     assert not any(i.endswith(("_get", "_post", "_put", "_patch", "_delete")) for i in ids)
     user_out = spec["components"]["schemas"]["UserOut"]["properties"]
     assert user_out["created_at"]["format"] == "date-time"
+
+
+async def test_errors_are_documented_in_their_real_shape(client: httpx.AsyncClient) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    error = spec["components"]["schemas"]["ErrorOut"]
+    assert set(error["properties"]) == {"error", "request_id"}
+    for path, item in spec["paths"].items():
+        for method, op in item.items():
+            if not path.startswith("/api/"):
+                continue
+            for status in ("401", "404", "422", "429"):
+                schema = op["responses"][status]["content"]["application/json"]["schema"]
+                assert schema == {"$ref": "#/components/schemas/ErrorOut"}, (method, path)

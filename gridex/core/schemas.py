@@ -10,6 +10,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Field,
     PlainSerializer,
     WithJsonSchema,
     model_validator,
@@ -114,3 +115,38 @@ Kwh = Annotated[
     PlainSerializer(wh_to_kwh, return_type=float),
     WithJsonSchema({"type": "number", "example": 1.5}),
 ]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["VALIDATION_ERROR"])
+    message: str = Field(examples=["The request is not valid"])
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorOut(BaseModel):
+    """Every error the API answers has this shape."""
+
+    error: ErrorDetail
+    request_id: str | None = Field(examples=["3f5ec384df484222b24967b5cc870254"])
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for ``statuses`` in the API's error shape."""
+    return {
+        status: {"model": ErrorOut, "description": ERROR_DESCRIPTIONS[status]}
+        for status in statuses
+    }
+
+
+ERROR_DESCRIPTIONS = {
+    400: "The request was refused (see `error.code`)",
+    401: "`AUTHENTICATION_REQUIRED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`",
+    403: "`FORBIDDEN`: the caller's role or API key scopes do not allow this",
+    404: "`NOT_FOUND`: no such object, or it belongs to someone else",
+    409: "`CONFLICT` or a domain state conflict (see `error.code`)",
+    413: "`PAYLOAD_TOO_LARGE`",
+    422: "`VALIDATION_ERROR` (with `details.fields`) or a domain rule (see `error.code`)",
+    429: "`RATE_LIMIT_EXCEEDED`, with `Retry-After`",
+    500: "`INTERNAL_ERROR`",
+    503: "`SERVICE_UNAVAILABLE`: a dependency is down; retry after `Retry-After` seconds",
+}
