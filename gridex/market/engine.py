@@ -6,7 +6,7 @@ Units everywhere in this module: quantities are integer Wh (> 0), prices are int
 Two mechanisms live here:
 
 * :func:`clear_auction` / :func:`clear_auction_arrays`: the uniform-price double auction of
-  DESIGN.md section 5, vectorised with numpy (one implementation; the dataclass API is a thin
+  docs/market.md, vectorised with numpy (one implementation; the dataclass API is a thin
   wrapper over the array API).
 * :class:`ContinuousBook`: a price-time-priority book that matches on arrival at the resting
   order's price.
@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from gridex.core.units import round_half_even
 
 __all__ = [
     "AuctionArrays",
@@ -104,25 +106,16 @@ class Trade:
 # --------------------------------------------------------------------------------------------
 
 
-def _div_half_even(numerator: int, denominator: int) -> int:
-    """``numerator / denominator`` rounded half to even, in exact integer arithmetic."""
-    quotient, remainder = divmod(numerator, denominator)  # floor division: 0 <= remainder < d
-    twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient % 2 == 1):
-        return quotient + 1
-    return quotient
-
-
 def trade_value_micros(wh: int, price_micros: int) -> int:
     """Micros for ``wh`` Wh at ``price_micros`` per kWh: ``wh * price / 1000`` half-even."""
-    return _div_half_even(wh * price_micros, 1000)
+    return round_half_even(wh * price_micros, 1000)
 
 
 def fee_micros(value_micros: int, fee_bps: int) -> int:
     """Fee in micros on ``value_micros`` at ``fee_bps`` basis points (100 = 1 %), half-even."""
     if fee_bps < 0:
         raise ValueError("fee_bps must be >= 0")
-    return _div_half_even(value_micros * fee_bps, 10_000)
+    return round_half_even(value_micros * fee_bps, 10_000)
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +234,7 @@ def _no_trade(n_bids: int, n_asks: int) -> AuctionArrays:
 
 
 def _midpoint_half_even(lo: int, hi: int) -> int:
-    return _div_half_even(lo + hi, 2)
+    return round_half_even(lo + hi, 2)
 
 
 def clear_auction_arrays(
@@ -255,7 +248,7 @@ def clear_auction_arrays(
     bid_ids: Sequence[str] | None = None,
     ask_ids: Sequence[str] | None = None,
 ) -> AuctionArrays:
-    """Clear a uniform-price double auction over columnar inputs (the rule of DESIGN.md 5).
+    """Clear a uniform-price double auction over columnar inputs (the rule in docs/market.md).
 
     Prices are integer micros per kWh, quantities integer Wh (> 0), ``seq`` the arrival
     sequence. Orders of one side with equal price and ``seq`` are ordered by ``*_ids`` when
