@@ -2,12 +2,15 @@
 
 At this edge energy is kWh (JSON numbers, <= 3 decimals) and prices and money are decimal strings
 (inputs: string or number); inside they are integer Wh and micros. Input fields named ``*_kwh`` /
-``*_price`` hold the converted integers after validation.
+``*_price`` hold the converted integers after validation; the service takes them as
+:class:`NewOrder` / :class:`OrderChange`, whose names say the stored units.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -65,6 +68,27 @@ PriceIn = Annotated[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """A validated order request in stored units."""
+
+    side: Side
+    type: OrderType
+    quantity_wh: int
+    limit_price_micros: int | None  # None for a market order
+    epoch: datetime | None  # None: the next open epoch
+    client_order_id: str | None
+    region: str | None  # None: the user's own, else the region of their eligible meter
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    """A validated change of an order in stored units (None: unchanged)."""
+
+    quantity_wh: int | None
+    limit_price_micros: int | None
+
+
 class OrderIn(InputModel):
     side: Side
     type: OrderType = OrderType.limit
@@ -89,6 +113,17 @@ class OrderIn(InputModel):
             raise ValueError("a market order takes no limit_price")
         return self
 
+    def as_new_order(self) -> NewOrder:
+        return NewOrder(
+            side=self.side,
+            type=self.type,
+            quantity_wh=self.quantity_kwh,
+            limit_price_micros=self.limit_price,
+            epoch=self.epoch,
+            client_order_id=self.client_order_id,
+            region=self.region,
+        )
+
 
 class OrderUpdate(InputModel):
     quantity_kwh: QuantityIn | None = None
@@ -99,6 +134,9 @@ class OrderUpdate(InputModel):
         if self.quantity_kwh is None and self.limit_price is None:
             raise ValueError("give quantity_kwh, limit_price or both")
         return self
+
+    def as_change(self) -> OrderChange:
+        return OrderChange(quantity_wh=self.quantity_kwh, limit_price_micros=self.limit_price)
 
 
 class FillOut(OutputModel):

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy import exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
+from gridex.core.db import insert_or_ignore
+from gridex.core.jobs import run_each
 from gridex.core.runtime import Runtime
 from gridex.core.units import wh_to_kwh
 from gridex.ledger import service as ledger
@@ -107,11 +107,6 @@ async def resettle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID
     return len(changed)
 
 
-def _insert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
-
-
 async def _affected_epochs(
     session: AsyncSession, correction: ReadingCorrection
 ) -> list[tuple[uuid.UUID, EpochState]] | None:
@@ -154,14 +149,12 @@ async def process_correction(
                 return False
             adjusted += 1 if changed else 0
     await session.execute(
-        _insert(session)(SettlementCorrection)
-        .values(
+        insert_or_ignore(session, SettlementCorrection, conflict=["correction_id"]).values(
             correction_id=correction.id,
             processed_at=rt.clock.now(),
             epochs=len(epochs or []),
             adjusted=adjusted,
         )
-        .on_conflict_do_nothing(index_elements=["correction_id"])
     )
     return True
 
@@ -171,9 +164,10 @@ async def process_corrections(rt: Runtime) -> int:
     its own transaction; returns how many were handled. The correction rows are the durable
     events (the live ``reading_corrected`` event may be missed), and re-settlement only posts
     differences, so handling one twice changes nothing."""
-    handled_already = exists().where(SettlementCorrection.correction_id == ReadingCorrection.id)
-    async with rt.db.sessionmaker() as session:
-        pending = list(
+
+    async def pending(session: AsyncSession) -> list[uuid.UUID]:
+        handled_already = exists().where(SettlementCorrection.correction_id == ReadingCorrection.id)
+        return list(
             await session.scalars(
                 select(ReadingCorrection.id)
                 .where(~handled_already)
@@ -181,13 +175,9 @@ async def process_corrections(rt: Runtime) -> int:
                 .limit(_BATCH)
             )
         )
-    handled = 0
-    for correction_id in pending:
-        async with rt.db.sessionmaker() as session:
-            correction = await session.get(ReadingCorrection, correction_id)
-            if correction is not None and await process_correction(session, rt, correction):
-                await session.commit()
-                handled += 1
-            else:
-                await session.rollback()
-    return handled
+
+    async def handle(session: AsyncSession, correction_id: uuid.UUID) -> bool:
+        correction = await session.get(ReadingCorrection, correction_id)
+        return correction is not None and await process_correction(session, rt, correction)
+
+    return await run_each(rt.db, "market_resettlement", pending, handle)
