@@ -34,7 +34,8 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.models import AuthSession
-from gridex.core.db import Precompiled, insert_or_ignore, is_postgres
+from gridex.core.db import insert_or_ignore, is_postgres
+from gridex.core.precompiled import Precompiled
 from gridex.ledger.models import LedgerAccount
 from gridex.market import entry_rules
 from gridex.market.models import (

@@ -9,10 +9,11 @@ At this edge energy is kWh (JSON numbers, <= 3 decimals) and prices and money ar
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
@@ -26,13 +27,19 @@ MAX_ORDER_WH = 10**9
 MAX_PRICE_MICROS = 10**12
 
 
-def _wh(value: object) -> int:
+def _stored(value: object, convert: Callable[[Any], int], not_a_number: str) -> int:
+    """``value`` (a number, or a decimal string) converted by ``convert`` into a stored integer;
+    a ``ValueError`` with the reason (pydantic reports it as a validation error) otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError("quantity_kwh must be a number")
+        raise ValueError(not_a_number)
     try:
-        wh = kwh_to_wh(value)
+        return convert(value)
     except UnitError as exc:
         raise ValueError(str(exc)) from exc
+
+
+def _wh(value: object) -> int:
+    wh = _stored(value, kwh_to_wh, "quantity_kwh must be a number")
     if wh <= 0:
         raise ValueError("quantity_kwh must be greater than zero")
     if wh > MAX_ORDER_WH:
@@ -41,12 +48,7 @@ def _wh(value: object) -> int:
 
 
 def _price(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError("a price must be a decimal string or a number")
-    try:
-        micros = money_to_micros(value)
-    except UnitError as exc:
-        raise ValueError(str(exc)) from exc
+    micros = _stored(value, money_to_micros, "a price must be a decimal string or a number")
     if micros < 0:
         raise ValueError("a price must not be negative")
     if micros > MAX_PRICE_MICROS:
