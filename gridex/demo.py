@@ -34,8 +34,8 @@ from gridex.ledger.installations import create_installation
 from gridex.ledger.schemas import InstallationIn
 from gridex.market.epochs import epoch_length, next_open_start
 from gridex.market.models import MarketOrder
+from gridex.market.orders import place_order
 from gridex.market.schemas import OrderIn, OrderOut
-from gridex.market.service import place_order
 from gridex.meters.models import Meter, MeterKind
 from gridex.meters.schemas import MeterIn
 from gridex.meters.service import ingest_for_meter, register_meter

@@ -55,6 +55,12 @@ def gate_open(state: Any, gate_closure: Any, now: Any) -> ColumnElement[bool]:
     return and_(state == EpochState.open, gate_closure > now)
 
 
+def gate_open_at(gate_closure: datetime, now: datetime) -> bool:
+    """:func:`gate_open` for an epoch an order names before it is read (one not stored yet
+    would be open)."""
+    return now < gate_closure
+
+
 def gate_closed(start: datetime, gate_closure: datetime) -> GateClosed:
     return GateClosed(
         details={"epoch": start.isoformat(), "gate_closure": gate_closure.isoformat()}
