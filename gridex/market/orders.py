@@ -185,13 +185,15 @@ async def _context(
     session: AsyncSession,
     rt: Runtime,
     order: MarketOrder,
+    now: datetime,
     *,
     take_epoch: bool,
     insert: bool = False,
     session_id: uuid.UUID | None = None,
 ) -> repository.OrderContext:
-    """The entry rules' verdicts about ``order`` (see :func:`repository.order_context`)."""
-    request = repository.OrderRequest(order, rt.clock.now(), default_band(rt), session_id)
+    """The entry rules' verdicts about ``order`` at ``now`` (see
+    :func:`repository.order_context`)."""
+    request = repository.OrderRequest(order, now, default_band(rt), session_id)
     try:
         return await repository.order_context(
             session,
@@ -232,6 +234,7 @@ async def place_order(
                 session,
                 rt,
                 order,
+                now,
                 take_epoch=True,
                 insert=True,
                 session_id=caller.claims.session_id,
@@ -244,7 +247,7 @@ async def place_order(
     region = await _resolve_region(session, caller.user, data.region, data.side)
     order = _new_order(caller.user.id, region, data, start, now)
     context = await _context(
-        session, rt, order, take_epoch=epoch_error is None, insert=one_statement
+        session, rt, order, now, take_epoch=epoch_error is None, insert=one_statement
     )
     refusal = entry_rules.first_refusal(context.found, epoch_error)
     if refusal is not None:
@@ -268,7 +271,7 @@ async def _complete(
     # Reserve first, so that the order is inserted once, with what it holds (an order inserted
     # with the checks holds it already: the reservation commits with it or not at all).
     now = order.created_at
-    order.reserved_micros = 0
+    order.reserved_micros = 0  # the limit order's reservation is made here, as any other's
     await _hold(
         session,
         order,
@@ -359,7 +362,8 @@ async def modify_order(
             )
         order.limit_price_micros = change.limit_price_micros
         order.effective_price_micros = change.limit_price_micros
-    context = await _context(session, rt, order, take_epoch=False)
+    now = rt.clock.now()
+    context = await _context(session, rt, order, now, take_epoch=False)
     if change.limit_price_micros is not None and not context.found.holds(entry_rules.BAND):
         raise entry_rules.refusal_of(entry_rules.BAND, context.found)
     if change.quantity_wh is not None:
@@ -369,7 +373,6 @@ async def modify_order(
                 details={"field": "quantity_kwh"},
             )
         order.quantity_wh = change.quantity_wh
-    now = rt.clock.now()
     order.seq = seq
     order.updated_at = now
     more = _required_reservation(order) - order.reserved_micros
