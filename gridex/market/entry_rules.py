@@ -184,11 +184,10 @@ CLIENT_ORDER_ID = Rule(
     lambda src: src.client_order_id is not None,
     lambda found: client_order_id_taken(),
 )
-# The order-entry session check: the access token's session is live and its user active, as
-# authentication checks them. A speed trick, paid for by a benchmark: checked by the order's own
-# statement instead of a lookup before it, order entry went from ~1,020 to ~1,130 orders/s
-# (PostgreSQL, 32 clients, one worker). A caller that fails it is looked up on the general
-# path, and authentication words the refusal (401 INVALID_TOKEN, 403 ACCOUNT_SUSPENDED).
+# The access token's session is live and its user active, as authentication checks them: the
+# order-entry session check (see orders._place_with_session_check for what it buys). A caller
+# that fails it is looked up on the general path, and authentication words the refusal (401
+# INVALID_TOKEN, 403 ACCOUNT_SUSPENDED).
 SESSION = Rule("session_live", _session_live, lambda src: src.session_id is not None)
 # The epoch read with the order (when it exists) is open and before its gate closure; refused
 # with the epoch's own gate closure (:func:`gate_closed`) by the service.

