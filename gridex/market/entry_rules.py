@@ -212,6 +212,6 @@ def first_refusal(found: Found, epoch_error: GridexError | None) -> GridexError 
     if epoch_error is not None:
         return epoch_error
     for rule in (METER, DEBT, CLIENT_ORDER_ID):
-        if rule.refusal is not None and not found.holds(rule):
-            return rule.refusal(found)
+        if not found.holds(rule):
+            return refusal_of(rule, found)
     return None

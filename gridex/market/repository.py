@@ -375,8 +375,10 @@ def _order_value(column: str) -> Any:
 
 def _with_insert(context: Select[Any], rules: Sequence[entry_rules.Rule]) -> Any:
     """``context`` plus the order's INSERT where every rule's verdict holds and the epoch was
-    taken; the result gains ``inserted``. The service still raises the refusal of a rule that
-    failed (which rolls nothing back: nothing was inserted); this only saves round trips."""
+    taken; the result gains ``inserted``. Where a rule fails nothing is inserted and the
+    service raises its refusal from the same verdicts; a later refusal (the reservation's
+    ``INSUFFICIENT_FUNDS``) rolls the insert back with the transaction. This only saves round
+    trips."""
     ctx = context.cte("ctx")
     columns = list(MarketOrder.__table__.columns)
     values = [
