@@ -32,9 +32,10 @@ from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
 from gridex.ledger.installations import create_installation
 from gridex.ledger.schemas import InstallationIn
+from gridex.market.epochs import epoch_length, next_open_start
 from gridex.market.models import MarketOrder
+from gridex.market.orders import place_order
 from gridex.market.schemas import OrderIn, OrderOut
-from gridex.market.service import epoch_length, next_open_start, place_order
 from gridex.meters.models import Meter, MeterKind
 from gridex.meters.schemas import MeterIn
 from gridex.meters.service import ingest_for_meter, register_meter
@@ -200,7 +201,10 @@ async def place_demo_orders(rt: Runtime) -> list[tuple[str, OrderOut]]:
                 continue
             try:
                 placed.append(
-                    (spec.owner, await place_order(session, rt, Principal(user=user), order))
+                    (
+                        spec.owner,
+                        await place_order(session, rt, Principal(user=user), order.as_new_order()),
+                    )
                 )
                 await session.commit()
             except GridexError as exc:

@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import String, insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gridex.core.clock import Clock
@@ -35,6 +37,42 @@ class JobLease(Base):
 
 
 JobFunc = Callable[[], Awaitable[object]]
+Item = TypeVar("Item")
+
+
+async def run_each(
+    db: Database,
+    job: str,
+    due: Callable[[AsyncSession], Awaitable[Sequence[Item]]],
+    work: Callable[[AsyncSession, Item], Awaitable[bool]],
+) -> int:
+    """The loop of a batch job: find what is ``due`` (in a transaction of its own, committed, so
+    it may also write), then run ``work`` on each item in a transaction of its own, committed
+    when it reports done and rolled back when not. Returns how many items were done.
+
+    An item that raises is rolled back and logged, and the loop goes on with the next one: one
+    broken item does not hold up the rest, and the next run tries it again.
+    """
+    async with db.sessionmaker() as session:
+        items = await due(session)
+        await session.commit()
+    done = 0
+    for item in items:
+        async with db.sessionmaker() as session:
+            try:
+                finished = await work(session, item)
+            except Exception:
+                await session.rollback()
+                log.exception("job_item_failed", job=job, item=str(item))
+                continue
+            if finished:
+                await session.commit()
+                done += 1
+            else:
+                await session.rollback()
+    if done:
+        log.info("job_done", job=job, items=done)
+    return done
 
 
 @dataclass(frozen=True, slots=True)

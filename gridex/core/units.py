@@ -76,10 +76,12 @@ def micros_to_money(micros: int) -> str:
 
 
 def round_half_even(numerator: int, denominator: int) -> int:
-    """Integer division rounded half-even, exact for any sign (no float)."""
+    """``numerator / denominator`` rounded half to even, in exact integer arithmetic (any sign
+    of ``numerator``; no float): every rounded amount and price of the market, the engine's
+    trade values, fees and clearing midpoints included, rounds here."""
     if denominator <= 0:
         raise ValueError("denominator must be positive")
-    quotient, remainder = divmod(numerator, denominator)
+    quotient, remainder = divmod(numerator, denominator)  # floor division: 0 <= remainder < d
     twice = 2 * remainder
     if twice > denominator or (twice == denominator and quotient % 2 == 1):
         quotient += 1

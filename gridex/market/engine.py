@@ -6,7 +6,7 @@ Units everywhere in this module: quantities are integer Wh (> 0), prices are int
 Two mechanisms live here:
 
 * :func:`clear_auction` / :func:`clear_auction_arrays`: the uniform-price double auction of
-  DESIGN.md section 5, vectorised with numpy (one implementation; the dataclass API is a thin
+  docs/market.md, vectorised with numpy (one implementation; the dataclass API is a thin
   wrapper over the array API).
 * :class:`ContinuousBook`: a price-time-priority book that matches on arrival at the resting
   order's price.
@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from gridex.core.units import round_half_even
 
 __all__ = [
     "AuctionArrays",
@@ -104,25 +106,16 @@ class Trade:
 # --------------------------------------------------------------------------------------------
 
 
-def _div_half_even(numerator: int, denominator: int) -> int:
-    """``numerator / denominator`` rounded half to even, in exact integer arithmetic."""
-    quotient, remainder = divmod(numerator, denominator)  # floor division: 0 <= remainder < d
-    twice = 2 * remainder
-    if twice > denominator or (twice == denominator and quotient % 2 == 1):
-        return quotient + 1
-    return quotient
-
-
 def trade_value_micros(wh: int, price_micros: int) -> int:
     """Micros for ``wh`` Wh at ``price_micros`` per kWh: ``wh * price / 1000`` half-even."""
-    return _div_half_even(wh * price_micros, 1000)
+    return round_half_even(wh * price_micros, 1000)
 
 
 def fee_micros(value_micros: int, fee_bps: int) -> int:
     """Fee in micros on ``value_micros`` at ``fee_bps`` basis points (100 = 1 %), half-even."""
     if fee_bps < 0:
         raise ValueError("fee_bps must be >= 0")
-    return _div_half_even(value_micros * fee_bps, 10_000)
+    return round_half_even(value_micros * fee_bps, 10_000)
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +234,7 @@ def _no_trade(n_bids: int, n_asks: int) -> AuctionArrays:
 
 
 def _midpoint_half_even(lo: int, hi: int) -> int:
-    return _div_half_even(lo + hi, 2)
+    return round_half_even(lo + hi, 2)
 
 
 def clear_auction_arrays(
@@ -255,7 +248,7 @@ def clear_auction_arrays(
     bid_ids: Sequence[str] | None = None,
     ask_ids: Sequence[str] | None = None,
 ) -> AuctionArrays:
-    """Clear a uniform-price double auction over columnar inputs (the rule of DESIGN.md 5).
+    """Clear a uniform-price double auction over columnar inputs (the rule in docs/market.md).
 
     Prices are integer micros per kWh, quantities integer Wh (> 0), ``seq`` the arrival
     sequence. Orders of one side with equal price and ``seq`` are ordered by ``*_ids`` when
@@ -283,27 +276,53 @@ def clear_auction_arrays(
         return _no_trade(n_bids, n_asks)
 
     positions = np.arange(max(n_bids, n_asks), dtype=np.int64)
-    bid_order, bid_cum = _rank_side(bp, bid_range, bq, bs, bid_ids, positions, descending=True)
-    ask_order, ask_cum = _rank_side(ap, ask_range, aq, aseq, ask_ids, positions, descending=False)
-
-    def bid_price_at(rank: int) -> int:
-        return int(bp[bid_order[rank]])
-
-    def ask_price_at(rank: int) -> int:
-        return int(ap[ask_order[rank]])
-
-    # Bid of rank i covers the volumes (bid_cum[i-1], bid_cum[i]] of the demand curve, and
-    # likewise for asks. "Marginal bid price >= marginal ask price" holds on a prefix (0, V].
-    # 1. The marginal bid is the last rank i at whose first volume the curves still cross.
-    if bid_price_at(0) < ask_price_at(0):
+    bids = _Ranked(bp, *_rank_side(bp, bid_range, bq, bs, bid_ids, positions, descending=True))
+    asks = _Ranked(ap, *_rank_side(ap, ask_range, aq, aseq, ask_ids, positions, descending=False))
+    crossing = _traded_volume(bids, asks)
+    if crossing is None:
         return _no_trade(n_bids, n_asks)
-    total_ask = int(ask_cum[-1])
-    low, high = 0, n_bids - 1
+    k_bid, k_ask, volume = crossing
+    price = _clearing_price(bids, asks, k_bid, k_ask, volume)
+    trade_bid, trade_ask, trade_quantity = _pair_trades(bids, asks, k_bid, k_ask, volume, positions)
+    return AuctionArrays(
+        price_micros=price,
+        volume_wh=volume,
+        bid_filled=_filled(bq, bids, k_bid, volume),
+        ask_filled=_filled(aq, asks, k_ask, volume),
+        trade_bid=trade_bid,
+        trade_ask=trade_ask,
+        trade_quantity=trade_quantity,
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Ranked:
+    """One side of the auction ranked: ``order[r]`` is the input index of rank ``r``,
+    ``cum[r]`` the quantity of ranks ``0..r``."""
+
+    price: IntArray
+    order: IndexArray
+    cum: IntArray
+
+    def price_at(self, rank: int) -> int:
+        return int(self.price[self.order[rank]])
+
+
+def _traded_volume(bids: _Ranked, asks: _Ranked) -> tuple[int, int, int] | None:
+    """(accepted bids, accepted asks, traded volume V), None when the curves do not cross.
+
+    Bid of rank i covers the volumes (cum[i-1], cum[i]] of the demand curve, and likewise for
+    asks. "Marginal bid price >= marginal ask price" holds on a prefix (0, V]."""
+    if bids.price_at(0) < asks.price_at(0):
+        return None
+    # 1. The marginal bid is the last rank i at whose first volume the curves still cross.
+    total_ask = int(asks.cum[-1])
+    low, high = 0, bids.order.size - 1
     while low < high:
         mid = (low + high + 1) // 2
-        start = int(bid_cum[mid - 1]) + 1
-        if start <= total_ask and bid_price_at(mid) >= ask_price_at(
-            int(ask_cum.searchsorted(start, side="left"))
+        start = int(bids.cum[mid - 1]) + 1
+        if start <= total_ask and bids.price_at(mid) >= asks.price_at(
+            int(asks.cum.searchsorted(start, side="left"))
         ):
             low = mid
         else:
@@ -311,50 +330,63 @@ def clear_auction_arrays(
     k_bid = low + 1  # accepted bids, by rank
     # 2. Inside the marginal bid's segment the bid price is fixed, so the curves cross up to the
     # supply offered at or below it: V = min(end of that segment, that supply).
-    marginal_bid = bid_price_at(low)
-    low, high = 0, n_asks - 1  # ask rank 0 is priced at or below the marginal bid
+    marginal_bid = bids.price_at(low)
+    low, high = 0, asks.order.size - 1  # ask rank 0 is priced at or below the marginal bid
     while low < high:
         mid = (low + high + 1) // 2
-        if ask_price_at(mid) <= marginal_bid:
+        if asks.price_at(mid) <= marginal_bid:
             low = mid
         else:
             high = mid - 1
-    volume = min(int(bid_cum[k_bid - 1]), int(ask_cum[low]))
-    k_ask = int(ask_cum.searchsorted(volume, side="left")) + 1
+    volume = min(int(bids.cum[k_bid - 1]), int(asks.cum[low]))
+    k_ask = int(asks.cum.searchsorted(volume, side="left")) + 1
+    return k_bid, k_ask, volume
 
-    last_bid, last_ask = bid_price_at(k_bid - 1), ask_price_at(k_ask - 1)
-    first_rejected_bid: int | None = None
-    if int(bid_cum[k_bid - 1]) > volume:
-        first_rejected_bid = last_bid  # the marginal bid's unfilled rest
-    elif k_bid < n_bids:
-        first_rejected_bid = bid_price_at(k_bid)
-    first_rejected_ask: int | None = None
-    if int(ask_cum[k_ask - 1]) > volume:
-        first_rejected_ask = last_ask
-    elif k_ask < n_asks:
-        first_rejected_ask = ask_price_at(k_ask)
+
+def _first_rejected(side: _Ranked, accepted: int, volume: int) -> int | None:
+    """The price of a side's first rejected order: the marginal order's unfilled rest, else the
+    next order by rank; None when the side rejects nothing."""
+    if int(side.cum[accepted - 1]) > volume:
+        return side.price_at(accepted - 1)
+    if accepted < side.order.size:
+        return side.price_at(accepted)
+    return None
+
+
+def _clearing_price(bids: _Ranked, asks: _Ranked, k_bid: int, k_ask: int, volume: int) -> int:
+    last_bid, last_ask = bids.price_at(k_bid - 1), asks.price_at(k_ask - 1)
+    first_rejected_bid = _first_rejected(bids, k_bid, volume)
+    first_rejected_ask = _first_rejected(asks, k_ask, volume)
     lo = last_ask if first_rejected_bid is None else max(last_ask, first_rejected_bid)
     hi = last_bid if first_rejected_ask is None else min(last_bid, first_rejected_ask)
-    price = _midpoint_half_even(lo, hi)
+    return _midpoint_half_even(lo, hi)
 
-    # Every accepted order fills completely except the last of each side, which gets the rest.
-    bid_filled = bq.copy()
-    bid_filled[bid_order[k_bid:]] = 0
-    bid_filled[bid_order[k_bid - 1]] -= int(bid_cum[k_bid - 1]) - volume
-    ask_filled = aq.copy()
-    ask_filled[ask_order[k_ask:]] = 0
-    ask_filled[ask_order[k_ask - 1]] -= int(ask_cum[k_ask - 1]) - volume
 
-    # Two-pointer pairing, vectorised: each trade ends where either side's fill curve has a
-    # breakpoint. Merge both sides' breakpoints tagged by side (2v for a bid, 2v + 1 for an ask,
-    # so at an equal volume the bid comes first); at the first occurrence of each volume, the
-    # numbers of bid / ask breakpoints before it are the ranks of the bid / ask of that trade.
-    # Both curves end at V; the ask side's final breakpoint is left out as it would only repeat it.
+def _filled(quantity: IntArray, side: _Ranked, accepted: int, volume: int) -> IntArray:
+    """Wh filled per input order: every accepted order fills completely except the last of the
+    side, which gets the rest up to ``volume``."""
+    filled = quantity.copy()
+    filled[side.order[accepted:]] = 0
+    filled[side.order[accepted - 1]] -= int(side.cum[accepted - 1]) - volume
+    return filled
+
+
+def _pair_trades(
+    bids: _Ranked, asks: _Ranked, k_bid: int, k_ask: int, volume: int, positions: IntArray
+) -> tuple[IntArray, IntArray, IntArray]:
+    """(bid, ask, quantity) of each trade, pairing accepted bids and asks in rank order.
+
+    Two-pointer pairing, vectorised: each trade ends where either side's fill curve has a
+    breakpoint. Merge both sides' breakpoints tagged by side (2v for a bid, 2v + 1 for an ask,
+    so at an equal volume the bid comes first); at the first occurrence of each volume, the
+    numbers of bid / ask breakpoints before it are the ranks of the bid / ask of that trade.
+    Both curves end at V; the ask side's final breakpoint is left out as it would only repeat
+    it."""
     size = k_bid + k_ask - 1
     tagged = np.empty(size, dtype=np.int64)
-    np.left_shift(bid_cum[:k_bid], 1, out=tagged[:k_bid])
+    np.left_shift(bids.cum[:k_bid], 1, out=tagged[:k_bid])
     tagged[k_bid - 1] = volume << 1  # the marginal bid's fill stops at V
-    np.left_shift(ask_cum[: k_ask - 1], 1, out=tagged[k_bid:])
+    np.left_shift(asks.cum[: k_ask - 1], 1, out=tagged[k_bid:])
     tagged[k_bid:] |= 1
     tagged.sort(kind="stable")  # two sorted runs: timsort merges them in linear time
     counts = np.empty(size + 1, dtype=np.int64)
@@ -372,22 +404,10 @@ def clear_auction_arrays(
         tagged, asks_before = tagged[kept], asks_before[kept]
     else:
         kept = positions[:size] if size <= positions.size else np.arange(size, dtype=np.int64)
-    bids_before = kept - asks_before
-    trade_ask = ask_order[asks_before]
-    trade_bid = bid_order[bids_before]
     trade_quantity: IntArray = np.empty_like(tagged)
     trade_quantity[0] = tagged[0]
     np.subtract(tagged[1:], tagged[:-1], out=trade_quantity[1:])
-
-    return AuctionArrays(
-        price_micros=price,
-        volume_wh=volume,
-        bid_filled=bid_filled,
-        ask_filled=ask_filled,
-        trade_bid=trade_bid,
-        trade_ask=trade_ask,
-        trade_quantity=trade_quantity,
-    )
+    return bids.order[kept - asks_before], asks.order[asks_before], trade_quantity
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,4 +1,4 @@
-"""Errors of the market (codes from API.md)."""
+"""Errors of the market (their codes are part of the HTTP API, see docs/market.md)."""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ settlement and re-settlement after reading corrections."""
 from __future__ import annotations
 
 from gridex.core.runtime import Runtime
-from gridex.market import clearing, repository, service, settlement
+from gridex.market import auction, repository, service, settlement
 
 
 async def ensure_horizon(rt: Runtime) -> int:
@@ -21,8 +21,8 @@ async def ensure_horizon(rt: Runtime) -> int:
 
 
 async def clear_due(rt: Runtime) -> int:
-    """Clear every epoch past gate closure (see :func:`gridex.market.clearing.clear_due`)."""
-    return await clearing.clear_due(rt)
+    """Clear every epoch past gate closure (see :func:`gridex.market.auction.clear_due`)."""
+    return await auction.clear_due(rt)
 
 
 async def deliver_due(rt: Runtime) -> int:

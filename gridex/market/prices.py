@@ -1,8 +1,8 @@
 """The grid prices in force for a region at a time: what settlement charges for a shortfall
 (grid import) and credits for unconsumed energy (feed-in).
 
-DESIGN.md section 6: the prices of the region's tariff in force during the epoch; a region
-without a tariff uses its price band, ``max_price`` for import and ``min_price`` for feed-in.
+Settlement uses the prices of the region's tariff in force during the epoch; a region without a
+tariff uses its price band, ``max_price`` for import and ``min_price`` for feed-in.
 There is no tariffs module yet, so every region is "without a tariff" today; when tariffs land,
 :func:`grid_prices` asks them first and falls back to the band.
 """
@@ -16,6 +16,7 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.runtime import Runtime
+from gridex.market.regions import market_params
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,5 @@ async def grid_prices(session: AsyncSession, rt: Runtime, region: str, at: datet
     used as it stands now: settings carry no history, so ``at`` only matters once tariffs,
     which have effective dates, answer here.
     """
-    from gridex.market.service import market_params
-
     params = await market_params(session, rt, region)
     return GridPrices(params.max_price_micros, params.min_price_micros, "band")

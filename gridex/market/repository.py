@@ -21,8 +21,6 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
-    exists,
-    false,
     func,
     insert,
     literal,
@@ -33,12 +31,13 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import inspect as sa_inspect
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.models import AuthSession
-from gridex.core.db import Precompiled
+from gridex.core.db import insert_or_ignore, is_postgres
+from gridex.core.precompiled import Precompiled
 from gridex.ledger.models import LedgerAccount
+from gridex.market import entry_rules
 from gridex.market.models import (
     RESTING,
     Epoch,
@@ -50,25 +49,10 @@ from gridex.market.models import (
     Side,
     Trade,
 )
-from gridex.meters.models import Meter, MeterKind, MeterStatus
-from gridex.users.models import User, UserStatus
+from gridex.meters.models import Meter, MeterStatus
+from gridex.users.models import User
 
 Lock = Literal["share", "update"] | None
-
-# Meter kinds that can deliver a side: a seller exports, a buyer imports.
-_KINDS = {
-    Side.sell: (MeterKind.production, MeterKind.bidirectional),
-    Side.buy: (MeterKind.consumption, MeterKind.bidirectional),
-}
-
-
-def _is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
-def _insert(session: AsyncSession) -> Any:
-    return postgresql.insert if _is_postgres(session) else sqlite.insert
-
 
 # --- region settings ----------------------------------------------------------------------------
 
@@ -84,10 +68,16 @@ async def ensure_epochs(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     """Insert the epochs that do not exist yet (concurrent callers are fine)."""
     if not rows:
         return
-    table = Epoch.__table__
-    stmt = _insert(session)(table).on_conflict_do_nothing(index_elements=["region", "start"])
+    stmt = insert_or_ignore(session, Epoch.__table__, conflict=["region", "start"])
     for chunk in range(0, len(rows), 500):
         await session.execute(stmt, list(rows[chunk : chunk + 500]))
+
+
+async def epoch_by_id(session: AsyncSession, epoch_id: uuid.UUID) -> Epoch:
+    """An epoch known to exist, read afresh (after a conditional update claimed it)."""
+    epoch = await session.get(Epoch, epoch_id, populate_existing=True)
+    assert epoch is not None
+    return epoch
 
 
 async def get_epoch(
@@ -104,25 +94,26 @@ async def get_epoch(
 
 
 async def lock_epoch(
-    session: AsyncSession, epoch_id: uuid.UUID, *, exclusive: bool
+    session: AsyncSession, epoch_id: uuid.UUID, now: datetime, *, exclusive: bool
 ) -> tuple[int, Mechanism] | None:
     """Take the epoch for an order write; returns an arrival ``seq`` and the epoch's mechanism
-    as of the lock, or None if the epoch is not open."""
-    if _is_postgres(session):
+    as of the lock, or None if its gate is not open (:func:`entry_rules.gate_open`)."""
+    is_open = entry_rules.gate_open(Epoch.state, Epoch.gate_closure, now)
+    if is_postgres(session):
         row = (
             await session.execute(
-                select(Epoch.state, Epoch.mechanism, func.nextval(text("'market_order_seq'")))
+                select(is_open, Epoch.mechanism, func.nextval(text("'market_order_seq'")))
                 .where(Epoch.id == epoch_id)
                 .with_for_update(of=Epoch, read=not exclusive)
             )
         ).one_or_none()
-        if row is None or row[0] is not EpochState.open:
+        if row is None or not row[0]:
             return None
         return int(row[2]), row[1]
     locked = (
         await session.execute(
             update(Epoch)
-            .where(Epoch.id == epoch_id, Epoch.state == EpochState.open)
+            .where(Epoch.id == epoch_id, is_open)
             .values(seq_counter=Epoch.seq_counter + 1)
             .returning(Epoch.seq_counter, Epoch.mechanism)
         )
@@ -212,24 +203,10 @@ async def last_cleared(session: AsyncSession, region: str) -> Epoch | None:
 # --- meters -------------------------------------------------------------------------------------
 
 
-def _eligible(user_id: uuid.UUID, side: Side) -> Select[Any]:
-    return select(Meter.region).where(
-        Meter.owner_id == user_id,
-        Meter.status == MeterStatus.active,
-        Meter.deleted_at.is_(None),
-        Meter.kind.in_(_KINDS[side]),
-    )
-
-
-async def has_eligible_meter(
-    session: AsyncSession, user_id: uuid.UUID, region: str, side: Side
-) -> bool:
-    found = await session.scalar(_eligible(user_id, side).where(Meter.region == region).limit(1))
-    return found is not None
-
-
 async def eligible_regions(session: AsyncSession, user_id: uuid.UUID, side: Side) -> list[str]:
-    return list(await session.scalars(_eligible(user_id, side).distinct().limit(2)))
+    """Up to two regions where the user has a meter that can deliver ``side``."""
+    query = select(Meter.region).where(entry_rules.eligible_meter(user_id, side))
+    return list(await session.scalars(query.distinct().limit(2)))
 
 
 async def meter_regions(session: AsyncSession) -> list[str]:
@@ -247,17 +224,6 @@ async def configured_regions(session: AsyncSession) -> list[str]:
 
 
 # --- orders -------------------------------------------------------------------------------------
-
-
-async def client_order_id_taken(
-    session: AsyncSession, user_id: uuid.UUID, client_order_id: str
-) -> bool:
-    found = await session.scalar(
-        select(MarketOrder.id).where(
-            MarketOrder.user_id == user_id, MarketOrder.client_order_id == client_order_id
-        )
-    )
-    return found is not None
 
 
 async def own_order(
@@ -375,40 +341,11 @@ class RegionRow:
 class OrderContext:
     """What placing an order needs to know, read in one round trip."""
 
+    found: entry_rules.Found  # every entry rule's verdict
     settings: RegionRow | None
-    has_eligible_meter: bool
-    available_micros: int  # the user's ``available`` balance (0 without an account yet)
-    client_order_id_taken: bool
     epoch: EpochTaken | None
     # The order given to order_context was inserted by the same statement.
     inserted: bool = False
-    # Whether the caller's session is live and its user active (True when not asked).
-    caller_ok: bool = True
-    # The order's region (the user's own when none was given; None: they have none).
-    region: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class PendingOrder:
-    """A limit order for :func:`order_context` to insert when every check passes.
-
-    ``order`` has every column but ``epoch_id`` and ``seq``, which the statement fills from the
-    epoch it takes (and which the caller copies onto ``order`` afterwards), and ``region``, the
-    one the statement resolved. The default band is the deployment's, for a region without
-    settings."""
-
-    order: MarketOrder
-    default_min_price_micros: int
-    default_max_price_micros: int
-
-
-@dataclass(frozen=True, slots=True)
-class CallerCheck:
-    """An access token's session, for :func:`order_context` to check in its own statement
-    instead of a lookup of its own: the session is live and its user active (as
-    :func:`authenticate_bearer <gridex.auth.service.authenticate_bearer>` checks)."""
-
-    session_id: uuid.UUID
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,53 +353,43 @@ class _Shape:
     """What varies between the statements of :func:`order_context` (each built once)."""
 
     postgres: bool
-    take: bool
-    with_client_id: bool
+    take: bool  # take an auction epoch FOR SHARE, with its arrival seq
     side: Side
-    with_insert: bool
-    caller: bool  # check the caller's session (CallerCheck)
+    limit: bool  # a limit price is given: the band applies
+    with_client_id: bool
+    caller: bool  # check the caller's session (entry_rules.SESSION)
     region_from_user: bool  # no region given: the user's own
+    with_insert: bool
 
 
 _ORDER_CONTEXT: dict[_Shape, Precompiled] = {}
 # Columns the statement fills itself when it inserts the order.
 _FROM_CONTEXT = {"epoch_id": "epoch_id", "seq": "epoch_seq", "region": "resolved_region"}
+_ORDERS = MarketOrder.__table__.c
 
 
-def _with_insert(context: Select[Any], side: Side) -> Any:
-    """``context`` plus the order's INSERT when the checks :func:`place_order
-    <gridex.market.service.place_order>` makes in Python all pass (and the caller's session,
-    when checked, is live); the result gains ``inserted``. The service still makes every check
-    and raises on failure (which rolls the insert back with the transaction); this only saves
-    round trips."""
+def _order_value(column: str) -> Any:
+    """The bound parameter of one of the order's columns, for the fast path's insert."""
+    return bindparam(f"o_{column}", type_=_ORDERS[column].type)
+
+
+def _with_insert(context: Select[Any], rules: Sequence[entry_rules.Rule]) -> Any:
+    """``context`` plus the order's INSERT where every rule's verdict holds and the epoch was
+    taken; the result gains ``inserted``. Where a rule fails nothing is inserted and the
+    service raises its refusal from the same verdicts; a later refusal (the reservation's
+    ``INSUFFICIENT_FUNDS``) rolls the insert back with the transaction. This only saves round
+    trips."""
     ctx = context.cte("ctx")
-    orders = MarketOrder.__table__.c
-    price = bindparam("o_limit_price_micros", type_=orders.limit_price_micros.type)
-    conditions = [
-        ctx.c.caller_ok,
-        ctx.c.has_meter,
-        ~ctx.c.taken,
-        ctx.c.epoch_seq.is_not(None),
-        ctx.c.epoch_state == EpochState.open,
-        ctx.c.epoch_gate_closure > bindparam("now", type_=orders.created_at.type),
-        func.coalesce(ctx.c.min_price_micros, bindparam("default_min", type_=BigInteger()))
-        <= price,
-        price
-        <= func.coalesce(ctx.c.max_price_micros, bindparam("default_max", type_=BigInteger())),
-    ]
-    if side is Side.buy:  # as the service's debt check: no buy while available is negative
-        conditions.append(func.coalesce(ctx.c.balance, 0) >= 0)
-    columns = [column for column in MarketOrder.__table__.columns]
+    columns = list(MarketOrder.__table__.columns)
     values = [
-        ctx.c[_FROM_CONTEXT[c.key]]
-        if c.key in _FROM_CONTEXT
-        else bindparam(f"o_{c.key}", type_=c.type)
+        ctx.c[_FROM_CONTEXT[c.key]] if c.key in _FROM_CONTEXT else _order_value(c.key)
         for c in columns
     ]
+    conditions = [ctx.c.epoch_seq.is_not(None), *(ctx.c[rule.verdict] for rule in rules)]
     inserted = (
         insert(cast(Table, MarketOrder.__table__))
         .from_select(columns, select(*values).where(*conditions))
-        .returning(orders.id)
+        .returning(_ORDERS.id)
         .cte("inserted")
     )
     return select(
@@ -471,68 +398,54 @@ def _with_insert(context: Select[Any], side: Side) -> Any:
     )
 
 
-def _order_context_query(shape: _Shape) -> Precompiled:
-    prepared = _ORDER_CONTEXT.get(shape)
-    if prepared is not None:
-        return prepared
-    postgres, take, side = shape.postgres, shape.take, shape.side
+def _epoch_source(shape: _Shape, region: Any) -> Any:
+    """The epoch at ``start`` in ``region``; taken ``FOR SHARE`` with an arrival seq when
+    ``shape.take`` (then a continuous epoch reads as missing)."""
     epochs = Epoch.__table__.c
-    settings = RegionSettings.__table__.c
-    meters = Meter.__table__.c
-    orders = MarketOrder.__table__.c
-    accounts = LedgerAccount.__table__.c
-    users = User.__table__.c
-    user_id = bindparam("user_id", type_=orders.user_id.type)
-    region: Any = bindparam("region", type_=settings.region.type)
-    if shape.region_from_user:
-        region = func.coalesce(
-            region, select(users.region).where(users.id == user_id).scalar_subquery()
-        )
     epoch_columns = select(epochs.id, epochs.state, epochs.mechanism, epochs.gate_closure).where(
         epochs.region == region, epochs.start == bindparam("start", type_=epochs.start.type)
     )
-    epoch: Any
-    if postgres and take:
-        epoch = (
+    if shape.take:
+        return (
             epoch_columns.add_columns(func.nextval(text("'market_order_seq'")).label("seq"))
             .where(epochs.mechanism == Mechanism.auction)
             .with_for_update(read=True)
             .lateral("e")
         )
-    else:
-        epoch = epoch_columns.add_columns(literal(None).label("seq")).subquery("e")
-    meter = exists().where(
-        meters.owner_id == user_id,
-        meters.status == MeterStatus.active,
-        meters.deleted_at.is_(None),
-        # Not IN (...): an IN list is rendered again on every execution.
-        or_(*(meters.kind == kind for kind in _KINDS[side])),
-        meters.region == region,
-    )
-    balance = (
-        select(accounts.balance_micros)
+    return epoch_columns.add_columns(literal(None).label("seq")).subquery("e")
+
+
+def _order_context_query(shape: _Shape) -> Precompiled:
+    prepared = _ORDER_CONTEXT.get(shape)
+    if prepared is not None:
+        return prepared
+    settings = RegionSettings.__table__.c
+    accounts = LedgerAccount.__table__.c
+    users = User.__table__.c
+    user_id = bindparam("user_id", type_=_ORDERS.user_id.type)
+    region: Any = bindparam("region", type_=settings.region.type)
+    if shape.region_from_user:
+        region = func.coalesce(
+            region, select(users.region).where(users.id == user_id).scalar_subquery()
+        )
+    epoch = _epoch_source(shape, region)
+    src = entry_rules.Sources(
+        user_id=user_id,
+        region=region,
+        side=shape.side,
+        price=_order_value("limit_price_micros") if shape.limit else None,
+        now=bindparam("now", type_=_ORDERS.created_at.type),
+        band_min=func.coalesce(settings.min_price_micros, bindparam("default_min", BigInteger())),
+        band_max=func.coalesce(settings.max_price_micros, bindparam("default_max", BigInteger())),
+        available=select(accounts.balance_micros)
         .where(accounts.id == bindparam("account_id", type_=accounts.id.type))
-        .scalar_subquery()
+        .scalar_subquery(),
+        client_order_id=_order_value("client_order_id") if shape.with_client_id else None,
+        session_id=bindparam("session_id", type_=AuthSession.id.type) if shape.caller else None,
+        epoch_state=epoch.c.state,
+        epoch_gate_closure=epoch.c.gate_closure,
     )
-    taken = (
-        exists().where(
-            orders.user_id == user_id,
-            orders.client_order_id
-            == bindparam("client_order_id", type_=orders.client_order_id.type),
-        )
-        if shape.with_client_id
-        else false()
-    )
-    caller_ok: Any = true()
-    if shape.caller:
-        sessions = AuthSession.__table__.c
-        caller_ok = exists().where(
-            sessions.id == bindparam("session_id", type_=sessions.id.type),
-            sessions.user_id == user_id,
-            sessions.revoked_at.is_(None),
-            users.id == sessions.user_id,
-            users.status == UserStatus.active,
-        )
+    rules = [rule for rule in entry_rules.ALL if rule.applies(src)]
     one = select(literal(1).label("one")).subquery("one")
     query = (
         select(
@@ -542,92 +455,108 @@ def _order_context_query(shape: _Shape) -> Precompiled:
             settings.max_price_micros,
             settings.fee_bps,
             settings.updated_at,
-            meter.label("has_meter"),
-            balance.label("balance"),
-            taken.label("taken"),
+            src.band_min.label("band_min"),
+            src.band_max.label("band_max"),
+            src.available.label("balance"),
             epoch.c.id.label("epoch_id"),
             epoch.c.state.label("epoch_state"),
             epoch.c.mechanism.label("epoch_mechanism"),
             epoch.c.gate_closure.label("epoch_gate_closure"),
             epoch.c.seq.label("epoch_seq"),
-            caller_ok.label("caller_ok"),
             region.label("resolved_region"),
+            *(rule.condition(src).label(rule.verdict) for rule in rules),
         )
         .select_from(one)
         .outerjoin(RegionSettings.__table__, settings.region == region)
         .outerjoin(epoch, true())
     )
     if shape.with_insert:
-        query = _with_insert(query, side)
+        query = _with_insert(query, rules)
     prepared = _ORDER_CONTEXT[shape] = Precompiled(query)
     return prepared
 
 
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What :func:`order_context` is asked about an order: the order as it would be stored
+    (``region`` None: the user's own; ``limit_price_micros`` None: a market order, no band),
+    the deployment's band for a region without settings, and the caller's session to check."""
+
+    order: MarketOrder
+    now: datetime
+    default_band: tuple[int, int]
+    session_id: uuid.UUID | None = None
+
+
+def inserts_with_checks(session: AsyncSession) -> bool:
+    """Whether :func:`order_context` can insert an order with its checks (PostgreSQL: the
+    epoch is taken ``FOR SHARE`` by the same statement; SQLite takes it with a write)."""
+    return is_postgres(session)
+
+
 async def order_context(
     session: AsyncSession,
+    request: OrderRequest,
     *,
-    user_id: uuid.UUID,
-    region: str | None,
-    side: Side,
-    start: datetime,
-    client_order_id: str | None,
     available_account_id: uuid.UUID,
     take_auction_epoch: bool,
-    pending: PendingOrder | None = None,
-    caller: CallerCheck | None = None,
-    now: datetime | None = None,
+    insert: bool = False,
 ) -> OrderContext:
-    """The region's settings, whether the user has a meter for ``side`` there, their available
-    balance, whether ``client_order_id`` is taken and the epoch at ``start``, in one statement.
+    """Every entry rule's verdict about ``request``, the region's settings and the epoch at
+    the order's start, in one statement.
 
     With ``take_auction_epoch`` on PostgreSQL the epoch is also taken ``FOR SHARE`` and given an
     arrival seq when it is an auction epoch (as :func:`lock_epoch` would); a continuous epoch
-    then reads as missing, and the caller takes it the usual way. Then ``pending`` (with the
-    time ``now``) is inserted by the same statement when every check passes: ``inserted`` says
+    then reads as missing, and the caller takes it the usual way. Then, with ``insert``, the
+    (limit) order is inserted by the same statement where every rule holds: ``inserted`` says
     whether it was, else the caller inserts it (or refuses it) as usual. A concurrent order with
-    the same ``client_order_id`` makes the statement raise ``IntegrityError``.
-
-    ``caller`` adds the check of the caller's session, and ``pending`` is only inserted for a
-    live one (``caller_ok``). Without ``region`` the user's own is used (``region``: None when
-    they have none)."""
-    postgres = _is_postgres(session)
-    with_insert = postgres and take_auction_epoch and pending is not None
-    statement = _order_context_query(
-        _Shape(
-            postgres,
-            take_auction_epoch,
-            client_order_id is not None,
-            side,
-            with_insert,
-            caller=caller is not None,
-            region_from_user=region is None,
-        )
+    the same ``client_order_id`` makes the statement raise ``IntegrityError``."""
+    order = request.order
+    postgres = is_postgres(session)
+    take = postgres and take_auction_epoch
+    shape = _Shape(
+        postgres,
+        take,
+        order.side,
+        limit=order.limit_price_micros is not None,
+        with_client_id=order.client_order_id is not None,
+        caller=request.session_id is not None,
+        region_from_user=order.region is None,
+        with_insert=take and insert,
     )
-    params: dict[str, Any] = {
-        "region": region,
-        "start": start,
-        "user_id": user_id,
-        "account_id": available_account_id,
-    }
-    if caller is not None:
-        params["session_id"] = caller.session_id
-    if client_order_id is not None:
-        params["client_order_id"] = client_order_id
-    if with_insert:
-        assert pending is not None
-        assert now is not None
-        order = pending.order
-        for attr, column in _ORDER_COLUMNS:
-            if column not in _FROM_CONTEXT:
-                params[f"o_{column}"] = getattr(order, attr)
-        params["now"] = now
-        params["default_min"] = pending.default_min_price_micros
-        params["default_max"] = pending.default_max_price_micros
+    statement = _order_context_query(shape)
+    params = _context_params(shape, request, available_account_id)
     connection = await session.connection()
     if postgres:  # compiled once: no cache key computed per order (see Precompiled)
         row = (await statement.execute(connection, params)).one()
     else:  # SQLite's datetimes need SQLAlchemy's result processing
         row = (await connection.execute(statement.statement, params)).one()
+    return _context_of(row, order.side, shape.with_insert)
+
+
+def _context_params(
+    shape: _Shape, request: OrderRequest, available_account_id: uuid.UUID
+) -> dict[str, Any]:
+    order = request.order
+    params: dict[str, Any] = {
+        "region": order.region,
+        "start": order.epoch_start,
+        "user_id": order.user_id,
+        "account_id": available_account_id,
+        "now": request.now,
+        "default_min": request.default_band[0],
+        "default_max": request.default_band[1],
+        "session_id": request.session_id,
+    }
+    for attr, column in _ORDER_COLUMNS if shape.with_insert else ():
+        if column not in _FROM_CONTEXT:
+            params[f"o_{column}"] = getattr(order, attr)
+    params["o_limit_price_micros"] = order.limit_price_micros
+    params["o_client_order_id"] = order.client_order_id
+    return params
+
+
+def _context_of(row: Any, side: Side, with_insert: bool) -> OrderContext:
     settings = None
     if row.settings_region is not None:
         settings = RegionRow(
@@ -646,16 +575,21 @@ async def order_context(
             row.epoch_gate_closure,
             None if row.epoch_seq is None else int(row.epoch_seq),
         )
-    return OrderContext(
-        settings,
-        bool(row.has_meter),
-        int(row.balance or 0),
-        bool(row.taken),
-        epoch,
-        inserted=with_insert and int(row.inserted) == 1,
-        caller_ok=bool(row.caller_ok),
+    mapping = row._mapping
+    found = entry_rules.Found(
+        verdicts={
+            rule.verdict: bool(mapping[rule.verdict])
+            for rule in entry_rules.ALL
+            if rule.verdict in mapping
+        },
         region=row.resolved_region,
+        side=side,
+        band_min_micros=int(row.band_min),
+        band_max_micros=int(row.band_max),
+        available_micros=int(row.balance or 0),
     )
+    inserted = with_insert and int(row.inserted) == 1
+    return OrderContext(found, settings, epoch, inserted=inserted)
 
 
 # --- trades -------------------------------------------------------------------------------------
@@ -685,6 +619,35 @@ async def recent_trades(session: AsyncSession, region: str | None, limit: int) -
 
 async def epoch_trade_count(session: AsyncSession, epoch_id: uuid.UUID) -> int:
     return int(await session.scalar(select(func.count()).where(Trade.epoch_id == epoch_id)) or 0)
+
+
+async def insert_trades(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    if rows:
+        await session.execute(insert(Trade), list(rows))
+
+
+async def epoch_trade_values(session: AsyncSession, epoch_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The epoch's trades in execution order, as the clearing record needs them."""
+    return [
+        {
+            "buy_order_id": t.buy_order_id,
+            "sell_order_id": t.sell_order_id,
+            "quantity_wh": t.quantity_wh,
+            "price_micros": t.price_micros,
+            "value_micros": t.value_micros,
+        }
+        for t in await epoch_trades(session, epoch_id)
+    ]
+
+
+async def order_counts_by_side(session: AsyncSession, epoch_id: uuid.UUID) -> dict[Side, int]:
+    """How many of the epoch's orders were not cancelled, per side."""
+    counts = await session.execute(
+        select(MarketOrder.side, func.count())
+        .where(MarketOrder.epoch_id == epoch_id, MarketOrder.status != OrderStatus.cancelled)
+        .group_by(MarketOrder.side)
+    )
+    return {Side(side): int(n) for side, n in counts}
 
 
 async def epoch_trades(session: AsyncSession, epoch_id: uuid.UUID) -> list[Trade]:

@@ -20,7 +20,7 @@ from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, PageDep
 from gridex.core.schemas import AwareDatetime
-from gridex.market import service, settlement
+from gridex.market import orders, service
 from gridex.market.models import EpochState, OrderStatus, Side
 from gridex.market.schemas import (
     CurrentEpochsOut,
@@ -62,7 +62,7 @@ async def place_order(
     body: OrderIn, caller: SessionCheckedCaller, session: SessionDep, rt: RuntimeDep
 ) -> OrderOut:
     """Place a buy or sell order; a buy reserves quantity x limit (market: the band's max)."""
-    return await service.place_order(session, rt, caller, body)
+    return await orders.place_order(session, rt, caller, body.as_new_order())
 
 
 @market_router.get("/orders")
@@ -96,7 +96,7 @@ async def modify_order(
     rt: RuntimeDep,
 ) -> OrderOut:
     """Change quantity and/or limit while the epoch is open; the order loses time priority."""
-    return await service.modify_order(session, rt, principal, order_id, body)
+    return await orders.modify_order(session, rt, principal, order_id, body.as_change())
 
 
 @market_router.delete("/orders/{order_id}")
@@ -104,7 +104,7 @@ async def cancel_order(
     order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> OrderOut:
     """Cancel while the epoch is open; releases the reservation."""
-    return await service.cancel_order(session, rt, principal, order_id)
+    return await orders.cancel_order(session, rt, principal, order_id)
 
 
 @market_router.get("/epochs")
@@ -164,7 +164,7 @@ async def settle_epoch(
     region: RegionQuery = None,
 ) -> EpochOut:
     """Operators: settle now, the same code as the jobs (only once delivered; idempotent)."""
-    return await settlement.settle_now(session, rt, principal, _region(principal, region), epoch)
+    return await service.settle_now(session, rt, principal, _region(principal, region), epoch)
 
 
 @market_router.get("/orderbook")

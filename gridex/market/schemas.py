@@ -2,14 +2,18 @@
 
 At this edge energy is kWh (JSON numbers, <= 3 decimals) and prices and money are decimal strings
 (inputs: string or number); inside they are integer Wh and micros. Input fields named ``*_kwh`` /
-``*_price`` hold the converted integers after validation.
+``*_price`` hold the converted integers after validation; the service takes them as
+:class:`NewOrder` / :class:`OrderChange`, whose names say the stored units.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 
@@ -23,13 +27,19 @@ MAX_ORDER_WH = 10**9
 MAX_PRICE_MICROS = 10**12
 
 
-def _wh(value: object) -> int:
+def _stored(value: object, convert: Callable[[Any], int], not_a_number: str) -> int:
+    """``value`` (a number, or a decimal string) converted by ``convert`` into a stored integer;
+    a ``ValueError`` with the reason (pydantic reports it as a validation error) otherwise."""
     if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError("quantity_kwh must be a number")
+        raise ValueError(not_a_number)
     try:
-        wh = kwh_to_wh(value)
+        return convert(value)
     except UnitError as exc:
         raise ValueError(str(exc)) from exc
+
+
+def _wh(value: object) -> int:
+    wh = _stored(value, kwh_to_wh, "quantity_kwh must be a number")
     if wh <= 0:
         raise ValueError("quantity_kwh must be greater than zero")
     if wh > MAX_ORDER_WH:
@@ -38,12 +48,7 @@ def _wh(value: object) -> int:
 
 
 def _price(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError("a price must be a decimal string or a number")
-    try:
-        micros = money_to_micros(value)
-    except UnitError as exc:
-        raise ValueError(str(exc)) from exc
+    micros = _stored(value, money_to_micros, "a price must be a decimal string or a number")
     if micros < 0:
         raise ValueError("a price must not be negative")
     if micros > MAX_PRICE_MICROS:
@@ -63,6 +68,27 @@ PriceIn = Annotated[
     BeforeValidator(_price),
     WithJsonSchema({"type": "string", "example": "0.125000", "description": "per kWh"}),
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class NewOrder:
+    """A validated order request in stored units."""
+
+    side: Side
+    type: OrderType
+    quantity_wh: int
+    limit_price_micros: int | None  # None for a market order
+    epoch: datetime | None  # None: the next open epoch
+    client_order_id: str | None
+    region: str | None  # None: the user's own, else the region of their eligible meter
+
+
+@dataclass(frozen=True, slots=True)
+class OrderChange:
+    """A validated change of an order in stored units (None: unchanged)."""
+
+    quantity_wh: int | None
+    limit_price_micros: int | None
 
 
 class OrderIn(InputModel):
@@ -89,6 +115,17 @@ class OrderIn(InputModel):
             raise ValueError("a market order takes no limit_price")
         return self
 
+    def as_new_order(self) -> NewOrder:
+        return NewOrder(
+            side=self.side,
+            type=self.type,
+            quantity_wh=self.quantity_kwh,
+            limit_price_micros=self.limit_price,
+            epoch=self.epoch,
+            client_order_id=self.client_order_id,
+            region=self.region,
+        )
+
 
 class OrderUpdate(InputModel):
     quantity_kwh: QuantityIn | None = None
@@ -99,6 +136,9 @@ class OrderUpdate(InputModel):
         if self.quantity_kwh is None and self.limit_price is None:
             raise ValueError("give quantity_kwh, limit_price or both")
         return self
+
+    def as_change(self) -> OrderChange:
+        return OrderChange(quantity_wh=self.quantity_kwh, limit_price_micros=self.limit_price)
 
 
 class FillOut(OutputModel):

@@ -9,7 +9,7 @@ import pytest
 
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
-from gridex.market import clearing
+from gridex.market import auction
 from gridex.market.jobs import ensure_horizon
 from gridex.users.models import Role
 from tests.factories import API, signed_in
@@ -139,7 +139,7 @@ async def test_two_workers_clear_once(
     for i, b in enumerate(buyers):
         await place(client, b, side="buy", quantity_kwh=1, limit_price=f"0.2{i}")
     clock.set(NEXT)
-    results = await asyncio.gather(clearing.clear_due(runtime), clearing.clear_due(runtime))
+    results = await asyncio.gather(auction.clear_due(runtime), auction.clear_due(runtime))
     assert sorted(results) == [0, 1]
     trades = 0
     for b in buyers:

@@ -26,18 +26,19 @@ from gridex.market.settlement.corrections import (
     process_corrections,
     resettle_epoch,
 )
-from gridex.market.settlement.delivery import deliver_due, deliverable
+from gridex.market.settlement.delivery import deliver_due, deliverable, grace, mark_delivered
 from gridex.market.settlement.metering import readings_complete
-from gridex.market.settlement.settle import settle_due, settle_epoch, settle_now
+from gridex.market.settlement.settle import settle_due, settle_epoch
 
 __all__ = [
     "deliver_due",
     "deliverable",
+    "grace",
+    "mark_delivered",
     "process_correction",
     "process_corrections",
     "readings_complete",
     "resettle_epoch",
     "settle_due",
     "settle_epoch",
-    "settle_now",
 ]

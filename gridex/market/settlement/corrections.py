@@ -4,14 +4,14 @@ post only the difference; the job handles each correction once."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from sqlalchemy import exists, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
+from gridex.core.db import insert_or_ignore
+from gridex.core.jobs import run_each
 from gridex.core.runtime import Runtime
 from gridex.core.units import wh_to_kwh
 from gridex.ledger import service as ledger
@@ -60,42 +60,10 @@ async def resettle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID
     changed = []
     entries: list[ledger.NewEntry] = []
     for position in positions:
-        metered = energy.get(position.user_id, MeteredEnergy())
-        check = delivery_check(
-            sold_wh=position.sold_wh,
-            bought_wh=position.bought_wh,
-            exported_wh=metered.exported_wh,
-            imported_wh=metered.imported_wh,
-            import_price_micros=epoch.settlement_import_price_micros or 0,
-            feed_in_price_micros=epoch.settlement_feed_in_price_micros or 0,
-        )
-        charge_diff = check.charge_micros - position.charged_micros
-        credit_diff = check.credit_micros - position.credited_micros
-        if charge_diff or credit_diff:
-            entries += grid_entry(
-                epoch,
-                position.user_id,
-                credit_diff - charge_diff,
-                type=EntryType.adjustment,
-                description=(
-                    f"Re-settlement of epoch {utc_iso(epoch.start)} after a reading correction: "
-                    f"export {wh_to_kwh(position.exported_wh)} -> "
-                    f"{wh_to_kwh(metered.exported_wh)} kWh, import "
-                    f"{wh_to_kwh(position.imported_wh)} -> {wh_to_kwh(metered.imported_wh)} kWh"
-                ),
-            )
-            epoch.settlement_charges_micros = (epoch.settlement_charges_micros or 0) + charge_diff
-            epoch.settlement_credits_micros = (epoch.settlement_credits_micros or 0) + credit_diff
+        adjustment = _readjust(epoch, position, energy.get(position.user_id, MeteredEnergy()), now)
+        if adjustment is not None:
+            entries += adjustment
             changed.append(position)
-        if (position.exported_wh, position.imported_wh) != (
-            metered.exported_wh,
-            metered.imported_wh,
-        ) or (charge_diff or credit_diff):
-            position.exported_wh = metered.exported_wh
-            position.imported_wh = metered.imported_wh
-            position.charged_micros = check.charge_micros
-            position.credited_micros = check.credit_micros
-            position.updated_at = now
     if entries:
         await ledger.post_entries(session, entries, at=now)
     if changed:
@@ -107,9 +75,45 @@ async def resettle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID
     return len(changed)
 
 
-def _insert(session: AsyncSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+def _readjust(
+    epoch: Epoch, position: SettlementPosition, metered: MeteredEnergy, now: datetime
+) -> list[ledger.NewEntry] | None:
+    """One participant's delivery check on ``metered`` as it is now: the adjustment entries of
+    the difference to what was charged or credited (None when neither changed), with the
+    epoch's record and the stored position brought up to date."""
+    check = delivery_check(
+        sold_wh=position.sold_wh,
+        bought_wh=position.bought_wh,
+        exported_wh=metered.exported_wh,
+        imported_wh=metered.imported_wh,
+        import_price_micros=epoch.settlement_import_price_micros or 0,
+        feed_in_price_micros=epoch.settlement_feed_in_price_micros or 0,
+    )
+    charge_diff = check.charge_micros - position.charged_micros
+    credit_diff = check.credit_micros - position.credited_micros
+    entries: list[ledger.NewEntry] | None = None
+    if charge_diff or credit_diff:
+        entries = grid_entry(
+            epoch,
+            position.user_id,
+            credit_diff - charge_diff,
+            type=EntryType.adjustment,
+            description=(
+                f"Re-settlement of epoch {utc_iso(epoch.start)} after a reading correction: "
+                f"export {wh_to_kwh(position.exported_wh)} -> "
+                f"{wh_to_kwh(metered.exported_wh)} kWh, import "
+                f"{wh_to_kwh(position.imported_wh)} -> {wh_to_kwh(metered.imported_wh)} kWh"
+            ),
+        )
+        epoch.settlement_charges_micros = (epoch.settlement_charges_micros or 0) + charge_diff
+        epoch.settlement_credits_micros = (epoch.settlement_credits_micros or 0) + credit_diff
+    metered_now = (metered.exported_wh, metered.imported_wh)
+    if (position.exported_wh, position.imported_wh) != metered_now or entries is not None:
+        position.exported_wh, position.imported_wh = metered_now
+        position.charged_micros = check.charge_micros
+        position.credited_micros = check.credit_micros
+        position.updated_at = now
+    return entries
 
 
 async def _affected_epochs(
@@ -154,14 +158,12 @@ async def process_correction(
                 return False
             adjusted += 1 if changed else 0
     await session.execute(
-        _insert(session)(SettlementCorrection)
-        .values(
+        insert_or_ignore(session, SettlementCorrection, conflict=["correction_id"]).values(
             correction_id=correction.id,
             processed_at=rt.clock.now(),
             epochs=len(epochs or []),
             adjusted=adjusted,
         )
-        .on_conflict_do_nothing(index_elements=["correction_id"])
     )
     return True
 
@@ -171,9 +173,10 @@ async def process_corrections(rt: Runtime) -> int:
     its own transaction; returns how many were handled. The correction rows are the durable
     events (the live ``reading_corrected`` event may be missed), and re-settlement only posts
     differences, so handling one twice changes nothing."""
-    handled_already = exists().where(SettlementCorrection.correction_id == ReadingCorrection.id)
-    async with rt.db.sessionmaker() as session:
-        pending = list(
+
+    async def pending(session: AsyncSession) -> list[uuid.UUID]:
+        handled_already = exists().where(SettlementCorrection.correction_id == ReadingCorrection.id)
+        return list(
             await session.scalars(
                 select(ReadingCorrection.id)
                 .where(~handled_already)
@@ -181,13 +184,9 @@ async def process_corrections(rt: Runtime) -> int:
                 .limit(_BATCH)
             )
         )
-    handled = 0
-    for correction_id in pending:
-        async with rt.db.sessionmaker() as session:
-            correction = await session.get(ReadingCorrection, correction_id)
-            if correction is not None and await process_correction(session, rt, correction):
-                await session.commit()
-                handled += 1
-            else:
-                await session.rollback()
-    return handled
+
+    async def handle(session: AsyncSession, correction_id: uuid.UUID) -> bool:
+        correction = await session.get(ReadingCorrection, correction_id)
+        return correction is not None and await process_correction(session, rt, correction)
+
+    return await run_each(rt.db, "market_resettlement", pending, handle)

@@ -14,6 +14,7 @@ from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money, wh_to_kwh
 from gridex.market.models import Epoch, SettlementPosition
+from gridex.market.views import epoch_event
 
 
 def position_event(
@@ -44,9 +45,7 @@ def emit_settlement(
     *,
     adjustment: bool,
 ) -> None:
-    from gridex.market.service import epoch_out
-
-    public = {**epoch_out(epoch, now).model_dump(mode="json"), "adjustment": adjustment}
+    public = {**epoch_event(epoch, now), "adjustment": adjustment}
     emit(
         session,
         rt.pubsub,

@@ -1,5 +1,5 @@
-"""``delivered -> settled``: the settlement of one epoch in one transaction, the job that
-runs it for every delivered epoch, and the operator's endpoint."""
+"""``delivered -> settled``: the settlement of one epoch in one transaction, and the job that
+runs it for every delivered epoch."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.auth.service import Principal
 from gridex.core.clock import utc_iso
-from gridex.core.errors import Conflict
+from gridex.core.jobs import run_each
 from gridex.core.runtime import Runtime
 from gridex.core.units import wh_to_kwh
 from gridex.ledger import service as ledger
@@ -21,8 +20,6 @@ from gridex.ledger.models import EntryType
 from gridex.market import repository
 from gridex.market.models import Epoch, EpochState, SettlementPosition, Trade
 from gridex.market.prices import GridPrices, grid_prices
-from gridex.market.schemas import EpochOut
-from gridex.market.settlement.delivery import deliverable, grace, mark_delivered
 from gridex.market.settlement.events import emit_settlement
 from gridex.market.settlement.metering import energy_in_epoch
 from gridex.market.settlement.money import grid_entry, revenue_shares, trade_entries
@@ -215,8 +212,9 @@ async def settle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) 
 
 async def settle_due(rt: Runtime) -> int:
     """The settlement job: settle every delivered epoch, each in its own transaction."""
-    async with rt.db.sessionmaker() as session:
-        due = list(
+
+    async def due(session: AsyncSession) -> list[uuid.UUID]:
+        return list(
             await session.scalars(
                 select(Epoch.id)
                 .where(Epoch.state == EpochState.delivered)
@@ -224,62 +222,8 @@ async def settle_due(rt: Runtime) -> int:
                 .limit(_BATCH)
             )
         )
-    settled = 0
-    for epoch_id in due:
-        async with rt.db.sessionmaker() as session:
-            if await settle_epoch(session, rt, epoch_id):
-                await session.commit()
-                settled += 1
-            else:
-                await session.rollback()
-    return settled
 
+    async def settle(session: AsyncSession, epoch_id: uuid.UUID) -> bool:
+        return await settle_epoch(session, rt, epoch_id)
 
-# --- on demand ----------------------------------------------------------------------------------
-
-
-async def settle_now(
-    session: AsyncSession, rt: Runtime, principal: Principal, region: str, start: datetime
-) -> EpochOut:
-    """Operators: settle an epoch now, the same code as the jobs. A cleared epoch is first
-    checked for delivery (interval over and readings in, or grace passed); settling a settled
-    epoch again does nothing; anything else is 409 ``CONFLICT``."""
-    from gridex.market.service import (
-        check_aligned,
-        effective_state,
-        gate_closure_of,
-        operator_epoch_result,
-    )
-
-    start = check_aligned(start, rt.settings)
-    now = rt.clock.now()
-    epoch = await repository.get_epoch(session, region, start)
-    if epoch is None or epoch.state not in (
-        EpochState.cleared,
-        EpochState.delivered,
-        EpochState.settled,
-    ):
-        if epoch is not None:
-            state = effective_state(epoch, now).value
-        else:
-            state = "closed" if now >= gate_closure_of(start, rt.settings) else "open"
-        raise Conflict(
-            "The epoch is not delivered yet: it has not been cleared",
-            details={"state": state},
-        )
-    if epoch.state is EpochState.cleared:
-        if not await deliverable(session, rt, epoch, now):
-            raise Conflict(
-                "The epoch is not delivered yet: its interval has not ended or readings are "
-                "missing, and the grace period has not passed",
-                details={
-                    "state": epoch.state.value,
-                    "end": utc_iso(epoch.end),
-                    "grace_until": utc_iso(epoch.end + grace(rt)),
-                },
-            )
-        await mark_delivered(session, epoch.id)
-    settled = await settle_epoch(session, rt, epoch.id)
-    return await operator_epoch_result(
-        session, rt, principal, region, start, action="market.epoch_settled", done=settled
-    )
+    return await run_each(rt.db, "market_settlement", due, settle)
