@@ -6,20 +6,25 @@ import asyncio
 import os
 import signal
 import tempfile
+import uuid
 from typing import Annotated
 
 import typer
 
 from gridex import __version__
 from gridex.core.config import InsecureConfiguration, Settings, get_settings
+from gridex.users.models import Role
 
-app = typer.Typer(help="Gridex: peer-to-peer energy exchange.", no_args_is_help=True)
-db_app = typer.Typer(help="Database tasks.", no_args_is_help=True)
-admin_app = typer.Typer(help="Administration tasks.", no_args_is_help=True)
+# Plain Click help: it lists an option's choices and shows flags as flags (the rich renderer of
+# this Typer version labels every flag, --help included, "<bool>").
+_TYPER = {"no_args_is_help": True, "rich_markup_mode": None}
+app = typer.Typer(help="Gridex: peer-to-peer energy exchange.", **_TYPER)  # type: ignore[arg-type]
+db_app = typer.Typer(help="Database tasks.", **_TYPER)  # type: ignore[arg-type]
+admin_app = typer.Typer(help="Administration tasks.", **_TYPER)  # type: ignore[arg-type]
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
-ledger_app = typer.Typer(help="Ledger checks.", no_args_is_help=True)
-payments_app = typer.Typer(help="Payment tasks.", no_args_is_help=True)
+ledger_app = typer.Typer(help="Ledger checks.", **_TYPER)  # type: ignore[arg-type]
+payments_app = typer.Typer(help="Payment tasks.", **_TYPER)  # type: ignore[arg-type]
 app.add_typer(ledger_app, name="ledger")
 app.add_typer(payments_app, name="payments")
 
@@ -132,24 +137,37 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "heads") -> None:
 
 @admin_app.command("create-user")
 def create_user(
-    username: Annotated[str, typer.Option()],
-    email: Annotated[str, typer.Option()],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
-    role: Annotated[str, typer.Option()] = "admin",
+    username: Annotated[str, typer.Option(help="Sign-in name (letters, digits, . _ -).")],
+    email: Annotated[str, typer.Option(help="Email address; the account is already verified.")],
+    role: Annotated[Role, typer.Option(help="The account's role.")] = Role.admin,
+    region: Annotated[
+        str | None, typer.Option(help="Region of a member or of the operator's work.")
+    ] = None,
+    password: Annotated[
+        str | None,
+        typer.Option(help="Asked for (hidden, twice) when not given; avoid it in shell history."),
+    ] = None,
 ) -> None:
-    """Create a verified, active account (any role)."""
+    """Create a verified, active account of any role."""
     from gridex.users.bootstrap import create_verified_user
 
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     try:
         user_id = asyncio.run(
             create_verified_user(
-                get_settings(), username=username, email=email, password=password, role=role
+                get_settings(),
+                username=username,
+                email=email,
+                password=password,
+                role=role.value,
+                region=region,
             )
         )
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(code=1) from exc
-    typer.echo(f"created {role} {username} ({user_id})")
+    typer.echo(f"created {role.value} {username} ({user_id})")
 
 
 @ledger_app.command("verify")
@@ -170,13 +188,11 @@ def ledger_verify() -> None:
 
 @payments_app.command("complete")
 def payments_complete(
-    intent_id: Annotated[str, typer.Argument(help="The payment intent's id.")],
+    intent_id: Annotated[uuid.UUID, typer.Argument(help="The payment intent's id (a UUID).")],
     failed: Annotated[bool, typer.Option("--failed", help="Send a failure instead.")] = False,
 ) -> None:
     """Complete a top-up without a provider (refused in production): signs its webhook and
     passes it through the webhook code path."""
-    import uuid
-
     from gridex.core.errors import GridexError
     from gridex.payments.jobs import complete_by_hand
     from gridex.payments.schemas import WebhookOut
@@ -186,7 +202,7 @@ def payments_complete(
 
         runtime = build_runtime(get_settings())
         try:
-            return await complete_by_hand(runtime, uuid.UUID(intent_id), succeeded=not failed)
+            return await complete_by_hand(runtime, intent_id, succeeded=not failed)
         finally:
             await runtime.pubsub.close()
             await runtime.db.dispose()

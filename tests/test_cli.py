@@ -78,7 +78,43 @@ def test_db_upgrade_and_create_user(data_dir: Path) -> None:
             "emperor",
         ],
     )
-    assert bad_role.exit_code == 1
+    assert bad_role.exit_code == 2
+    assert "'admin', 'operator', 'prosumer', 'consumer', 'investor'" in bad_role.output
+
+
+def test_create_user_asks_for_the_password_twice_without_echo(data_dir: Path) -> None:
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    args = ["admin", "create-user", "--username", "ops", "--email", "ops@example.org"]
+    mismatch = runner.invoke(
+        app,
+        [*args, "--role", "operator", "--region", "campus-north"],
+        input="Str0ng-Ops-Pass\nother\n",
+    )
+    assert mismatch.exit_code != 0
+    assert "Str0ng-Ops-Pass" not in mismatch.output
+    created = runner.invoke(
+        app,
+        [*args, "--role", "operator", "--region", "campus-north"],
+        input="Str0ng-Ops-Pass\nStr0ng-Ops-Pass\n",
+    )
+    assert created.exit_code == 0, created.output
+    assert "created operator ops" in created.output
+    assert "Str0ng-Ops-Pass" not in created.output
+
+
+def test_help_lists_choices_and_shows_flags_as_flags() -> None:
+    top = runner.invoke(app, ["--help"])
+    assert "<bool>" not in top.output
+    create = runner.invoke(app, ["admin", "create-user", "--help"])
+    assert "admin|operator|prosumer|consumer|investor" in create.output
+    assert "[required]" not in create.output.split("--password")[1]
+
+
+def test_payments_complete_says_what_a_bad_id_is(data_dir: Path) -> None:
+    result = runner.invoke(app, ["payments", "complete", "nonexistent"])
+    assert result.exit_code == 2
+    assert "valid UUID" in result.output
+    assert "hexadecimal" not in result.output
 
 
 def test_serve_refuses_insecure_production(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:

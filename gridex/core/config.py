@@ -46,7 +46,7 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     smtp_url: str | None = None
     smtp_from: str = "Gridex <no-reply@gridex.local>"
-    public_domain: str = "localhost:8080"
+    public_domain: str = "127.0.0.1:8080"
     public_url: str = "http://127.0.0.1:8080"
     chain_id: str = "localnet"
     currency: str = "USD"

@@ -23,7 +23,7 @@ async def test_challenge_message_is_sign_in_with_solana(
     wallet = Wallet()
     challenge = await _challenge(client, wallet)
     lines = challenge["message"].split("\n")
-    assert lines[0] == "localhost:8080 wants you to sign in with your Solana account:"
+    assert lines[0] == "127.0.0.1:8080 wants you to sign in with your Solana account:"
     assert lines[1] == wallet.address
     fields = dict(line.split(": ", 1) for line in lines if ": " in line)
     assert fields["Version"] == "1"
