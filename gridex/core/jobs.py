@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class JobRunner:
         self._jobs: list[Job] = []
         self._scheduler: AsyncIOScheduler | None = None
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._held: set[str] = set()  # the jobs whose lease this process holds
 
     @property
     def jobs(self) -> list[Job]:
@@ -129,14 +131,28 @@ class JobRunner:
             return True
 
     async def run_once(self, job: Job) -> bool:
-        """Run ``job`` if this process holds its lease; returns whether it ran."""
+        """Run ``job`` if this process holds its lease; returns whether it ran.
+
+        Taking and losing a lease are logged at info (so the log says which process runs which
+        job), each run at debug with its duration, a failure with its traceback.
+        """
         ttl = timedelta(seconds=max(job.interval_seconds * 3, 30))
         if not await self.acquire(job.name, ttl):
+            if job.name in self._held:
+                self._held.discard(job.name)
+                log.info("job_lease_lost", job=job.name, holder=self.holder)
             return False
+        if job.name not in self._held:
+            self._held.add(job.name)
+            log.info("job_lease_taken", job=job.name, holder=self.holder)
+        started = time.perf_counter()
         try:
             await job.func()
         except Exception:
-            log.exception("job_failed", job=job.name)
+            log.exception("job_failed", job=job.name, holder=self.holder)
+        else:
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            log.debug("job_ran", job=job.name, holder=self.holder, duration_ms=elapsed_ms)
         return True
 
     def start(self) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
+import structlog.testing
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
@@ -112,3 +113,31 @@ async def test_one_leader_per_job(runtime: Runtime, clock: FrozenClock) -> None:
     assert await second.run_once(second.jobs[0]) is True
     assert await first.run_once(first.jobs[0]) is False
     assert runs == ["ran", "ran", "ran"]
+
+
+async def test_the_log_says_which_process_runs_which_job(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    first, second = JobRunner(runtime.db, clock), JobRunner(runtime.db, clock)
+
+    async def work() -> None:
+        return None
+
+    for runner in (first, second):
+        runner.add("clearing", work, every_seconds=10)
+    with structlog.testing.capture_logs() as logs:
+        await first.run_once(first.jobs[0])
+        await first.run_once(first.jobs[0])
+        await second.run_once(second.jobs[0])
+        clock.advance(timedelta(seconds=31))
+        await second.run_once(second.jobs[0])
+        await first.run_once(first.jobs[0])
+    leases = [(e["event"], e["holder"]) for e in logs if e["event"].startswith("job_lease")]
+    assert leases == [
+        ("job_lease_taken", first.holder),
+        ("job_lease_taken", second.holder),
+        ("job_lease_lost", first.holder),
+    ]
+    ran = [e for e in logs if e["event"] == "job_ran"]
+    assert [e["holder"] for e in ran] == [first.holder, first.holder, second.holder]
+    assert all(e["job"] == "clearing" and e["duration_ms"] >= 0 for e in ran)
