@@ -25,10 +25,11 @@ from gridex.core.errors import ValidationFailed
 from gridex.core.runtime import Runtime
 from gridex.core.units import wh_to_kwh
 from gridex.meters import repository as repo
-from gridex.meters.ingest import Item, MeterRef, ingest
+from gridex.meters.ingest import ingest
 from gridex.meters.models import Meter, MeterReading
 from gridex.meters.schemas import IngestOut
 from gridex.meters.service import ingest_out
+from gridex.meters.validation import Item, MeterRef
 
 ATOM = "http://www.w3.org/2005/Atom"
 ESPI = "http://naesb.org/espi"

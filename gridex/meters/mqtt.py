@@ -34,9 +34,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.core.clock import utc_iso
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
-from gridex.meters.ingest import Item, Rejection, dead_letters, ingest
+from gridex.meters.ingest import Rejection, dead_letters, ingest
 from gridex.meters.models import CommandStatus, Meter, MeterCommand, MeterStatusEvent
 from gridex.meters.service import meters_by_serial
+from gridex.meters.validation import Item
 
 log = structlog.get_logger(__name__)
 

@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,30 +26,18 @@ from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.units import kwh_to_wh, wh_to_kwh
 from gridex.meters import repository as repo
-from gridex.meters.ingest import (
-    GRANULARITIES,
-    Accumulator,
-    IngestResult,
-    Item,
-    MeterRef,
-    _Reject,
-    bucket_start,
-    dialect_insert,
-    ingest,
-    next_bucket,
-    parse_reading,
-)
+from gridex.meters.ingest import IngestResult, ingest
 from gridex.meters.models import (
     CommandStatus,
     Granularity,
     Meter,
     MeterCommand,
     MeterReading,
-    MeterRollup,
     MeterStatus,
     ReadingCorrection,
     RejectedReading,
 )
+from gridex.meters.rollups import rebuild_rollups
 from gridex.meters.schemas import (
     STAFF_ONLY_FIELDS,
     CommandIn,
@@ -62,6 +50,7 @@ from gridex.meters.schemas import (
     ReadingOut,
     RejectedItemOut,
 )
+from gridex.meters.validation import InvalidReading, Item, MeterRef, Window, parse_reading
 from gridex.users.models import STAFF_ROLES, Role, User, UserStatus
 
 # Commands an owner may send to their own meter; the others change what is metered or switch
@@ -478,66 +467,6 @@ def _reading_values(r: MeterReading) -> dict[str, Any]:
     }
 
 
-async def recompute_rollups(session: AsyncSession, meter_id: uuid.UUID, instant: datetime) -> None:
-    """Rebuild the four buckets containing ``instant`` exactly: the quarter from its raw
-    readings (at most 15), each coarser bucket from the finer rollups inside it."""
-    table = MeterRollup.__table__
-    rows: list[dict[str, Any]] = []
-    finer: str | None = None
-    for g in GRANULARITIES:
-        start = bucket_start(g, instant)
-        end = next_bucket(g, start)
-        acc = Accumulator()
-        if finer is None:
-            readings = await session.scalars(
-                select(MeterReading).where(
-                    MeterReading.meter_id == meter_id,
-                    MeterReading.timestamp > start,
-                    MeterReading.timestamp <= end,
-                )
-            )
-            for r in readings:
-                acc.add(r)
-            row = acc.row(meter_id, g.value, start)
-        else:
-            parts = [
-                p
-                for p in await session.scalars(
-                    select(MeterRollup).where(
-                        MeterRollup.meter_id == meter_id,
-                        MeterRollup.granularity == finer,
-                        MeterRollup.bucket_start >= start,
-                        MeterRollup.bucket_start < end,
-                    )
-                )
-            ]
-            row = acc.row(meter_id, g.value, start)
-            for key in (
-                "consumed_wh",
-                "produced_wh",
-                "readings",
-                "voltage_mv_sum",
-                "voltage_count",
-                "current_ma_sum",
-                "current_count",
-            ):
-                row[key] = sum(getattr(p, key) for p in parts)
-            row["peak_w"] = max((p.peak_w for p in parts), default=0)
-            row["min_w"] = min((p.min_w for p in parts), default=0)
-        # Rows are replaced; the coarser level reads this one, so write it before moving on.
-        await session.execute(
-            delete(MeterRollup).where(
-                MeterRollup.meter_id == meter_id,
-                MeterRollup.granularity == g.value,
-                MeterRollup.bucket_start == start,
-            )
-        )
-        if row["readings"]:
-            await session.execute(dialect_insert(session, table), [row])
-        rows.append(row)
-        finer = g.value
-
-
 async def correct_reading(
     session: AsyncSession,
     rt: Runtime,
@@ -560,13 +489,10 @@ async def correct_reading(
     ref = dataclasses.replace(MeterRef.of(meter), public_key=None, status=MeterStatus.active)
     now = rt.clock.now()
     try:
-        new = parse_reading(
-            Item(0, payload, ref),
-            now=now,
-            skew=timedelta(seconds=rt.settings.reading_future_skew_seconds),
-            oldest=reading.timestamp - timedelta(days=1),
-        )
-    except _Reject as exc:
+        # Any age: the reading is already stored.
+        window = Window.at(now, rt.settings, oldest=reading.timestamp - timedelta(days=1))
+        new = parse_reading(Item(0, payload, ref), window)
+    except InvalidReading as exc:
         raise ValidationFailed(exc.message, details={"reason": exc.reason}) from exc
     old_values = _reading_values(reading)
     correction = ReadingCorrection(
@@ -595,7 +521,7 @@ async def correct_reading(
     reading.reading_metadata = new.metadata
     reading.revision += 1
     await session.flush()
-    await recompute_rollups(session, meter.id, timestamp - timedelta(microseconds=1))
+    await rebuild_rollups(session, meter.id, timestamp - timedelta(microseconds=1))
     # Live notice for settlement and dashboards; the correction row is the durable event.
     emit(
         session,
