@@ -16,14 +16,15 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from prometheus_client import Counter
-from sqlalchemy import Table, bindparam, case, update
+from sqlalchemy import Table, Update, bindparam, case, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
 from gridex.core.db import begin_write
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
-from gridex.meters.models import Meter, MeterStatusEvent, RejectedReading
+from gridex.meters.events import status_changed
+from gridex.meters.models import Meter, RejectedReading
 from gridex.meters.store import Key, plan_store, store, stored_values
 from gridex.meters.validation import (
     InvalidReading,
@@ -121,51 +122,12 @@ async def _classify_missed(
             result.rejected.append(Rejection.of(items[r.index], _CONFLICT, "conflict", message))
 
 
-async def _touch_meters(
-    session: AsyncSession,
-    rt: Runtime,
-    newest: dict[uuid.UUID, tuple[MeterRef, datetime]],
-    now: datetime,
-) -> None:
-    """Newest reading, liveness deadline and online flag, one UPDATE per meter (sorted)."""
-    n = rt.settings.offline_after_intervals
-    params = []
-    events = []
-    for meter_id in sorted(newest):
-        meter, ts = newest[meter_id]
-        due = ts + timedelta(minutes=meter.interval_minutes * n)
-        # A backfilled old reading does not bring a meter back online.
-        live = due > now
-        params.append({"m_id": meter_id, "m_ts": ts, "m_due": due, "m_live": live})
-        emit(
-            session,
-            rt.pubsub,
-            [f"meter:{meter_id}"],
-            "reading_received",
-            {"meter_id": str(meter_id), "timestamp": utc_iso(ts)},
-            now,
-        )
-        if live and not meter.online:
-            emit(
-                session,
-                rt.pubsub,
-                [f"meter:{meter_id}"],
-                "device_online",
-                {"meter_id": str(meter_id)},
-                now,
-            )
-            events.append(
-                MeterStatusEvent(
-                    meter_id=meter_id,
-                    at=now,
-                    status="online",
-                    reason="reading",
-                    details={"timestamp": ts.isoformat()},
-                )
-            )
+def _touch_statement(now: datetime) -> Update:
+    """Per meter (``m_id``): the newest reading and liveness deadline only ever move forward, a
+    live reading (``m_live``) sets the online flag."""
     table = cast(Table, Meter.__table__)
     c = table.c
-    stmt = (
+    return (
         update(table)
         .where(c.id == bindparam("m_id"))
         .values(
@@ -187,9 +149,41 @@ async def _touch_meters(
             last_seen_at=now,
         )
     )
+
+
+async def _touch_meters(
+    session: AsyncSession,
+    rt: Runtime,
+    newest: dict[uuid.UUID, tuple[MeterRef, datetime]],
+    now: datetime,
+) -> None:
+    """Newest reading, liveness deadline and online flag, one UPDATE per meter (sorted)."""
+    n = rt.settings.offline_after_intervals
+    params = []
+    came_online = []
+    for meter_id in sorted(newest):
+        meter, ts = newest[meter_id]
+        due = ts + timedelta(minutes=meter.interval_minutes * n)
+        # A backfilled old reading does not bring a meter back online.
+        live = due > now
+        params.append({"m_id": meter_id, "m_ts": ts, "m_due": due, "m_live": live})
+        emit(
+            session,
+            rt.pubsub,
+            [f"meter:{meter_id}"],
+            "reading_received",
+            {"meter_id": str(meter_id), "timestamp": utc_iso(ts)},
+            now,
+        )
+        if live and not meter.online:
+            came_online.append((meter_id, ts))
     if params:
-        await session.execute(stmt, params)
-    session.add_all(events)
+        await session.execute(_touch_statement(now), params)
+    for meter_id, ts in came_online:
+        details = {"timestamp": ts.isoformat()}
+        status_changed(
+            session, rt.pubsub, meter_id, "online", reason="reading", details=details, now=now
+        )
 
 
 def dead_letters(

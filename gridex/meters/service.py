@@ -50,7 +50,15 @@ from gridex.meters.schemas import (
     ReadingOut,
     RejectedItemOut,
 )
-from gridex.meters.validation import InvalidReading, Item, MeterRef, Window, parse_reading
+from gridex.meters.validation import (
+    ALLOWED_INTERVALS,
+    InvalidReading,
+    Item,
+    MeterRef,
+    Reading,
+    Window,
+    parse_reading,
+)
 from gridex.users.models import STAFF_ROLES, Role, User, UserStatus
 
 # Commands an owner may send to their own meter; the others change what is metered or switch
@@ -60,6 +68,29 @@ OWNER_COMMANDS = frozenset({"reboot", "set_interval"})
 
 def is_staff(principal: Principal) -> bool:
     return principal.role in STAFF_ROLES
+
+
+def _audit(
+    session: AsyncSession,
+    principal: Principal,
+    meter: Meter,
+    action: str,
+    *,
+    at: datetime,
+    details: dict[str, Any],
+    actor_type: str = "user",
+) -> None:
+    """An audit record of ``action`` on ``meter`` by ``principal``."""
+    record(
+        session,
+        at=at,
+        action=action,
+        actor_id=principal.user.id,
+        actor_type=actor_type,
+        subject_type="meter",
+        subject_id=meter.id,
+        details=details,
+    )
 
 
 # --- access ----------------------------------------------------------------------------------
@@ -150,13 +181,12 @@ async def register_meter(
         await session.flush()
     except IntegrityError as exc:  # a concurrent registration of the same serial
         raise Conflict("A meter with this serial exists", details={"field": "serial"}) from exc
-    record(
+    _audit(
         session,
+        principal,
+        meter,
+        "meter.registered",
         at=now,
-        action="meter.registered",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
         details={"serial": meter.serial, "owner_id": str(owner_id), "region": region},
     )
     return meter
@@ -273,13 +303,12 @@ async def update_meter(
         else:
             setattr(meter, name, value)
     meter.updated_at = rt.clock.now()
-    record(
+    _audit(
         session,
+        principal,
+        meter,
+        "meter.updated",
         at=meter.updated_at,
-        action="meter.updated",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
         details={"fields": sorted(changes)},
     )
     return meter
@@ -296,15 +325,7 @@ async def delete_meter(
     meter.status = MeterStatus.inactive
     meter.online = False
     meter.offline_due_at = None
-    record(
-        session,
-        at=now,
-        action="meter.deleted",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
-        details={"serial": meter.serial},
-    )
+    _audit(session, principal, meter, "meter.deleted", at=now, details={"serial": meter.serial})
 
 
 async def set_status(
@@ -313,13 +334,12 @@ async def set_status(
     previous = meter.status
     meter.status = status
     meter.updated_at = rt.clock.now()
-    record(
+    _audit(
         session,
+        principal,
+        meter,
+        "meter.status_changed",
         at=meter.updated_at,
-        action="meter.status_changed",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
         details={"from": previous.value, "to": status.value},
     )
     return meter
@@ -341,13 +361,12 @@ async def assign(
     previous = meter.owner_id
     meter.owner_id = user_id
     meter.updated_at = rt.clock.now()
-    record(
+    _audit(
         session,
+        principal,
+        meter,
+        "meter.assigned" if user_id else "meter.unassigned",
         at=meter.updated_at,
-        action="meter.assigned" if user_id else "meter.unassigned",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
         details={
             "from": str(previous) if previous else None,
             "to": str(user_id) if user_id else None,
@@ -467,6 +486,35 @@ def _reading_values(r: MeterReading) -> dict[str, Any]:
     }
 
 
+def _corrected(
+    rt: Runtime, meter: Meter, reading: MeterReading, data: CorrectionIn, now: datetime
+) -> Reading:
+    """The corrected reading, validated by the ingest rules (unsigned, any age, also for an
+    inactive meter: staff fix what is stored)."""
+    payload = data.model_dump(exclude={"reason", "timestamp"}, exclude_none=True)
+    payload["timestamp"] = reading.timestamp.isoformat()
+    payload.setdefault("interval_minutes", reading.interval_minutes)
+    ref = dataclasses.replace(MeterRef.of(meter), public_key=None, status=MeterStatus.active)
+    window = Window.at(now, rt.settings, oldest=reading.timestamp - timedelta(days=1))
+    try:
+        return parse_reading(Item(0, payload, ref), window)
+    except InvalidReading as exc:
+        raise ValidationFailed(exc.message, details={"reason": exc.reason}) from exc
+
+
+def _replace_values(reading: MeterReading, new: Reading) -> None:
+    reading.interval_minutes = new.interval_minutes
+    reading.consumed_wh = new.consumed_wh
+    reading.produced_wh = new.produced_wh
+    reading.peak_demand_w = new.peak_demand_w
+    reading.power_factor = new.power_factor
+    reading.voltage = new.voltage
+    reading.current = new.current
+    reading.frequency = new.frequency
+    reading.reading_metadata = new.metadata
+    reading.revision += 1
+
+
 async def correct_reading(
     session: AsyncSession,
     rt: Runtime,
@@ -482,19 +530,8 @@ async def correct_reading(
     reading = await session.get(MeterReading, (meter.id, timestamp))
     if reading is None:
         raise NotFound("No reading is stored for this interval")
-    payload = data.model_dump(exclude={"reason", "timestamp"}, exclude_none=True)
-    payload["timestamp"] = timestamp.isoformat()
-    payload.setdefault("interval_minutes", reading.interval_minutes)
-    # Staff corrections are not device-signed, and may fix a reading of an inactive meter.
-    ref = dataclasses.replace(MeterRef.of(meter), public_key=None, status=MeterStatus.active)
     now = rt.clock.now()
-    try:
-        # Any age: the reading is already stored.
-        window = Window.at(now, rt.settings, oldest=reading.timestamp - timedelta(days=1))
-        new = parse_reading(Item(0, payload, ref), window)
-    except InvalidReading as exc:
-        raise ValidationFailed(exc.message, details={"reason": exc.reason}) from exc
-    old_values = _reading_values(reading)
+    new = _corrected(rt, meter, reading, data, now)
     correction = ReadingCorrection(
         meter_id=meter.id,
         timestamp=timestamp,
@@ -502,7 +539,7 @@ async def correct_reading(
         old_produced_wh=reading.produced_wh,
         new_consumed_wh=new.consumed_wh,
         new_produced_wh=new.produced_wh,
-        old_values=old_values,
+        old_values=_reading_values(reading),
         reason=data.reason,
         actor_id=principal.user.id,
         actor_type=principal.actor_type,
@@ -510,17 +547,9 @@ async def correct_reading(
         corrected_at=now,
     )
     session.add(correction)
-    reading.interval_minutes = new.interval_minutes
-    reading.consumed_wh = new.consumed_wh
-    reading.produced_wh = new.produced_wh
-    reading.peak_demand_w = new.peak_demand_w
-    reading.power_factor = new.power_factor
-    reading.voltage = new.voltage
-    reading.current = new.current
-    reading.frequency = new.frequency
-    reading.reading_metadata = new.metadata
-    reading.revision += 1
+    _replace_values(reading, new)
     await session.flush()
+    # Any instant inside the interval names its buckets.
     await rebuild_rollups(session, meter.id, timestamp - timedelta(microseconds=1))
     # Live notice for settlement and dashboards; the correction row is the durable event.
     emit(
@@ -535,21 +564,18 @@ async def correct_reading(
         },
         now,
     )
-    record(
+    old = {"consumed_wh": correction.old_consumed_wh, "produced_wh": correction.old_produced_wh}
+    _audit(
         session,
+        principal,
+        meter,
+        "reading.corrected",
         at=now,
-        action="reading.corrected",
-        actor_id=principal.user.id,
         actor_type=principal.actor_type,
-        subject_type="meter",
-        subject_id=meter.id,
         details={
             "timestamp": timestamp.isoformat(),
             "reason": data.reason,
-            "old": {
-                "consumed_wh": correction.old_consumed_wh,
-                "produced_wh": correction.old_produced_wh,
-            },
+            "old": old,
             "new": {"consumed_wh": new.consumed_wh, "produced_wh": new.produced_wh},
         },
     )
@@ -623,7 +649,7 @@ async def create_command(
         )
     if data.command == "set_interval":
         interval = data.params.get("interval_minutes")
-        if interval not in (1, 3, 5, 15) or isinstance(interval, bool):
+        if interval not in ALLOWED_INTERVALS or isinstance(interval, bool):
             raise ValidationFailed("set_interval needs params.interval_minutes in 1, 3, 5, 15")
     now = rt.clock.now()
     timeout = data.timeout_seconds or rt.settings.meter_command_timeout_seconds
@@ -639,13 +665,12 @@ async def create_command(
     session.add(command)
     await session.flush()
     if is_staff(principal):
-        record(
+        _audit(
             session,
+            principal,
+            meter,
+            "meter.command",
             at=now,
-            action="meter.command",
-            actor_id=principal.user.id,
-            subject_type="meter",
-            subject_id=meter.id,
             details={"command": data.command, "command_id": str(command.id)},
         )
     return command
