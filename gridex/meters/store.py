@@ -3,9 +3,9 @@
 Both ways insert with ``ON CONFLICT DO NOTHING`` (idempotent on meter and interval end) and add
 exactly the inserted rows to the rollups in the same transaction. PostgreSQL gets one statement:
 the readings travel as one array per column, and the insert, the rollup sums and their upsert
-run server-side (``_PG_INGEST``), which is what lets ingest keep up with about half the speed
-of a raw ``COPY`` of the same rows (docs/devices.md has the figures). SQLite inserts the rows
-and upserts rollups summed in Python, prepared before the write lock is taken.
+run server-side (``_PG_INGEST``): the fastest of the ways measured against a raw ``COPY`` of
+the same rows (docs/devices.md has the figures). SQLite inserts the rows and upserts rollups
+summed in Python, prepared before the write lock is taken.
 """
 
 from __future__ import annotations
