@@ -1,4 +1,4 @@
-"""Queries of the meters domain. Aggregates read rollups, never scans of raw readings.
+"""Queries of the meters domain. Aggregates read buckets, never long scans of raw readings.
 
 Time ranges are widened to whole 15-minute buckets (``from`` down, ``to`` up): a bucket or
 reading belongs to a range when its interval starts in ``[from, to)``. A quarter-hour bucket is
@@ -20,7 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.meters.models import Granularity, Meter, MeterReading, MeterRollup, MeterStatus
 from gridex.meters.rollups import (
+    COLUMNS,
     GRANULARITIES,
+    HIGHEST,
+    LOWEST,
     QUARTER,
     QUARTER_MINUTES,
     Sums,
@@ -80,17 +83,16 @@ def cover_clause(start: datetime, end: datetime) -> ColumnElement[bool]:
     return or_(*parts) if parts else MeterRollup.granularity == "none"
 
 
-_SUM_COLUMNS = (
-    func.coalesce(func.sum(MeterRollup.consumed_wh), 0),
-    func.coalesce(func.sum(MeterRollup.produced_wh), 0),
-    func.coalesce(func.sum(MeterRollup.readings), 0),
-    func.coalesce(func.max(MeterRollup.peak_w), 0),
-    func.min(MeterRollup.min_w),
-    func.coalesce(func.sum(MeterRollup.voltage_mv_sum), 0),
-    func.coalesce(func.sum(MeterRollup.voltage_count), 0),
-    func.coalesce(func.sum(MeterRollup.current_ma_sum), 0),
-    func.coalesce(func.sum(MeterRollup.current_count), 0),
-)
+def _aggregate(name: str) -> ColumnElement[Any]:
+    """Rollup rows added up in SQL, by the rule of ``Sums.merge``; ``min_w`` stays NULL (None)
+    without rows."""
+    column = MeterRollup.__table__.c[name]
+    if name in LOWEST:
+        return func.min(column)
+    return func.coalesce(func.max(column) if name in HIGHEST else func.sum(column), 0)
+
+
+_SUM_COLUMNS = tuple(_aggregate(name) for name in COLUMNS)
 
 
 def _sums(row: Sequence[Any]) -> Sums:

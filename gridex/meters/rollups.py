@@ -116,7 +116,7 @@ class Sums:
 
     @classmethod
     def of_rollup(cls, rollup: MeterRollup) -> Sums:
-        return cls(*(getattr(rollup, name) for name in _COLUMNS))
+        return cls(*(getattr(rollup, name) for name in COLUMNS))
 
     def add(self, reading: ReadingValues) -> None:
         self.consumed_wh += reading.consumed_wh
@@ -163,7 +163,8 @@ class Sums:
         }
 
 
-_COLUMNS = (
+# The columns of a rollup row (and the fields of ``Sums``), in order.
+COLUMNS = (
     "consumed_wh",
     "produced_wh",
     "readings",
@@ -198,7 +199,7 @@ def rollup_rows(readings: Iterable[ReadingValues]) -> list[dict[str, Any]]:
     for r in readings:
         start = r.timestamp - timedelta(minutes=r.interval_minutes)
         _sums_at(hours, (r.meter_id, start.replace(minute=0, second=0, microsecond=0))).add(r)
-        if r.interval_minutes < QUARTER_MINUTES:
+        if has_quarter_rollup(r.interval_minutes):
             quarter = start.replace(
                 minute=start.minute - start.minute % 15, second=0, microsecond=0
             )
@@ -309,20 +310,19 @@ async def rebuild_rollups(session: AsyncSession, meter_id: uuid.UUID, instant: d
 # --- the PostgreSQL ingest statement's rollup part -------------------------------------------
 
 
-def _pg_merge(prefix: str = "") -> str:
-    """The aggregates that merge rollup rows (``prefix``: a table qualifier)."""
-    parts = [f"sum({prefix}{n})::int8 AS {n}" for n in SUMMED]
-    parts += [f"max({prefix}{n}) AS {n}" for n in HIGHEST]
-    parts += [f"min({prefix}{n}) AS {n}" for n in LOWEST]
-    return ", ".join(parts)
-
+# The aggregates that merge rollup rows, and the upsert that adds new sums to a stored row.
+_PG_MERGE = ", ".join(
+    [f"sum({n})::int8 AS {n}" for n in SUMMED]
+    + [f"max({n}) AS {n}" for n in HIGHEST]
+    + [f"min({n}) AS {n}" for n in LOWEST]
+)
 
 _PG_UPSERT = ",\n        ".join(
     [f"{n} = meter_rollups.{n} + excluded.{n}" for n in SUMMED]
     + [f"{n} = GREATEST(meter_rollups.{n}, excluded.{n})" for n in HIGHEST]
     + [f"{n} = LEAST(meter_rollups.{n}, excluded.{n})" for n in LOWEST]
 )
-_PG_COLUMNS = ", ".join(_COLUMNS)
+_PG_COLUMNS = ", ".join(COLUMNS)
 # Per-reading values of a rollup, as ``Sums.add`` computes them, from the rows of CTE ``q``.
 _PG_READING_SUMS = """sum(consumed_wh)::int8 AS consumed_wh,
            sum(produced_wh)::int8 AS produced_wh, count(*) AS readings, max(peak) AS peak_w,
@@ -360,10 +360,10 @@ h1 AS (
     FROM q GROUP BY 1, 2
 ),
 d1 AS (
-    SELECT meter_id, date_trunc('day', bucket, 'UTC') AS bucket, {_pg_merge()} FROM h1 GROUP BY 1, 2
+    SELECT meter_id, date_trunc('day', bucket, 'UTC') AS bucket, {_PG_MERGE} FROM h1 GROUP BY 1, 2
 ),
 mo1 AS (
-    SELECT meter_id, date_trunc('month', bucket, 'UTC') AS bucket, {_pg_merge()}
+    SELECT meter_id, date_trunc('month', bucket, 'UTC') AS bucket, {_PG_MERGE}
     FROM d1 GROUP BY 1, 2
 ),
 rollups AS (
