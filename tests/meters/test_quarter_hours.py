@@ -21,7 +21,7 @@ from gridex.core.runtime import Runtime
 from gridex.meters.models import Granularity, MeterRollup
 from gridex.users.models import Role
 from tests.factories import API, Account, signed_in
-from tests.meters.helpers import NOW, make_meter, reading
+from tests.meters.helpers import NOW, four_quarters, make_meter, reading
 
 START = NOW - timedelta(days=2)
 QUARTERS = 2 * 96  # up to NOW: both meters are online
@@ -197,16 +197,7 @@ async def test_correcting_a_quarter_hour_reading(
 ) -> None:
     """A corrected 15-minute reading changes its quarter, hour and day at once; made a
     5-minute reading, it gets a quarter-hour rollup row, and back again it loses it."""
-    clock.set(NOW)
-    owner = await signed_in(client, runtime)
-    operator = await signed_in(client, runtime, Role.operator)
-    meter = await make_meter(client, owner)
-    ends = [NOW - timedelta(minutes=15 * i) for i in range(4)]
-    await client.post(
-        f"{API}/meters/{meter['id']}/readings",
-        json={"readings": [reading(t, 0.5, 0.1) for t in ends]},
-        headers=owner.headers,
-    )
+    owner, operator, meter, ends = await four_quarters(client, runtime, clock)
     url = f"{API}/meters/{meter['id']}/readings"
     window = {"from": utc_iso(NOW - timedelta(hours=1)), "to": utc_iso(NOW)}
 
