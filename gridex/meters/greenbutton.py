@@ -25,10 +25,11 @@ from gridex.core.errors import ValidationFailed
 from gridex.core.runtime import Runtime
 from gridex.core.units import wh_to_kwh
 from gridex.meters import repository as repo
-from gridex.meters.ingest import Item, MeterRef, ingest
+from gridex.meters.ingest import ingest
 from gridex.meters.models import Meter, MeterReading
 from gridex.meters.schemas import IngestOut
 from gridex.meters.service import ingest_out
+from gridex.meters.validation import Item, MeterRef
 
 ATOM = "http://www.w3.org/2005/Atom"
 ESPI = "http://naesb.org/espi"
@@ -39,6 +40,7 @@ _NS_UUID = uuid.UUID("6f0b8f5e-4d0a-4c8e-9a53-0d3c1b7a9e21")
 MAX_EXPORT = timedelta(days=366)
 register_namespace("atom", ATOM)
 register_namespace("espi", ESPI)
+_NS = {"a": ATOM, "e": ESPI}
 
 
 def _atom(parent: Element, tag: str, text: str | None = None, **attrs: str) -> Element:
@@ -64,6 +66,41 @@ def _entry(feed: Element, key: str, title: str, links: list[tuple[str, str]], no
     _atom(entry, "published", now)
     _atom(entry, "updated", now)
     return _atom(entry, "content")
+
+
+def _interval_blocks(
+    feed: Element,
+    meter: Meter,
+    title: str,
+    href: str,
+    flow: int,
+    column: str,
+    readings: list[MeterReading],
+    stamp: str,
+) -> None:
+    """One IntervalBlock per UTC day of ``readings``, values from ``column`` (Wh)."""
+    by_day: dict[datetime, list[MeterReading]] = defaultdict(list)
+    for r in readings:
+        begin = r.timestamp - timedelta(minutes=r.interval_minutes)
+        by_day[begin.replace(hour=0, minute=0, second=0, microsecond=0)].append(r)
+    for n, (day, rows) in enumerate(sorted(by_day.items()), start=1):
+        content = _entry(
+            feed,
+            f"{meter.id}:block:{flow}:{day.isoformat()}",
+            f"{title} {day.date().isoformat()}",
+            [("self", f"{href}/IntervalBlock/{n}"), ("up", f"{href}/IntervalBlock")],
+            stamp,
+        )
+        block = _espi(content, "IntervalBlock")
+        interval = _espi(block, "interval")
+        _espi(interval, "duration", 86400)
+        _espi(interval, "start", int(day.timestamp()))
+        for r in rows:
+            item = _espi(block, "IntervalReading")
+            period = _espi(item, "timePeriod")
+            _espi(period, "duration", r.interval_minutes * 60)
+            _espi(period, "start", int(r.timestamp.timestamp()) - r.interval_minutes * 60)
+            _espi(item, "value", getattr(r, column))
 
 
 def export_feed(
@@ -125,28 +162,7 @@ def export_feed(
         _espi(reading_type, "powerOfTenMultiplier", 0)
         _espi(reading_type, "uom", UOM_WH)
 
-        by_day: dict[datetime, list[MeterReading]] = defaultdict(list)
-        for r in readings:
-            begin = r.timestamp - timedelta(minutes=r.interval_minutes)
-            by_day[begin.replace(hour=0, minute=0, second=0, microsecond=0)].append(r)
-        for n, (day, rows) in enumerate(sorted(by_day.items()), start=1):
-            content = _entry(
-                feed,
-                f"{meter.id}:block:{flow}:{day.isoformat()}",
-                f"{meter.serial} {label} {day.date().isoformat()}",
-                [("self", f"{mr}/IntervalBlock/{n}"), ("up", f"{mr}/IntervalBlock")],
-                stamp,
-            )
-            block = _espi(content, "IntervalBlock")
-            interval = _espi(block, "interval")
-            _espi(interval, "duration", 86400)
-            _espi(interval, "start", int(day.timestamp()))
-            for r in rows:
-                item = _espi(block, "IntervalReading")
-                period = _espi(item, "timePeriod")
-                _espi(period, "duration", r.interval_minutes * 60)
-                _espi(period, "start", int(r.timestamp.timestamp()) - r.interval_minutes * 60)
-                _espi(item, "value", getattr(r, column))
+        _interval_blocks(feed, meter, f"{meter.serial} {label}", mr, flow, column, readings, stamp)
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + tostring(feed, encoding="unicode").encode()
 
 
@@ -178,6 +194,58 @@ def _links(entry: Any) -> list[tuple[str, str]]:
     ]
 
 
+def _entries(root: Any) -> tuple[dict[str, _Type], dict[str, str], list[tuple[str, Any]]]:
+    """ReadingTypes by href, the ReadingType href of each MeterReading, and the IntervalBlocks
+    with the href of the MeterReading they belong to."""
+    types: dict[str, _Type] = {}
+    reading_type_of: dict[str, str] = {}
+    blocks: list[tuple[str, Any]] = []
+    for entry in root.findall("a:entry", _NS):
+        links = _links(entry)
+        self_href = next((h for r, h in links if r == "self"), "")
+        content = entry.find("a:content", _NS)
+        if content is None:
+            continue
+        if (rt := content.find("e:ReadingType", _NS)) is not None:
+            flow = _int(rt, "e:flowDirection", FLOW_IMPORT)
+            assert flow is not None
+            types[self_href] = _Type(
+                flow, _int(rt, "e:powerOfTenMultiplier", 0) or 0, _int(rt, "e:uom")
+            )
+        elif content.find("e:MeterReading", _NS) is not None:
+            for rel, href in links:
+                if rel == "related" and "/ReadingType/" in href:
+                    reading_type_of[self_href] = href
+        elif (block := content.find("e:IntervalBlock", _NS)) is not None:
+            up = next((h for r, h in links if r == "up"), "")
+            owner = (
+                up.rsplit("/IntervalBlock", 1)[0]
+                if up
+                else self_href.rsplit("/IntervalBlock", 1)[0]
+            )
+            blocks.append((owner, block))
+    return types, reading_type_of, blocks
+
+
+def _values(block: Any, kind: _Type) -> list[tuple[int, int, int]]:
+    """(start, duration, Wh) of a block's IntervalReadings, scaled by the type's multiplier."""
+    out = []
+    for item in block.findall("e:IntervalReading", _NS):
+        start = _int(item, "e:timePeriod/e:start")
+        duration = _int(item, "e:timePeriod/e:duration")
+        value = _int(item, "e:value")
+        if start is None or duration is None or value is None:
+            raise ValidationFailed("An IntervalReading lacks start, duration or value")
+        scaled = value * 10**kind.multiplier if kind.multiplier >= 0 else None
+        if scaled is None:
+            divisor = 10 ** (-kind.multiplier)
+            if value % divisor:
+                raise ValidationFailed("A value is not a whole number of Wh")
+            scaled = value // divisor
+        out.append((start, duration, scaled))
+    return out
+
+
 def parse_feed(data: bytes) -> list[dict[str, Any]]:
     """The readings of an ESPI feed, one per interval end, as ingest payloads (kWh).
 
@@ -191,34 +259,7 @@ def parse_feed(data: bytes) -> list[dict[str, Any]]:
         raise ValidationFailed("The body is not a well-formed, safe XML document") from exc
     if root.tag != f"{{{ATOM}}}feed":
         raise ValidationFailed("The body is not an Atom feed")
-    ns = {"a": ATOM, "e": ESPI}
-    types: dict[str, _Type] = {}
-    reading_type_of: dict[str, str] = {}
-    blocks: list[tuple[str, Any]] = []
-    for entry in root.findall("a:entry", ns):
-        links = _links(entry)
-        self_href = next((h for r, h in links if r == "self"), "")
-        content = entry.find("a:content", ns)
-        if content is None:
-            continue
-        if (rt := content.find("e:ReadingType", ns)) is not None:
-            flow = _int(rt, "e:flowDirection", FLOW_IMPORT)
-            assert flow is not None
-            types[self_href] = _Type(
-                flow, _int(rt, "e:powerOfTenMultiplier", 0) or 0, _int(rt, "e:uom")
-            )
-        elif content.find("e:MeterReading", ns) is not None:
-            for rel, href in links:
-                if rel == "related" and "/ReadingType/" in href:
-                    reading_type_of[self_href] = href
-        elif (block := content.find("e:IntervalBlock", ns)) is not None:
-            up = next((h for r, h in links if r == "up"), "")
-            owner = (
-                up.rsplit("/IntervalBlock", 1)[0]
-                if up
-                else self_href.rsplit("/IntervalBlock", 1)[0]
-            )
-            blocks.append((owner, block))
+    types, reading_type_of, blocks = _entries(root)
     if not types:
         raise ValidationFailed("The feed has no ReadingType")
     only = next(iter(types.values())) if len(types) == 1 else None
@@ -233,19 +274,8 @@ def parse_feed(data: bytes) -> list[dict[str, Any]]:
         if kind.flow not in (FLOW_IMPORT, FLOW_EXPORT):
             raise ValidationFailed(f"Unsupported flowDirection {kind.flow}")
         field = "consumed" if kind.flow == FLOW_IMPORT else "produced"
-        for item in block.findall("e:IntervalReading", ns):
-            start = _int(item, "e:timePeriod/e:start")
-            duration = _int(item, "e:timePeriod/e:duration")
-            value = _int(item, "e:value")
-            if start is None or duration is None or value is None:
-                raise ValidationFailed("An IntervalReading lacks start, duration or value")
-            scaled = value * 10**kind.multiplier if kind.multiplier >= 0 else None
-            if scaled is None:
-                divisor = 10 ** (-kind.multiplier)
-                if value % divisor:
-                    raise ValidationFailed("A value is not a whole number of Wh")
-                scaled = value // divisor
-            intervals.setdefault((start + duration, duration), {})[field] = scaled
+        for start, duration, wh in _values(block, kind):
+            intervals.setdefault((start + duration, duration), {})[field] = wh
     readings = []
     for (end, duration), values in sorted(intervals.items()):
         if duration % 60:

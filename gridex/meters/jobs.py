@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
-from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
-from gridex.meters.models import Meter, MeterStatusEvent
+from gridex.meters.events import status_changed
+from gridex.meters.models import Meter
 from gridex.meters.service import time_out_commands
 
 
@@ -29,28 +29,20 @@ async def mark_offline(rt: Runtime) -> int:
                 .execution_options(synchronize_session=False)
             )
         ).all()
-        for meter_id, _ in rows:
-            emit(
+        for meter_id, last in rows:
+            details = {
+                "last_reading_at": last.isoformat() if last else None,
+                "missed_intervals": rt.settings.offline_after_intervals,
+            }
+            status_changed(
                 session,
                 rt.pubsub,
-                [f"meter:{meter_id}"],
-                "device_offline",
-                {"meter_id": str(meter_id)},
-                now,
-            )
-        session.add_all(
-            MeterStatusEvent(
-                meter_id=meter_id,
-                at=now,
-                status="offline",
+                meter_id,
+                "offline",
                 reason="missed_intervals",
-                details={
-                    "last_reading_at": last.isoformat() if last else None,
-                    "missed_intervals": rt.settings.offline_after_intervals,
-                },
+                details=details,
+                now=now,
             )
-            for meter_id, last in rows
-        )
         await session.commit()
     return len(rows)
 

@@ -108,9 +108,11 @@ class MeterRollup(Base):
     """Sums of raw readings per meter and bucket, maintained in the ingest's transaction.
 
     ``consumed_wh``/``produced_wh``/``readings`` always equal the sums over the raw readings whose
-    interval lies in the bucket. ``peak_w`` is the highest power seen (peak demand when the device
-    sends it, else the interval's average consumption power); ``min_w`` the lowest average power.
-    Voltage and current are kept as sums in mV and mA with their counts, for averages.
+    interval lies in the bucket; quarter-hour (``15m``) rows count only readings shorter than 15
+    minutes, as a 15-minute reading is a quarter-hour bucket by itself (see ``rollups``).
+    ``peak_w`` is the highest power seen (peak demand when the device sends it, else the
+    interval's average consumption power); ``min_w`` the lowest average power. Voltage and
+    current are kept as sums in mV and mA with their counts, for averages.
     """
 
     __tablename__ = "meter_rollups"

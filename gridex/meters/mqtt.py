@@ -32,11 +32,12 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
-from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
-from gridex.meters.ingest import Item, Rejection, dead_letters, ingest
-from gridex.meters.models import CommandStatus, Meter, MeterCommand, MeterStatusEvent
+from gridex.meters.events import status_changed
+from gridex.meters.ingest import Rejection, dead_letters, ingest
+from gridex.meters.models import CommandStatus, Meter, MeterCommand
 from gridex.meters.service import meters_by_serial
+from gridex.meters.validation import Item
 
 log = structlog.get_logger(__name__)
 
@@ -311,23 +312,15 @@ class MqttBridge:
         if meter is None or meter.online == (status == "online"):
             return
         meter.online = status == "online"
-        emit(
+        status_changed(
             session,
             self.rt.pubsub,
-            [f"meter:{meter.id}"],
-            f"device_{status}",
-            {"meter_id": str(meter.id)},
-            now,
-        )
-        session.add(
-            MeterStatusEvent(
-                meter_id=meter.id,
-                at=now,
-                status=status,
-                # A device's Last Will is "offline"; "online" is its own announcement.
-                reason="last_will" if status == "offline" else "device_status",
-                details={"serial": serial},
-            )
+            meter.id,
+            status,
+            # A device's Last Will is "offline"; "online" is its own announcement.
+            reason="last_will" if status == "offline" else "device_status",
+            details={"serial": serial},
+            now=now,
         )
 
     async def _ack(

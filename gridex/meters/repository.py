@@ -1,24 +1,38 @@
-"""Queries of the meters domain. Aggregates read rollups only, never raw readings.
+"""Queries of the meters domain. Aggregates read buckets, never long scans of raw readings.
 
 Time ranges are widened to whole 15-minute buckets (``from`` down, ``to`` up): a bucket or
-reading belongs to a range when its interval starts in ``[from, to)``.
+reading belongs to a range when its interval starts in ``[from, to)``. A quarter-hour bucket is
+a rollup row (readings shorter than 15 minutes) plus the 15-minute reading of that quarter, read
+from ``meter_readings`` by its primary key (see ``rollups``); ``quarter_sums`` and the
+``_quarter_readings`` filter are where the two are put together.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.meters.ingest import GRANULARITIES, bucket_start, next_bucket
 from gridex.meters.models import Granularity, Meter, MeterReading, MeterRollup, MeterStatus
+from gridex.meters.rollups import (
+    COLUMNS,
+    GRANULARITIES,
+    HIGHEST,
+    LOWEST,
+    QUARTER,
+    QUARTER_MINUTES,
+    Sums,
+    bucket_start,
+    next_bucket,
+)
 
-QUARTER = timedelta(minutes=15)
+# One meter, or a query of meter ids (a region's, an owner's).
+Meters = uuid.UUID | Select[Any]
 
 
 def floor_quarter(ts: datetime) -> datetime:
@@ -69,55 +83,110 @@ def cover_clause(start: datetime, end: datetime) -> ColumnElement[bool]:
     return or_(*parts) if parts else MeterRollup.granularity == "none"
 
 
-@dataclass(frozen=True, slots=True)
-class Sums:
-    consumed_wh: int = 0
-    produced_wh: int = 0
-    readings: int = 0
-    peak_w: int | None = None
-    min_w: int | None = None
-    voltage_mv_sum: int = 0
-    voltage_count: int = 0
-    current_ma_sum: int = 0
-    current_count: int = 0
+def _aggregate(name: str) -> ColumnElement[Any]:
+    """Rollup rows added up in SQL, by the rule of ``Sums.merge``; ``min_w`` stays NULL (None)
+    without rows."""
+    column = MeterRollup.__table__.c[name]
+    if name in LOWEST:
+        return func.min(column)
+    return func.coalesce(func.max(column) if name in HIGHEST else func.sum(column), 0)
 
 
-_SUM_COLUMNS = (
-    func.coalesce(func.sum(MeterRollup.consumed_wh), 0),
-    func.coalesce(func.sum(MeterRollup.produced_wh), 0),
-    func.coalesce(func.sum(MeterRollup.readings), 0),
-    func.max(MeterRollup.peak_w),
-    func.min(MeterRollup.min_w),
-    func.coalesce(func.sum(MeterRollup.voltage_mv_sum), 0),
-    func.coalesce(func.sum(MeterRollup.voltage_count), 0),
-    func.coalesce(func.sum(MeterRollup.current_ma_sum), 0),
-    func.coalesce(func.sum(MeterRollup.current_count), 0),
-)
+_SUM_COLUMNS = tuple(_aggregate(name) for name in COLUMNS)
 
 
 def _sums(row: Sequence[Any]) -> Sums:
+    """``Sums`` of a row of ``_SUM_COLUMNS``."""
+    c, p, n, peak, low, v_sum, v_count, i_sum, i_count = row
+    low = None if low is None else int(low)
     return Sums(
-        int(row[0]),
-        int(row[1]),
-        int(row[2]),
-        None if row[3] is None else int(row[3]),
-        None if row[4] is None else int(row[4]),
-        int(row[5]),
-        int(row[6]),
-        int(row[7]),
-        int(row[8]),
+        int(c), int(p), int(n), int(peak), low, int(v_sum), int(v_count), int(i_sum), int(i_count)
     )
+
+
+def _of(column: Any, meters: Meters) -> ColumnElement[bool]:
+    result: ColumnElement[bool] = (
+        column == meters if isinstance(meters, uuid.UUID) else column.in_(meters)
+    )
+    return result
+
+
+def _quarter_readings(meters: Meters, start: datetime, end: datetime | None) -> Select[Any]:
+    """The readings that are a quarter-hour bucket each, for buckets starting in [start, end):
+    their interval end is one quarter later, so the bounds move instead of the column."""
+    query = select(MeterReading).where(
+        _of(MeterReading.meter_id, meters),
+        MeterReading.interval_minutes == QUARTER_MINUTES,
+        MeterReading.timestamp >= start + QUARTER,
+    )
+    return query if end is None else query.where(MeterReading.timestamp < end + QUARTER)
+
+
+async def quarter_sums(
+    session: AsyncSession,
+    meters: Meters,
+    start: datetime,
+    end: datetime | None = None,
+    *,
+    limit: int | None = None,
+) -> list[tuple[uuid.UUID, datetime, Sums]]:
+    """The quarter-hour buckets starting in ``[start, end)`` that have readings, by time then
+    meter: rollup rows and 15-minute readings added together. ``limit``: the first buckets only
+    (for one meter)."""
+    rollups = (
+        select(MeterRollup)
+        .where(
+            _of(MeterRollup.meter_id, meters),
+            MeterRollup.granularity == Granularity.m15,
+            MeterRollup.bucket_start >= start,
+        )
+        .order_by(MeterRollup.bucket_start)
+    )
+    readings = _quarter_readings(meters, start, end).order_by(MeterReading.timestamp)
+    if end is not None:
+        rollups = rollups.where(MeterRollup.bucket_start < end)
+    if limit is not None:
+        rollups, readings = rollups.limit(limit), readings.limit(limit)
+    buckets: dict[tuple[datetime, uuid.UUID], Sums] = {}
+    for rollup in await session.scalars(rollups):
+        buckets[(rollup.bucket_start, rollup.meter_id)] = Sums.of_rollup(rollup)
+    for reading in await session.scalars(readings):
+        key = (reading.timestamp - QUARTER, reading.meter_id)
+        buckets.setdefault(key, Sums()).add(reading)
+    ordered = sorted(buckets.items())[:limit]
+    return [(meter_id, start, sums) for (start, meter_id), sums in ordered]
+
+
+async def _cover_sums(
+    session: AsyncSession, meters: Meters, start: datetime, end: datetime
+) -> dict[uuid.UUID, Sums]:
+    """Per meter, the sums of ``[start, end)`` from the fewest buckets (``cover``)."""
+    totals: dict[uuid.UUID, Sums] = defaultdict(Sums)
+    rows = await session.execute(
+        select(MeterRollup.meter_id, *_SUM_COLUMNS)
+        .where(_of(MeterRollup.meter_id, meters), cover_clause(start, end))
+        .group_by(MeterRollup.meter_id)
+    )
+    for meter_id, *sums in rows:
+        totals[meter_id].merge(_sums(sums))
+    # Quarters are only ever at the edges of a cover: a few readings per meter.
+    edges = [
+        and_(MeterReading.timestamp >= s + QUARTER, MeterReading.timestamp < e + QUARTER)
+        for g, s, e in cover(start, end)
+        if g == Granularity.m15
+    ]
+    if edges:
+        for reading in await session.scalars(
+            _quarter_readings(meters, start, end).where(or_(*edges))
+        ):
+            totals[reading.meter_id].add(reading)
+    return totals
 
 
 async def meter_sums(
     session: AsyncSession, meter_id: uuid.UUID, start: datetime, end: datetime
 ) -> Sums:
-    row = (
-        await session.execute(
-            select(*_SUM_COLUMNS).where(MeterRollup.meter_id == meter_id, cover_clause(start, end))
-        )
-    ).one()
-    return _sums(row)
+    return (await _cover_sums(session, meter_id, start, end)).get(meter_id, Sums())
 
 
 async def totals_by_meter(
@@ -185,7 +254,7 @@ async def raw_readings(
     return list(rows)
 
 
-async def rollup_points(
+async def bucket_series(
     session: AsyncSession,
     meter_id: uuid.UUID,
     granularity: str,
@@ -193,7 +262,11 @@ async def rollup_points(
     end: datetime,
     *,
     limit: int,
-) -> list[MeterRollup]:
+) -> list[tuple[datetime, Sums]]:
+    """The meter's buckets of ``granularity`` starting in ``[start, end)`` that have readings."""
+    if granularity == Granularity.m15:
+        quarters = await quarter_sums(session, meter_id, start, end, limit=limit)
+        return [(bucket, sums) for _, bucket, sums in quarters]
     rows = await session.scalars(
         select(MeterRollup)
         .where(
@@ -205,7 +278,7 @@ async def rollup_points(
         .order_by(MeterRollup.bucket_start)
         .limit(limit)
     )
-    return list(rows)
+    return [(row.bucket_start, Sums.of_rollup(row)) for row in rows]
 
 
 async def rollup_series(
@@ -253,80 +326,72 @@ async def region_counts(session: AsyncSession, region: str) -> tuple[int, int, i
 
 
 async def region_sums(session: AsyncSession, region: str, start: datetime, end: datetime) -> Sums:
-    row = (
-        await session.execute(
-            select(*_SUM_COLUMNS).where(
-                MeterRollup.meter_id.in_(region_meters(region)), cover_clause(start, end)
-            )
-        )
-    ).one()
-    return _sums(row)
+    total = Sums()
+    for sums in (await _cover_sums(session, region_meters(region), start, end)).values():
+        total.merge(sums)
+    return total
 
 
 async def region_peak(
     session: AsyncSession, region: str, start: datetime, end: datetime
 ) -> tuple[datetime | None, int]:
-    """The 15-minute bucket with the highest summed consumption: (start, Wh)."""
-    total = func.sum(MeterRollup.consumed_wh)
-    row = (
-        await session.execute(
-            select(MeterRollup.bucket_start, total)
-            .where(
-                MeterRollup.meter_id.in_(region_meters(region)),
-                MeterRollup.granularity == Granularity.m15,
-                MeterRollup.bucket_start >= start,
-                MeterRollup.bucket_start < end,
-            )
-            .group_by(MeterRollup.bucket_start)
-            .order_by(total.desc(), MeterRollup.bucket_start)
-            .limit(1)
+    """The quarter-hour bucket with the highest summed consumption: (start, Wh)."""
+    meters = region_meters(region)
+    totals: dict[datetime, int] = defaultdict(int)
+    rollups = await session.execute(
+        select(MeterRollup.bucket_start, func.sum(MeterRollup.consumed_wh))
+        .where(
+            MeterRollup.meter_id.in_(meters),
+            MeterRollup.granularity == Granularity.m15,
+            MeterRollup.bucket_start >= start,
+            MeterRollup.bucket_start < end,
         )
-    ).one_or_none()
-    if row is None:
+        .group_by(MeterRollup.bucket_start)
+    )
+    for bucket, consumed in rollups:
+        totals[bucket] += int(consumed)
+    quarters = _quarter_readings(meters, start, end).subquery()
+    readings = await session.execute(
+        select(quarters.c.timestamp, func.sum(quarters.c.consumed_wh)).group_by(
+            quarters.c.timestamp
+        )
+    )
+    for interval_end, consumed in readings:
+        totals[interval_end - QUARTER] += int(consumed)
+    if not totals:
         return None, 0
-    return row[0], int(row[1])
+    peak = min(totals, key=lambda bucket: (-totals[bucket], bucket))
+    return peak, totals[peak]
 
 
 async def top_consumers(
     session: AsyncSession, region: str, start: datetime, end: datetime, limit: int
 ) -> list[tuple[uuid.UUID, str, uuid.UUID | None, int, int]]:
-    consumed = func.sum(MeterRollup.consumed_wh)
-    rows = await session.execute(
-        select(Meter.id, Meter.serial, Meter.owner_id, consumed, func.sum(MeterRollup.produced_wh))
-        .join(MeterRollup, MeterRollup.meter_id == Meter.id)
-        .where(Meter.region == region, Meter.deleted_at.is_(None), cover_clause(start, end))
-        .group_by(Meter.id, Meter.serial, Meter.owner_id)
-        .order_by(consumed.desc(), Meter.serial)
-        .limit(limit)
+    """The region's meters with readings in ``[start, end)``, by consumption (then serial)."""
+    totals = await _cover_sums(session, region_meters(region), start, end)
+    if not totals:
+        return []
+    meters = await session.execute(
+        select(Meter.id, Meter.serial, Meter.owner_id).where(Meter.id.in_(totals))
     )
-    return [(m, s, o, int(c), int(p)) for m, s, o, c, p in rows]
+    ranked = sorted(meters, key=lambda m: (-totals[m.id].consumed_wh, m.serial))[:limit]
+    return [
+        (m.id, m.serial, m.owner_id, totals[m.id].consumed_wh, totals[m.id].produced_wh)
+        for m in ranked
+    ]
 
 
 async def region_latest_quarter(
     session: AsyncSession, region: str, since: datetime
 ) -> tuple[datetime, int, int, int] | None:
     """The newest quarter with data since ``since``: (start, consumed, produced, meters)."""
-    row = (
-        await session.execute(
-            select(
-                MeterRollup.bucket_start,
-                func.sum(MeterRollup.consumed_wh),
-                func.sum(MeterRollup.produced_wh),
-                func.count(),
-            )
-            .where(
-                MeterRollup.meter_id.in_(region_meters(region)),
-                MeterRollup.granularity == Granularity.m15,
-                MeterRollup.bucket_start >= since,
-            )
-            .group_by(MeterRollup.bucket_start)
-            .order_by(MeterRollup.bucket_start.desc())
-            .limit(1)
-        )
-    ).one_or_none()
-    if row is None:
+    quarters = await quarter_sums(session, region_meters(region), since)
+    if not quarters:
         return None
-    return row[0], int(row[1]), int(row[2]), int(row[3])
+    newest = quarters[-1][1]
+    latest = [sums for _, bucket, sums in quarters if bucket == newest]
+    consumed = sum(s.consumed_wh for s in latest)
+    return newest, consumed, sum(s.produced_wh for s in latest), len(latest)
 
 
 async def owners_meter_totals(

@@ -301,7 +301,7 @@ async def get_readings(
     after: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> PointsOut:
-    """A series; every interval but `raw` is served from rollups."""
+    """A series; every interval but `raw` is served from buckets, not scans of raw readings."""
     return await telemetry.points(session, rt, meter, interval, start, end, after, limit)
 
 

@@ -90,10 +90,9 @@ class AssignIn(InputModel):
     user_id: uuid.UUID
 
 
-class ReadingIn(InputModel):
-    """One interval ending at ``timestamp`` (documentation of the ingest body)."""
+class ReadingValuesIn(InputModel):
+    """What a reading measures, as sent by a device or by staff correcting it."""
 
-    timestamp: AwareDatetime
     energy_consumed_kwh: float = Field(ge=0, description="Imported from the grid, kWh")
     energy_produced_kwh: float = Field(ge=0, description="Exported to the grid, kWh")
     interval_minutes: Literal[1, 3, 5, 15] | None = None
@@ -103,6 +102,12 @@ class ReadingIn(InputModel):
     current: float | None = Field(default=None, ge=0)
     frequency: float | None = Field(default=None, ge=0)
     metadata: dict[str, Any] | None = None
+
+
+class ReadingIn(ReadingValuesIn):
+    """One interval ending at ``timestamp`` (documentation of the ingest body)."""
+
+    timestamp: AwareDatetime
     signature: str | None = Field(
         default=None, description="base58 Ed25519 signature of the canonical JSON"
     )
@@ -150,19 +155,10 @@ class ReadingOut(OutputModel):
     revision: int
 
 
-class CorrectionIn(InputModel):
-    energy_consumed_kwh: float = Field(ge=0)
-    energy_produced_kwh: float = Field(ge=0)
+class CorrectionIn(ReadingValuesIn):
     timestamp: AwareDatetime | None = Field(
         default=None, description="If given, must equal the path's timestamp"
     )
-    interval_minutes: Literal[1, 3, 5, 15] | None = None
-    peak_demand_kw: float | None = Field(default=None, ge=0)
-    power_factor: float | None = Field(default=None, ge=-1, le=1)
-    voltage: float | None = Field(default=None, ge=0)
-    current: float | None = Field(default=None, ge=0)
-    frequency: float | None = Field(default=None, ge=0)
-    metadata: dict[str, Any] | None = None
     reason: str = Field(min_length=3, max_length=500)
 
 

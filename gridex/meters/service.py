@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, select, update
+from sqlalchemy import Select, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,30 +26,18 @@ from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.units import kwh_to_wh, wh_to_kwh
 from gridex.meters import repository as repo
-from gridex.meters.ingest import (
-    GRANULARITIES,
-    Accumulator,
-    IngestResult,
-    Item,
-    MeterRef,
-    _Reject,
-    bucket_start,
-    dialect_insert,
-    ingest,
-    next_bucket,
-    parse_reading,
-)
+from gridex.meters.ingest import IngestResult, ingest
 from gridex.meters.models import (
     CommandStatus,
     Granularity,
     Meter,
     MeterCommand,
     MeterReading,
-    MeterRollup,
     MeterStatus,
     ReadingCorrection,
     RejectedReading,
 )
+from gridex.meters.rollups import rebuild_rollups
 from gridex.meters.schemas import (
     STAFF_ONLY_FIELDS,
     CommandIn,
@@ -62,6 +50,15 @@ from gridex.meters.schemas import (
     ReadingOut,
     RejectedItemOut,
 )
+from gridex.meters.validation import (
+    ALLOWED_INTERVALS,
+    InvalidReading,
+    Item,
+    MeterRef,
+    Reading,
+    Window,
+    parse_reading,
+)
 from gridex.users.models import STAFF_ROLES, Role, User, UserStatus
 
 # Commands an owner may send to their own meter; the others change what is metered or switch
@@ -71,6 +68,29 @@ OWNER_COMMANDS = frozenset({"reboot", "set_interval"})
 
 def is_staff(principal: Principal) -> bool:
     return principal.role in STAFF_ROLES
+
+
+def _audit(
+    session: AsyncSession,
+    principal: Principal,
+    meter: Meter,
+    action: str,
+    *,
+    at: datetime,
+    details: dict[str, Any],
+    actor_type: str = "user",
+) -> None:
+    """An audit record of ``action`` on ``meter`` by ``principal``."""
+    record(
+        session,
+        at=at,
+        action=action,
+        actor_id=principal.user.id,
+        actor_type=actor_type,
+        subject_type="meter",
+        subject_id=meter.id,
+        details=details,
+    )
 
 
 # --- access ----------------------------------------------------------------------------------
@@ -161,13 +181,12 @@ async def register_meter(
         await session.flush()
     except IntegrityError as exc:  # a concurrent registration of the same serial
         raise Conflict("A meter with this serial exists", details={"field": "serial"}) from exc
-    record(
+    _audit(
         session,
+        principal,
+        meter,
+        "meter.registered",
         at=now,
-        action="meter.registered",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
         details={"serial": meter.serial, "owner_id": str(owner_id), "region": region},
     )
     return meter
@@ -284,13 +303,12 @@ async def update_meter(
         else:
             setattr(meter, name, value)
     meter.updated_at = rt.clock.now()
-    record(
+    _audit(
         session,
+        principal,
+        meter,
+        "meter.updated",
         at=meter.updated_at,
-        action="meter.updated",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
         details={"fields": sorted(changes)},
     )
     return meter
@@ -307,15 +325,7 @@ async def delete_meter(
     meter.status = MeterStatus.inactive
     meter.online = False
     meter.offline_due_at = None
-    record(
-        session,
-        at=now,
-        action="meter.deleted",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
-        details={"serial": meter.serial},
-    )
+    _audit(session, principal, meter, "meter.deleted", at=now, details={"serial": meter.serial})
 
 
 async def set_status(
@@ -324,13 +334,12 @@ async def set_status(
     previous = meter.status
     meter.status = status
     meter.updated_at = rt.clock.now()
-    record(
+    _audit(
         session,
+        principal,
+        meter,
+        "meter.status_changed",
         at=meter.updated_at,
-        action="meter.status_changed",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
         details={"from": previous.value, "to": status.value},
     )
     return meter
@@ -352,13 +361,12 @@ async def assign(
     previous = meter.owner_id
     meter.owner_id = user_id
     meter.updated_at = rt.clock.now()
-    record(
+    _audit(
         session,
+        principal,
+        meter,
+        "meter.assigned" if user_id else "meter.unassigned",
         at=meter.updated_at,
-        action="meter.assigned" if user_id else "meter.unassigned",
-        actor_id=principal.user.id,
-        subject_type="meter",
-        subject_id=meter.id,
         details={
             "from": str(previous) if previous else None,
             "to": str(user_id) if user_id else None,
@@ -478,64 +486,33 @@ def _reading_values(r: MeterReading) -> dict[str, Any]:
     }
 
 
-async def recompute_rollups(session: AsyncSession, meter_id: uuid.UUID, instant: datetime) -> None:
-    """Rebuild the four buckets containing ``instant`` exactly: the quarter from its raw
-    readings (at most 15), each coarser bucket from the finer rollups inside it."""
-    table = MeterRollup.__table__
-    rows: list[dict[str, Any]] = []
-    finer: str | None = None
-    for g in GRANULARITIES:
-        start = bucket_start(g, instant)
-        end = next_bucket(g, start)
-        acc = Accumulator()
-        if finer is None:
-            readings = await session.scalars(
-                select(MeterReading).where(
-                    MeterReading.meter_id == meter_id,
-                    MeterReading.timestamp > start,
-                    MeterReading.timestamp <= end,
-                )
-            )
-            for r in readings:
-                acc.add(r)
-            row = acc.row(meter_id, g.value, start)
-        else:
-            parts = [
-                p
-                for p in await session.scalars(
-                    select(MeterRollup).where(
-                        MeterRollup.meter_id == meter_id,
-                        MeterRollup.granularity == finer,
-                        MeterRollup.bucket_start >= start,
-                        MeterRollup.bucket_start < end,
-                    )
-                )
-            ]
-            row = acc.row(meter_id, g.value, start)
-            for key in (
-                "consumed_wh",
-                "produced_wh",
-                "readings",
-                "voltage_mv_sum",
-                "voltage_count",
-                "current_ma_sum",
-                "current_count",
-            ):
-                row[key] = sum(getattr(p, key) for p in parts)
-            row["peak_w"] = max((p.peak_w for p in parts), default=0)
-            row["min_w"] = min((p.min_w for p in parts), default=0)
-        # Rows are replaced; the coarser level reads this one, so write it before moving on.
-        await session.execute(
-            delete(MeterRollup).where(
-                MeterRollup.meter_id == meter_id,
-                MeterRollup.granularity == g.value,
-                MeterRollup.bucket_start == start,
-            )
-        )
-        if row["readings"]:
-            await session.execute(dialect_insert(session, table), [row])
-        rows.append(row)
-        finer = g.value
+def _corrected(
+    rt: Runtime, meter: Meter, reading: MeterReading, data: CorrectionIn, now: datetime
+) -> Reading:
+    """The corrected reading, validated by the ingest rules (unsigned, any age, also for an
+    inactive meter: staff fix what is stored)."""
+    payload = data.model_dump(exclude={"reason", "timestamp"}, exclude_none=True)
+    payload["timestamp"] = reading.timestamp.isoformat()
+    payload.setdefault("interval_minutes", reading.interval_minutes)
+    ref = dataclasses.replace(MeterRef.of(meter), public_key=None, status=MeterStatus.active)
+    window = Window.at(now, rt.settings, oldest=reading.timestamp - timedelta(days=1))
+    try:
+        return parse_reading(Item(0, payload, ref), window)
+    except InvalidReading as exc:
+        raise ValidationFailed(exc.message, details={"reason": exc.reason}) from exc
+
+
+def _replace_values(reading: MeterReading, new: Reading) -> None:
+    reading.interval_minutes = new.interval_minutes
+    reading.consumed_wh = new.consumed_wh
+    reading.produced_wh = new.produced_wh
+    reading.peak_demand_w = new.peak_demand_w
+    reading.power_factor = new.power_factor
+    reading.voltage = new.voltage
+    reading.current = new.current
+    reading.frequency = new.frequency
+    reading.reading_metadata = new.metadata
+    reading.revision += 1
 
 
 async def correct_reading(
@@ -553,22 +530,8 @@ async def correct_reading(
     reading = await session.get(MeterReading, (meter.id, timestamp))
     if reading is None:
         raise NotFound("No reading is stored for this interval")
-    payload = data.model_dump(exclude={"reason", "timestamp"}, exclude_none=True)
-    payload["timestamp"] = timestamp.isoformat()
-    payload.setdefault("interval_minutes", reading.interval_minutes)
-    # Staff corrections are not device-signed, and may fix a reading of an inactive meter.
-    ref = dataclasses.replace(MeterRef.of(meter), public_key=None, status=MeterStatus.active)
     now = rt.clock.now()
-    try:
-        new = parse_reading(
-            Item(0, payload, ref),
-            now=now,
-            skew=timedelta(seconds=rt.settings.reading_future_skew_seconds),
-            oldest=reading.timestamp - timedelta(days=1),
-        )
-    except _Reject as exc:
-        raise ValidationFailed(exc.message, details={"reason": exc.reason}) from exc
-    old_values = _reading_values(reading)
+    new = _corrected(rt, meter, reading, data, now)
     correction = ReadingCorrection(
         meter_id=meter.id,
         timestamp=timestamp,
@@ -576,7 +539,7 @@ async def correct_reading(
         old_produced_wh=reading.produced_wh,
         new_consumed_wh=new.consumed_wh,
         new_produced_wh=new.produced_wh,
-        old_values=old_values,
+        old_values=_reading_values(reading),
         reason=data.reason,
         actor_id=principal.user.id,
         actor_type=principal.actor_type,
@@ -584,18 +547,10 @@ async def correct_reading(
         corrected_at=now,
     )
     session.add(correction)
-    reading.interval_minutes = new.interval_minutes
-    reading.consumed_wh = new.consumed_wh
-    reading.produced_wh = new.produced_wh
-    reading.peak_demand_w = new.peak_demand_w
-    reading.power_factor = new.power_factor
-    reading.voltage = new.voltage
-    reading.current = new.current
-    reading.frequency = new.frequency
-    reading.reading_metadata = new.metadata
-    reading.revision += 1
+    _replace_values(reading, new)
     await session.flush()
-    await recompute_rollups(session, meter.id, timestamp - timedelta(microseconds=1))
+    # Any instant inside the interval names its buckets.
+    await rebuild_rollups(session, meter.id, timestamp - timedelta(microseconds=1))
     # Live notice for settlement and dashboards; the correction row is the durable event.
     emit(
         session,
@@ -609,21 +564,18 @@ async def correct_reading(
         },
         now,
     )
-    record(
+    old = {"consumed_wh": correction.old_consumed_wh, "produced_wh": correction.old_produced_wh}
+    _audit(
         session,
+        principal,
+        meter,
+        "reading.corrected",
         at=now,
-        action="reading.corrected",
-        actor_id=principal.user.id,
         actor_type=principal.actor_type,
-        subject_type="meter",
-        subject_id=meter.id,
         details={
             "timestamp": timestamp.isoformat(),
             "reason": data.reason,
-            "old": {
-                "consumed_wh": correction.old_consumed_wh,
-                "produced_wh": correction.old_produced_wh,
-            },
+            "old": old,
             "new": {"consumed_wh": new.consumed_wh, "produced_wh": new.produced_wh},
         },
     )
@@ -697,7 +649,7 @@ async def create_command(
         )
     if data.command == "set_interval":
         interval = data.params.get("interval_minutes")
-        if interval not in (1, 3, 5, 15) or isinstance(interval, bool):
+        if interval not in ALLOWED_INTERVALS or isinstance(interval, bool):
             raise ValidationFailed("set_interval needs params.interval_minutes in 1, 3, 5, 15")
     now = rt.clock.now()
     timeout = data.timeout_seconds or rt.settings.meter_command_timeout_seconds
@@ -713,13 +665,12 @@ async def create_command(
     session.add(command)
     await session.flush()
     if is_staff(principal):
-        record(
+        _audit(
             session,
+            principal,
+            meter,
+            "meter.command",
             at=now,
-            action="meter.command",
-            actor_id=principal.user.id,
-            subject_type="meter",
-            subject_id=meter.id,
             details={"command": data.command, "command_id": str(command.id)},
         )
     return command

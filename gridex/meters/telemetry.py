@@ -1,7 +1,8 @@
 """Read side of telemetry: series, stats, analytics, comparisons and region views.
 
-Everything coarser than raw reads the rollup tables (``repository.cover`` picks the fewest
-buckets); only ``interval=raw`` and ``latest`` read raw readings.
+Everything coarser than raw reads buckets (``repository.cover`` picks the fewest): rollup rows,
+and for quarter-hours of 15-minute readings the readings themselves (see ``rollups``);
+``interval=raw`` and ``latest`` read raw readings.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from gridex.core.errors import NotFound, ValidationFailed
 from gridex.core.runtime import Runtime
 from gridex.core.units import wh_to_kwh
 from gridex.meters import repository as repo
-from gridex.meters.ingest import bucket_start, next_bucket
 from gridex.meters.models import Granularity, Meter, MeterReading
+from gridex.meters.rollups import QUARTER, bucket_start, next_bucket
 from gridex.meters.schemas import (
     AnalyticsOut,
     CompareOut,
@@ -90,7 +91,7 @@ async def points(
     after: datetime | None,
     limit: int,
 ) -> PointsOut:
-    """A time series of the meter; raw reads readings, every other interval reads rollups."""
+    """A time series of the meter; raw reads readings, every other interval reads buckets."""
     a, b = time_range(rt, start, end, DEFAULT_SPAN[interval])
     out: list[PointOut] = []
     if interval == "raw":
@@ -113,11 +114,9 @@ async def points(
         first = bucket_start(interval, a)
         if after is not None:
             first = max(first, next_bucket(interval, bucket_start(interval, after)))
-        buckets = await repo.rollup_points(session, meter.id, interval, first, b, limit=limit + 1)
-        for bucket in buckets[:limit]:
-            out.append(
-                _point(bucket.bucket_start, bucket.consumed_wh, bucket.produced_wh, bucket.peak_w)
-            )
+        buckets = await repo.bucket_series(session, meter.id, interval, first, b, limit=limit + 1)
+        for start_at, sums in buckets[:limit]:
+            out.append(_point(start_at, sums.consumed_wh, sums.produced_wh, sums.peak_w))
         more = len(buckets) > limit
     return PointsOut(
         meter_id=meter.id,
@@ -355,7 +354,7 @@ async def realtime(session: AsyncSession, rt: Runtime, region: str) -> RealtimeO
     return RealtimeOut(
         region=region,
         interval_start=start,
-        interval_end=start + repo.QUARTER,
+        interval_end=start + QUARTER,
         consumption_kw=wh_to_kwh(consumed * 4),
         production_kw=wh_to_kwh(produced * 4),
         net_load_kw=wh_to_kwh((consumed - produced) * 4),

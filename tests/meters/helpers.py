@@ -12,7 +12,9 @@ import httpx
 from nacl.signing import SigningKey
 
 from gridex.core.clock import FrozenClock, utc_iso
-from tests.factories import API, Account
+from gridex.core.runtime import Runtime
+from gridex.users.models import Role
+from tests.factories import API, Account, signed_in
 
 # A fixed, quarter-aligned "now" keeps bucket arithmetic readable in assertions.
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
@@ -79,3 +81,22 @@ class Device:
         canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         signature = self.key.sign(canonical.encode()).signature
         return {**body, "signature": base58.b58encode(signature).decode()}
+
+
+async def four_quarters(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> tuple[Account, Account, dict[str, Any], list[datetime]]:
+    """An owner, an operator, and the owner's meter with four 15-minute readings of 0.5 kWh
+    consumed and 0.1 kWh produced ending at NOW, NOW - 15 min, ... (the ends, newest first)."""
+    clock.set(NOW)
+    owner = await signed_in(client, runtime)
+    operator = await signed_in(client, runtime, Role.operator)
+    meter = await make_meter(client, owner)
+    ends = [NOW - timedelta(minutes=15 * i) for i in range(4)]
+    stored = await client.post(
+        f"{API}/meters/{meter['id']}/readings",
+        json={"readings": [reading(t, 0.5, 0.1) for t in ends]},
+        headers=owner.headers,
+    )
+    assert stored.json()["accepted"] == 4, stored.text
+    return owner, operator, meter, ends
