@@ -82,7 +82,9 @@ async def _seed(database_url: str, count: int) -> list[str]:
                     status=MeterStatus.active,
                     region=REGION,
                     owner_id=user.id,
-                    capacity_w=10_000,
+                    # 10 MW: a client's sells in one epoch stay within what its meter can
+                    # export (2,500 kWh per 15-minute epoch), so every order is placed.
+                    capacity_w=10_000_000,
                     location={},
                     meter_metadata={},
                     interval_minutes=15,

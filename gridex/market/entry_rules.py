@@ -14,18 +14,24 @@ more than ``available``, on every path.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, or_, true
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
 
 from gridex.auth.models import AuthSession
 from gridex.core.errors import Conflict, GridexError
-from gridex.core.units import micros_to_money
+from gridex.core.units import micros_to_money, wh_to_kwh
 from gridex.ledger.errors import OutstandingDebt
-from gridex.market.errors import GateClosed, NoEligibleMeter, PriceOutOfBounds
-from gridex.market.models import EpochState, MarketOrder, Side
+from gridex.market.errors import (
+    ExceedsCapacity,
+    GateClosed,
+    NoEligibleMeter,
+    PriceOutOfBounds,
+    SelfTrade,
+)
+from gridex.market.models import RESTING, EpochState, MarketOrder, Side
 from gridex.meters.models import Meter, MeterKind, MeterStatus
 from gridex.users.models import User, UserStatus
 
@@ -91,6 +97,10 @@ class Sources:
     session_id: Any | None  # the access token's session, when the statement checks it
     epoch_state: Any
     epoch_gate_closure: Any
+    epoch_id: Any  # NULL while the epoch has no row yet (its first order)
+    order_id: Any  # the order itself (a modified order is not its own rival)
+    quantity_wh: Any
+    epoch_minutes: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,8 @@ class Found:
     band_min_micros: int
     band_max_micros: int
     available_micros: int  # 0 without an account yet
+    # What the statement reported besides verdicts (``Rule.reports``), by label.
+    reports: Mapping[str, int] = field(default_factory=dict)
 
     def holds(self, rule: Rule) -> bool:
         """A rule that did not apply to this order holds."""
@@ -117,6 +129,8 @@ class Rule:
     applies: Callable[[Sources], bool]
     # None: not refused from the verdict alone (see SESSION and GATE).
     refusal: Callable[[Found], GridexError] | None = None
+    # Values the statement selects for the refusal's details, by label.
+    reports: Callable[[Sources], Mapping[str, ColumnElement[Any]]] | None = None
 
 
 def _in_band(src: Sources) -> ColumnElement[bool]:
@@ -167,6 +181,85 @@ def _session_live(src: Sources) -> ColumnElement[bool]:
     )
 
 
+def _resting_of(src: Sources, side: Side) -> list[ColumnElement[bool]]:
+    """The user's other orders on ``side`` still resting in the order's epoch."""
+    orders = MarketOrder.__table__.c
+    return [
+        orders.user_id == src.user_id,
+        orders.epoch_id == src.epoch_id,
+        orders.side == side,
+        or_(*(orders.status == status for status in RESTING)),
+        orders.id != src.order_id,
+    ]
+
+
+def _no_self_cross(src: Sources) -> ColumnElement[bool]:
+    orders = MarketOrder.__table__.c
+    buy = src.side is Side.buy
+    rivals = _resting_of(src, Side.sell if buy else Side.buy)
+    if src.price is not None:  # a market order crosses every opposite order
+        crosses = (
+            orders.effective_price_micros <= src.price
+            if buy
+            else (orders.effective_price_micros >= src.price)
+        )
+        rivals.append(crosses)
+    return ~exists().where(*rivals)
+
+
+def _self_cross(found: Found) -> GridexError:
+    other = "sell" if found.side is Side.buy else "buy"
+    return SelfTrade(
+        f"This order would trade with your own open {other} order in the same epoch; "
+        f"cancel that order or set a limit that does not cross it",
+        details={"side": found.side.value, "crosses": other},
+    )
+
+
+def _export_capacity_wh(src: Sources) -> ColumnElement[Any]:
+    """What the user's export meters in the region can deliver in one epoch: rated power (W)
+    x the epoch's length, in Wh (rounded down)."""
+    meters = Meter.__table__.c
+    watts = (
+        select(func.coalesce(func.sum(meters.capacity_w), 0))
+        .where(eligible_meter(src.user_id, Side.sell), meters.region == src.region)
+        .scalar_subquery()
+    )
+    capacity: ColumnElement[Any] = (watts * src.epoch_minutes) / 60
+    return capacity
+
+
+def _open_sells_wh(src: Sources) -> ColumnElement[Any]:
+    orders = MarketOrder.__table__.c
+    return (
+        select(func.coalesce(func.sum(orders.quantity_wh - orders.filled_wh), 0))
+        .where(*_resting_of(src, Side.sell))
+        .scalar_subquery()
+    )
+
+
+def _within_capacity(src: Sources) -> ColumnElement[bool]:
+    within: ColumnElement[bool] = _open_sells_wh(src) + src.quantity_wh <= _export_capacity_wh(src)
+    return within
+
+
+def _capacity_reports(src: Sources) -> Mapping[str, ColumnElement[Any]]:
+    return {"capacity_wh": _export_capacity_wh(src), "open_sells_wh": _open_sells_wh(src)}
+
+
+def _over_capacity(found: Found) -> GridexError:
+    capacity, open_sells = found.reports["capacity_wh"], found.reports["open_sells_wh"]
+    return ExceedsCapacity(
+        "A sell cannot exceed what your meters in the region can export in one epoch (their "
+        "rated power x the epoch's length), counting your other open sells in the epoch",
+        details={
+            "capacity_kwh": wh_to_kwh(capacity),
+            "open_sells_kwh": wh_to_kwh(open_sells),
+            "available_kwh": wh_to_kwh(max(capacity - open_sells, 0)),
+        },
+    )
+
+
 def _stored_gate_open(src: Sources) -> ColumnElement[bool]:
     return func.coalesce(gate_open(src.epoch_state, src.epoch_gate_closure, src.now), true())
 
@@ -184,6 +277,21 @@ CLIENT_ORDER_ID = Rule(
     lambda src: src.client_order_id is not None,
     lambda found: client_order_id_taken(),
 )
+# No trade with oneself: an order may not cross the same user's resting opposite order in its
+# epoch (a buy's limit at or above the user's own sell, a sell's at or below the user's own
+# buy; a market order crosses any). In an auction two orders of one user that do not cross can
+# never both be accepted, so refusing crossing ones at entry (and at a change of limit) rules out
+# self-trades in both mechanisms.
+SELF_TRADE = Rule("no_self_cross", _no_self_cross, lambda src: True, _self_cross)
+# A sell, with the user's other open sells in the epoch, within what the user's export meters in
+# the region can deliver in one epoch.
+CAPACITY = Rule(
+    "within_capacity",
+    _within_capacity,
+    lambda src: src.side is Side.sell,
+    _over_capacity,
+    _capacity_reports,
+)
 # The access token's session is live and its user active, as authentication checks them: the
 # order-entry session check (see orders._place_with_session_check for what it buys). A caller
 # that fails it is looked up on the general path, and authentication words the refusal (401
@@ -194,7 +302,7 @@ SESSION = Rule("session_live", _session_live, lambda src: src.session_id is not 
 GATE = Rule("gate_open", _stored_gate_open, lambda src: True)
 
 # Every rule of the statement; the fast path inserts where all of them hold.
-ALL = (SESSION, BAND, METER, DEBT, CLIENT_ORDER_ID, GATE)
+ALL = (SESSION, BAND, METER, DEBT, CLIENT_ORDER_ID, SELF_TRADE, CAPACITY, GATE)
 
 
 def refusal_of(rule: Rule, found: Found) -> GridexError:
@@ -206,12 +314,12 @@ def refusal_of(rule: Rule, found: Found) -> GridexError:
 def first_refusal(found: Found, epoch_error: GridexError | None) -> GridexError | None:
     """The error an order is refused with, in the order the API reports them: the band, then
     the epoch it names (``epoch_error``, found by the service), then meter, debt and
-    ``client_order_id``."""
+    ``client_order_id``, self-trade and capacity."""
     if not found.holds(BAND):
         return refusal_of(BAND, found)
     if epoch_error is not None:
         return epoch_error
-    for rule in (METER, DEBT, CLIENT_ORDER_ID):
+    for rule in (METER, DEBT, CLIENT_ORDER_ID, SELF_TRADE, CAPACITY):
         if not found.holds(rule):
             return refusal_of(rule, found)
     return None

@@ -17,3 +17,13 @@ class PriceOutOfBounds(GridexError):
 class NoEligibleMeter(GridexError):
     code, status = "NO_ELIGIBLE_METER", 409
     default_message = "You need an active meter in the order's region that can deliver this side"
+
+
+class SelfTrade(GridexError):
+    code, status = "SELF_TRADE", 409
+    default_message = "This order would trade with your own open order"
+
+
+class ExceedsCapacity(GridexError):
+    code, status = "EXCEEDS_CAPACITY", 422
+    default_message = "The sell exceeds what your meters can export in one epoch"

@@ -193,7 +193,9 @@ async def _context(
 ) -> repository.OrderContext:
     """The entry rules' verdicts about ``order`` at ``now`` (see
     :func:`repository.order_context`)."""
-    request = repository.OrderRequest(order, now, default_band(rt), session_id)
+    request = repository.OrderRequest(
+        order, now, default_band(rt), rt.settings.epoch_minutes, session_id
+    )
     try:
         return await repository.order_context(
             session,
@@ -381,10 +383,6 @@ async def modify_order(
             )
         order.limit_price_micros = change.limit_price_micros
         order.effective_price_micros = change.limit_price_micros
-    now = rt.clock.now()
-    context = await _context(session, rt, order, now, take_epoch=False)
-    if change.limit_price_micros is not None and not context.found.holds(entry_rules.BAND):
-        raise entry_rules.refusal_of(entry_rules.BAND, context.found)
     if change.quantity_wh is not None:
         if change.quantity_wh <= order.filled_wh:
             raise ValidationFailed(
@@ -392,6 +390,16 @@ async def modify_order(
                 details={"field": "quantity_kwh"},
             )
         order.quantity_wh = change.quantity_wh
+    now = rt.clock.now()
+    context = await _context(session, rt, order, now, take_epoch=False)
+    rules: list[entry_rules.Rule] = []
+    if change.limit_price_micros is not None:
+        rules += (entry_rules.BAND, entry_rules.SELF_TRADE)
+    if change.quantity_wh is not None:
+        rules.append(entry_rules.CAPACITY)
+    for rule in rules:
+        if not context.found.holds(rule):
+            raise entry_rules.refusal_of(rule, context.found)
     order.seq = seq
     order.updated_at = now
     more = _required_reservation(order) - order.reserved_micros

@@ -444,8 +444,18 @@ def _order_context_query(shape: _Shape) -> Precompiled:
         session_id=bindparam("session_id", type_=AuthSession.id.type) if shape.caller else None,
         epoch_state=epoch.c.state,
         epoch_gate_closure=epoch.c.gate_closure,
+        epoch_id=epoch.c.id,
+        order_id=_order_value("id"),
+        quantity_wh=_order_value("quantity_wh"),
+        epoch_minutes=bindparam("epoch_minutes", type_=BigInteger()),
     )
     rules = [rule for rule in entry_rules.ALL if rule.applies(src)]
+    reports = {
+        label: expression.label(label)
+        for rule in rules
+        if rule.reports is not None
+        for label, expression in rule.reports(src).items()
+    }
     one = select(literal(1).label("one")).subquery("one")
     query = (
         select(
@@ -465,6 +475,7 @@ def _order_context_query(shape: _Shape) -> Precompiled:
             epoch.c.seq.label("epoch_seq"),
             region.label("resolved_region"),
             *(rule.condition(src).label(rule.verdict) for rule in rules),
+            *reports.values(),
         )
         .select_from(one)
         .outerjoin(RegionSettings.__table__, settings.region == region)
@@ -485,6 +496,7 @@ class OrderRequest:
     order: MarketOrder
     now: datetime
     default_band: tuple[int, int]
+    epoch_minutes: int
     session_id: uuid.UUID | None = None
 
 
@@ -553,6 +565,9 @@ def _context_params(
             params[f"o_{column}"] = getattr(order, attr)
     params["o_limit_price_micros"] = order.limit_price_micros
     params["o_client_order_id"] = order.client_order_id
+    params["o_id"] = order.id
+    params["o_quantity_wh"] = order.quantity_wh
+    params["epoch_minutes"] = request.epoch_minutes
     return params
 
 
@@ -587,6 +602,11 @@ def _context_of(row: Any, side: Side, with_insert: bool) -> OrderContext:
         band_min_micros=int(row.band_min),
         band_max_micros=int(row.band_max),
         available_micros=int(row.balance or 0),
+        reports={
+            label: int(mapping[label] or 0)
+            for label in ("capacity_wh", "open_sells_wh")
+            if label in mapping
+        },
     )
     inserted = with_insert and int(row.inserted) == 1
     return OrderContext(found, settings, epoch, inserted=inserted)

@@ -25,6 +25,7 @@ MARKET_SETTINGS: dict[str, object] = {
     "max_price": "1.000000",
     "fee_bps": 100,
 }
+TRADER_KW = 1000
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)
 # The next open epoch at NOW: its gate closes at 12:00:50.
 NEXT = NOW + timedelta(minutes=1)
@@ -44,10 +45,12 @@ async def trader(
     region: str = "north",
     role: Role = Role.prosumer,
 ) -> Account:
-    """A signed-in user with a meter of ``kind`` (None: no meter) and ``funds`` available."""
+    """A signed-in user with a meter of ``kind`` (None: no meter) and ``funds`` available. The
+    meter is rated 1 MW, so that it can export 16.666 kWh in one of the tests' one-minute epochs
+    (sells are bounded by what the seller's meters can export in an epoch)."""
     account = await signed_in(client, rt, role, region=region)
     if kind is not None:
-        await make_meter(client, account, kind=kind, region=region)
+        await make_meter(client, account, kind=kind, region=region, capacity_kw=TRADER_KW)
     if money_to_micros(funds) > 0:
         await fund(rt, account.id, money_to_micros(funds))
     return account

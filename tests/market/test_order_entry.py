@@ -211,9 +211,10 @@ async def test_statements_per_order(
     buyer = await trader(client, runtime)
     # The first buy also creates the buyer's reserved account.
     await place(client, buyer, side="buy", quantity_kwh=1, limit_price="0.5")
-    for side, expected in (("buy", 2), ("sell", 1)):
+    # The sell is priced above the buys, so that it does not cross the trader's own orders.
+    for side, price, expected in (("buy", "0.5", 2), ("sell", "0.6", 1)):
         with _statements(runtime) as seen:
-            await place(client, buyer, side=side, quantity_kwh=1, limit_price="0.5")
+            await place(client, buyer, side=side, quantity_kwh=1, limit_price=price)
         assert len(seen) == expected, seen
     assert await _order_count(client, buyer) == 3
 
