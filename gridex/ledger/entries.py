@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from gridex.core.units import micros_to_money
@@ -44,14 +44,13 @@ class AccountRef:
 
     kind: AccountKind
     user_id: uuid.UUID | None = None
+    # Derived from the two above once, at construction: planning a batch reads it per leg.
+    id: uuid.UUID = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if (self.user_id is None) != (self.kind in PLATFORM_KINDS):
             raise ValueError(f"account kind {self.kind} with user_id={self.user_id}")
-
-    @property
-    def id(self) -> uuid.UUID:
-        return account_id(self.kind, self.user_id)
+        object.__setattr__(self, "id", account_id(self.kind, self.user_id))
 
 
 def user_account(user_id: uuid.UUID, kind: AccountKind = AccountKind.available) -> AccountRef:
@@ -279,12 +278,23 @@ def _by_account(leg: Leg) -> uuid.UUID:
     return leg.account.id
 
 
+def _first(item: tuple[uuid.UUID, _Tally]) -> uuid.UUID:
+    return item[0]
+
+
+@dataclass(slots=True)
+class _Tally:
+    """An account's change so far while a plan is made (mutable, so each leg costs one lookup)."""
+
+    account: AccountRef
+    net_micros: int = 0
+    least_before_micros: int = ANY_BALANCE
+
+
 def plan_postings(entries: Sequence[NewEntry]) -> PostingPlan:
     """Check that every entry balances (else ``UnbalancedEntry``, before anything is written) and
     work out what the entries ask of each account, in the order given."""
-    refs: dict[uuid.UUID, AccountRef] = {}
-    net: dict[uuid.UUID, int] = {}
-    least_before: dict[uuid.UUID, int] = {}
+    tallies: dict[uuid.UUID, _Tally] = {}
     planned = []
     for entry in entries:
         check_balanced(entry.legs)
@@ -292,16 +302,16 @@ def plan_postings(entries: Sequence[NewEntry]) -> PostingPlan:
         account_ids = tuple(leg.account.id for leg in legs)
         running_micros = []
         for leg, account in zip(legs, account_ids, strict=True):
-            running = net.get(account, 0) + leg.amount_micros
-            net[account] = running
+            tally = tallies.get(account)
+            if tally is None:
+                tally = tallies[account] = _Tally(leg.account)
+            running = tally.net_micros + leg.amount_micros
+            tally.net_micros = running
             running_micros.append(running)
-            if account not in refs:
-                refs[account] = leg.account
-                least_before[account] = ANY_BALANCE
             # A guarded debit needs the balance before the plan to cover what the plan has
             # taken from the account so far, this leg included.
-            if leg.amount_micros < 0 and -running > least_before[account] and guarded(leg):
-                least_before[account] = -running
+            if leg.amount_micros < 0 and -running > tally.least_before_micros and guarded(leg):
+                tally.least_before_micros = -running
         reference = entry.reference
         planned.append(
             PlannedEntry(
@@ -317,7 +327,7 @@ def plan_postings(entries: Sequence[NewEntry]) -> PostingPlan:
             )
         )
     accounts = [
-        AccountChange(refs[account], net[account], least_before[account])
-        for account in sorted(refs)
+        AccountChange(tally.account, tally.net_micros, tally.least_before_micros)
+        for _, tally in sorted(tallies.items(), key=_first)
     ]
     return PostingPlan(planned, accounts)
