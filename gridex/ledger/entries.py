@@ -151,6 +151,8 @@ class PostedLeg:
 
 @dataclass(frozen=True, slots=True)
 class PostedEntry:
+    """An entry as written: its legs' amounts sum to zero."""
+
     id: uuid.UUID
     type: str
     created_at: datetime

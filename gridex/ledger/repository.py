@@ -2,14 +2,14 @@
 balance and the verification).
 
 Writing is the one place that knows the backends apart. PostgreSQL writes a whole plan, one entry
-or an epoch's thousands, in one statement: it locks the plan's accounts in id order, checks each
-balance against the least the plan needs, and only when all fit moves the balances and inserts
-every entry and posting (arrays through ``unnest``, so the text and its prepared statement are the
-same for any size; one round trip per posting call). SQLite has no row locks and must not read
-before it writes (a deferred transaction that read a snapshot cannot take the writer lock once
-another writer has committed), so it moves the balances with a conditional update that takes the
-writer lock, undoes it on a refusal (exactly: the lock is held), and inserts the rows with two
-``executemany``.
+or an epoch's thousands, in one statement (one round trip): it locks the plan's accounts in id
+order, checks each balance against the least the plan needs, and only when all fit moves the
+balances and inserts every entry and posting (a small plan's rows bound as scalars, a large one's
+as arrays through ``unnest``, so its text and prepared statement are the same for any size).
+SQLite has no row locks and must not read before it writes (a deferred transaction that read a
+snapshot cannot take the writer lock once another writer has committed), so it moves the
+balances with a conditional update that takes the writer lock, undoes it on a refusal (exactly:
+the lock is held), and inserts the rows with two ``executemany``.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
 from gridex.core.db import UTCDateTime, insert_or_ignore, is_postgres
-from gridex.ledger.entries import ANY_BALANCE, AccountRef, PostingPlan
+from gridex.ledger.entries import ANY_BALANCE, GUARDED_KINDS, AccountRef, PostingPlan
 from gridex.ledger.models import (
     USER_KINDS,
     AccountKind,
@@ -49,12 +49,8 @@ from gridex.ledger.models import (
     account_id,
 )
 
-_NON_NEGATIVE = (
-    AccountKind.reserved.value,
-    AccountKind.escrow.value,
-    AccountKind.fees.value,
-    AccountKind.payouts.value,
-)
+# Guarded kinds but `available`, which a settlement charge may take below zero (a debt).
+_NEVER_NEGATIVE = tuple(sorted(kind.value for kind in GUARDED_KINDS - {AccountKind.available}))
 
 
 # --- writing a posting plan --------------------------------------------------------------------
@@ -391,6 +387,8 @@ async def postings_of(
 
 @dataclass
 class Movement:
+    """One entry's net change (signed micros) of the user's ``available`` and ``reserved``."""
+
     entry_id: uuid.UUID
     type: str
     description: str
@@ -401,6 +399,9 @@ class Movement:
 
 @dataclass
 class DailyStatement:
+    """One UTC day: balances in micros by account kind at its start (``opening``) and end
+    (``closing``); opening plus the movements is closing."""
+
     day: date
     opening: dict[str, int]
     closing: dict[str, int]
@@ -408,6 +409,7 @@ class DailyStatement:
 
 
 def day_start(day: date) -> datetime:
+    """Midnight UTC at the start of ``day``."""
     return datetime.combine(day, time.min, tzinfo=UTC)
 
 
@@ -468,6 +470,7 @@ async def daily_statements(
 
 
 async def all_accounts(session: AsyncSession) -> list[LedgerAccount]:
+    """Every account: the platform's first, then each user's by kind."""
     rows = await session.scalars(
         select(LedgerAccount).order_by(
             LedgerAccount.user_id.is_not(None), LedgerAccount.user_id, LedgerAccount.kind
@@ -478,6 +481,9 @@ async def all_accounts(session: AsyncSession) -> list[LedgerAccount]:
 
 @dataclass
 class VerifyReport:
+    """What ``verify`` counted and found; ``trial_balance_micros`` (the sum of every balance)
+    must be 0, and ``problems`` empty."""
+
     accounts: int = 0
     entries: int = 0
     postings: int = 0
@@ -539,7 +545,7 @@ async def verify(session: AsyncSession) -> VerifyReport:
 
     negative = await session.execute(
         select(LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_micros).where(
-            LedgerAccount.kind.in_(_NON_NEGATIVE), LedgerAccount.balance_micros < 0
+            LedgerAccount.kind.in_(_NEVER_NEGATIVE), LedgerAccount.balance_micros < 0
         )
     )
     for acc, kind, stored in negative:

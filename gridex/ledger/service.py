@@ -347,7 +347,7 @@ async def wallet(session: AsyncSession, rt: Runtime, user: User) -> WalletOut:
         available=balances.available_micros,
         reserved=balances.reserved_micros,
         escrow_pending=balances.escrow_pending_micros,
-        # The chain (DESIGN.md section 7) is not enabled yet: no token balance, no address.
+        # The chain is not enabled yet: no token balance, no address.
         energy_tokens_kwh=None,
         chain_address=None,
         linked_wallet=user.wallet_address,

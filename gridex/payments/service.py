@@ -50,7 +50,7 @@ FAILED = "payment_intent.failed"
 
 
 class WebhookSignatureInvalid(GridexError):
-    # API.md fixes 400 for the webhook (the provider is not an authenticated client).
+    # 400, not 401: the provider is not an authenticated client of the API.
     code, status, default_message = "INVALID_SIGNATURE", 400, "The webhook signature is invalid"
 
 
