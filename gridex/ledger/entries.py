@@ -301,7 +301,7 @@ def plan_postings(entries: Sequence[NewEntry]) -> PostingPlan:
     for entry in entries:
         check_balanced(entry.legs)
         legs = tuple(sorted(entry.legs, key=_by_account))
-        account_ids = tuple(leg.account.id for leg in legs)
+        account_ids = tuple([leg.account.id for leg in legs])
         running_micros = []
         for leg, account in zip(legs, account_ids, strict=True):
             tally = tallies.get(account)
@@ -324,7 +324,7 @@ def plan_postings(entries: Sequence[NewEntry]) -> PostingPlan:
                 description=entry.description[:500],
                 legs=legs,
                 account_ids=account_ids,
-                users=tuple(leg.account.user_id or leg.on_behalf_of for leg in legs),
+                users=tuple([leg.account.user_id or leg.on_behalf_of for leg in legs]),
                 running_micros=tuple(running_micros),
             )
         )

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
+from itertools import chain
 from typing import cast
 
 import orjson
@@ -196,6 +197,22 @@ _ROW_SETS = (("change", _CHANGE_COLUMNS), ("entry", _ENTRY_COLUMNS), ("posting",
 _SCALAR_POSTINGS = 8
 
 
+def _scalar_name(prefix: str, column: str, row: int) -> str:
+    return f"{prefix}_{column}_{row}"
+
+
+@lru_cache(maxsize=64)
+def _scalar_names(shape: tuple[int, int, int]) -> tuple[str, ...]:
+    """The parameter names of ``shape``'s rows bound as scalars, in the order of their values
+    row after row."""
+    return tuple(
+        _scalar_name(prefix, name, i)
+        for (prefix, columns), count in zip(_ROW_SETS, shape, strict=True)
+        for i in range(count)
+        for name, _ in columns
+    )
+
+
 @lru_cache(maxsize=64)
 def _pg_write_sql(shape: tuple[int, int, int] | None) -> TextualSelect:
     """The write statement for ``shape`` (accounts, entries, postings) bound as scalars, or for
@@ -207,7 +224,10 @@ def _pg_write_sql(shape: tuple[int, int, int] | None) -> TextualSelect:
             sources.append(f"SELECT * FROM unnest({', '.join(arrays)})")
         else:
             rows = (
-                ", ".join(f"CAST(:{prefix}_{name}_{i} AS {sql_type})" for name, sql_type in columns)
+                ", ".join(
+                    f"CAST(:{_scalar_name(prefix, name, i)} AS {sql_type})"
+                    for name, sql_type in columns
+                )
                 for i in range(count)
             )
             sources.append("VALUES " + ", ".join(f"({row})" for row in rows))
@@ -248,16 +268,20 @@ async def _write_postgres(
     session: AsyncSession, plan: PostingPlan, at: datetime
 ) -> tuple[bool, dict[uuid.UUID, int]]:
     row_sets = changes, entries, postings = _pg_rows(plan)
-    params: dict[str, object] = {"at": at}
-    scalars = len(postings) <= _SCALAR_POSTINGS
-    for (prefix, columns), rows in zip(_ROW_SETS, row_sets, strict=True):
-        for index, (name, _) in enumerate(columns):
-            if scalars:
-                params.update((f"{prefix}_{name}_{i}", row[index]) for i, row in enumerate(rows))
-            else:
-                params[f"{prefix}_{name}"] = [row[index] for row in rows]
-    shape = (len(changes), len(entries), len(postings))
-    statement = _pg_write_sql(shape if scalars else None)
+    params: dict[str, object]
+    if len(postings) <= _SCALAR_POSTINGS:
+        shape = (len(changes), len(entries), len(postings))
+        values = chain.from_iterable(chain(changes, entries, postings))
+        params = dict(zip(_scalar_names(shape), values, strict=True))
+        statement = _pg_write_sql(shape)
+    else:
+        params = {
+            f"{prefix}_{name}": [row[index] for row in rows]
+            for (prefix, columns), rows in zip(_ROW_SETS, row_sets, strict=True)
+            for index, (name, _) in enumerate(columns)
+        }
+        statement = _pg_write_sql(None)
+    params["at"] = at
     # On the session's connection: a text statement needs none of the ORM's execution steps.
     connection = await session.connection()
     result = (await connection.execute(statement, params)).all()
