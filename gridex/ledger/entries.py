@@ -221,6 +221,9 @@ class AccountChange:
 
 @dataclass(frozen=True, slots=True)
 class PostingPlan:
+    """Entries checked and ready to write, and what they ask of each account: written all
+    together or not at all."""
+
     entries: list[PlannedEntry]
     # One per account the plan touches, in account-id order (the lock order).
     accounts: list[AccountChange]
@@ -237,7 +240,7 @@ class PostingPlan:
             ):
                 after = before.get(account, 0) + running
                 if leg.amount_micros < 0 and after < 0 and guarded(leg):
-                    return insufficient_funds(leg, after - leg.amount_micros, index)
+                    return _insufficient_funds(leg, after - leg.amount_micros, index)
         return None  # pragma: no cover - the least balances come from these very legs
 
     def missing(self, existing: Mapping[uuid.UUID, int]) -> list[AccountRef]:
@@ -262,7 +265,7 @@ class PostingPlan:
         ]
 
 
-def insufficient_funds(leg: Leg, balance_before: int, entry_index: int) -> InsufficientFunds:
+def _insufficient_funds(leg: Leg, balance_before: int, entry_index: int) -> InsufficientFunds:
     """The refusal of ``leg``: its account, the balance it found, what it needed."""
     user = leg.account.user_id
     return InsufficientFunds(
