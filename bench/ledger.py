@@ -10,8 +10,9 @@ missing; its schema is dropped and rebuilt by the migrations); SQLite uses a tem
   entry keeps the full ledger: guarded balances, the entry row, its two postings with their
   balances after, foreign keys, and on PostgreSQL the deferred balance trigger at commit.
 * ``single_entries_per_s``: the same through ``ledger.transfer``, one call per entry, in one
-  transaction (a conditional balance update with RETURNING per entry, which on PostgreSQL also
-  inserts the entry and its postings: one round trip per entry).
+  transaction: the same write path as the batch, for a batch of one (on PostgreSQL one statement
+  that locks, checks, moves the balances and inserts the entry and its postings: one round trip
+  per entry).
 * ``raw_per_s``: the baseline: the same number of plain ``INSERT`` statements of two posting rows
   in one transaction, through the same engine, into a table shaped and indexed like
   ``ledger_postings`` (no foreign keys, triggers or balance updates).

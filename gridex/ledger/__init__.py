@@ -1,1 +1,1 @@
-"""Double-entry ledger, wallets, statements and revenue shares (DESIGN.md section 6)."""
+"""Double-entry ledger, wallets, statements and revenue shares."""

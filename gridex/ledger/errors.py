@@ -1,4 +1,4 @@
-"""Errors of the ledger, wallet and payments domain (codes from API.md)."""
+"""Errors of the ledger, wallet and payments domain (the codes of the HTTP error contract)."""
 
 from __future__ import annotations
 

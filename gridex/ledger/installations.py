@@ -127,11 +127,30 @@ async def _meter_taken(
         )
 
 
-def _add_shares(session: AsyncSession, installation_id: uuid.UUID, data: InstallationIn) -> None:
+async def _write_shares(
+    session: AsyncSession,
+    actor: Principal,
+    installation: Installation,
+    data: InstallationIn,
+    action: str,
+) -> InstallationOut:
+    """Add the shares of ``data`` to a flushed installation (with none left), audit ``action``
+    at the installation's ``updated_at``, and return it as written."""
     session.add_all(
-        InstallationShare(installation_id=installation_id, user_id=s.user_id, share_bp=s.percent)
+        InstallationShare(installation_id=installation.id, user_id=s.user_id, share_bp=s.percent)
         for s in data.shares
     )
+    await session.flush()
+    record(
+        session,
+        at=installation.updated_at,
+        action=action,
+        actor_id=actor.user.id,
+        subject_type="installation",
+        subject_id=installation.id,
+        details=data.model_dump(mode="json"),
+    )
+    return await _out(session, installation)
 
 
 async def create_installation(
@@ -149,18 +168,7 @@ async def create_installation(
     )
     session.add(installation)
     await session.flush()
-    _add_shares(session, installation.id, data)
-    await session.flush()
-    record(
-        session,
-        at=now,
-        action="installation.created",
-        actor_id=actor.user.id,
-        subject_type="installation",
-        subject_id=installation.id,
-        details=data.model_dump(mode="json"),
-    )
-    return await _out(session, installation)
+    return await _write_shares(session, actor, installation, data, "installation.created")
 
 
 async def update_installation(
@@ -181,18 +189,7 @@ async def update_installation(
     await session.execute(
         delete(InstallationShare).where(InstallationShare.installation_id == installation.id)
     )
-    _add_shares(session, installation.id, data)
-    await session.flush()
-    record(
-        session,
-        at=installation.updated_at,
-        action="installation.updated",
-        actor_id=actor.user.id,
-        subject_type="installation",
-        subject_id=installation.id,
-        details=data.model_dump(mode="json"),
-    )
-    return await _out(session, installation)
+    return await _write_shares(session, actor, installation, data, "installation.updated")
 
 
 async def shares_of_meter(

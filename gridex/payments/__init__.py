@@ -1,1 +1,1 @@
-"""Top-ups through a payment provider adapter, refunds and withdrawals (DESIGN.md section 6)."""
+"""Top-ups through a payment provider adapter, refunds and withdrawals."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from datetime import datetime
+from typing import Any
 
 import orjson
 import structlog
@@ -48,7 +50,7 @@ FAILED = "payment_intent.failed"
 
 
 class WebhookSignatureInvalid(GridexError):
-    # API.md fixes 400 for the webhook (the provider is not an authenticated client).
+    # 400, not 401: the provider is not an authenticated client of the API.
     code, status, default_message = "INVALID_SIGNATURE", 400, "The webhook signature is invalid"
 
 
@@ -66,6 +68,29 @@ def webhook_secret(settings: Settings) -> str:
 
 def provider(rt: Runtime) -> providers.PaymentProvider:
     return providers.get_provider(rt.settings.payment_provider)
+
+
+def _audit(
+    session: AsyncSession,
+    *,
+    at: datetime,
+    action: str,
+    actor: Principal | None,
+    subject: PaymentIntent | Withdrawal,
+    details: dict[str, Any],
+) -> None:
+    """Audit a payment or withdrawal action by ``actor`` (a user or their API key), or by the
+    system when None (a provider's event)."""
+    record(
+        session,
+        at=at,
+        action=action,
+        actor_id=actor.user.id if actor else None,
+        actor_type=actor.actor_type if actor else "system",
+        subject_type="withdrawal" if isinstance(subject, Withdrawal) else "payment",
+        subject_id=subject.id,
+        details=details,
+    )
 
 
 # --- top-ups -----------------------------------------------------------------------------------
@@ -96,14 +121,12 @@ async def create_topup(
     )
     session.add(intent)
     await session.flush()
-    record(
+    _audit(
         session,
         at=now,
         action="payment.topup_created",
-        actor_id=principal.user.id,
-        actor_type=principal.actor_type,
-        subject_type="payment",
-        subject_id=intent.id,
+        actor=principal,
+        subject=intent,
         details={"amount_micros": amount_micros, "provider": adapter.name},
     )
     return intent
@@ -117,11 +140,32 @@ def intents_query(user_id: uuid.UUID) -> Select[PaymentIntent]:
     )
 
 
+# What a replayed event gets (also a concurrent duplicate that lost the race to record itself).
+_DUPLICATE = WebhookOut(received=True, duplicate=True, outcome="ignored")
+
+
 async def handle_webhook(
     session: AsyncSession, rt: Runtime, body: bytes, signature: str | None
 ) -> WebhookOut:
     """Verify and apply one provider event. Each event id is applied once (a replay answers
     ``duplicate``) and each intent is credited at most once, whatever the events say."""
+    event = _verified_event(rt, body, signature)
+    if await session.get(PaymentEvent, event.id) is not None:
+        return _DUPLICATE
+    intent = await session.get(PaymentIntent, event.data.payment_intent_id)
+    if intent is None:
+        raise NotFound("No such payment intent")
+    now = rt.clock.now()
+    outcome = "ignored"
+    if event.type in (SUCCEEDED, FAILED):
+        outcome = await _complete(session, intent, event, now)
+    if not await _remember_event(session, event, intent.id, outcome, now):
+        return _DUPLICATE
+    return WebhookOut(received=True, duplicate=False, outcome=outcome)
+
+
+def _verified_event(rt: Runtime, body: bytes, signature: str | None) -> WebhookEvent:
+    """The event of a correctly signed, recent ``body``; else 400 (signature) or 422 (shape)."""
     try:
         providers.verify(
             webhook_secret(rt.settings),
@@ -134,81 +178,75 @@ async def handle_webhook(
         log.warning("payment_webhook_rejected", reason=str(exc))
         raise WebhookSignatureInvalid(details={"reason": str(exc)}) from exc
     try:
-        event = WebhookEvent.model_validate_json(body)
+        return WebhookEvent.model_validate_json(body)
     except ValidationError as exc:
+        fields = [{"loc": list(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
+        raise ValidationFailed("The event is not valid", details={"fields": fields}) from exc
+
+
+async def _complete(
+    session: AsyncSession, intent: PaymentIntent, event: WebhookEvent, now: datetime
+) -> str:
+    """Move a pending intent to succeeded (crediting the wallet) or failed; returns the outcome,
+    ``ignored`` when the intent was no longer pending (a second event changes nothing)."""
+    if event.data.amount != intent.amount_micros:
         raise ValidationFailed(
-            "The event is not valid",
-            details={
-                "fields": [
-                    {"loc": list(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()
-                ]
-            },
-        ) from exc
-    now = rt.clock.now()
-    if await session.get(PaymentEvent, event.id) is not None:
-        return WebhookOut(received=True, duplicate=True, outcome="ignored")
-    intent = await session.get(PaymentIntent, event.data.payment_intent_id)
-    if intent is None:
-        raise NotFound("No such payment intent")
-    outcome = "ignored"
-    if event.type in (SUCCEEDED, FAILED):
-        if event.data.amount != intent.amount_micros:
-            raise ValidationFailed(
-                "The event's amount is not the intent's",
-                details={"expected_micros": intent.amount_micros},
-            )
-        new_status = PaymentStatus.succeeded if event.type == SUCCEEDED else PaymentStatus.failed
-        # Only a pending intent moves: a second event for the same intent changes nothing.
-        moved = await session.execute(
-            update(PaymentIntent)
-            .where(
-                PaymentIntent.id == intent.id,
-                PaymentIntent.status == PaymentStatus.pending.value,
-            )
-            .values(status=new_status.value, updated_at=now, completed_at=now)
-            .execution_options(synchronize_session="fetch")
+            "The event's amount is not the intent's",
+            details={"expected_micros": intent.amount_micros},
         )
-        if moved.rowcount == 1:  # type: ignore[attr-defined]
-            outcome = "failed"
-            if new_status is PaymentStatus.succeeded:
-                outcome = "credited"
-                await ledger.credit(
-                    session,
-                    at=now,
-                    user_id=intent.user_id,
-                    amount_micros=intent.amount_micros,
-                    source=ledger.DEPOSITS,
-                    type=EntryType.topup,
-                    description=f"Top-up via {intent.provider}",
-                    reference=ledger.Reference(ReferenceType.payment, intent.id),
-                )
-            record(
-                session,
-                at=now,
-                action=f"payment.{new_status.value}",
-                actor_id=None,
-                actor_type="system",
-                subject_type="payment",
-                subject_id=intent.id,
-                details={"event_id": event.id, "amount_micros": intent.amount_micros},
-            )
-    # The event id's primary key catches a concurrent duplicate of the same event. That one
-    # found the intent no longer pending (the first committed before this insert could fail), so
-    # it moved no money: answer it as the duplicate it is.
+    new_status = PaymentStatus.succeeded if event.type == SUCCEEDED else PaymentStatus.failed
+    moved = await session.execute(
+        update(PaymentIntent)
+        .where(PaymentIntent.id == intent.id, PaymentIntent.status == PaymentStatus.pending.value)
+        .values(status=new_status.value, updated_at=now, completed_at=now)
+        .execution_options(synchronize_session="fetch")
+    )
+    if moved.rowcount != 1:  # type: ignore[attr-defined]
+        return "ignored"
+    if new_status is PaymentStatus.succeeded:
+        await ledger.credit(
+            session,
+            at=now,
+            user_id=intent.user_id,
+            amount_micros=intent.amount_micros,
+            source=ledger.DEPOSITS,
+            type=EntryType.topup,
+            description=f"Top-up via {intent.provider}",
+            reference=ledger.Reference(ReferenceType.payment, intent.id),
+        )
+    _audit(
+        session,
+        at=now,
+        action=f"payment.{new_status.value}",
+        actor=None,
+        subject=intent,
+        details={"event_id": event.id, "amount_micros": intent.amount_micros},
+    )
+    return "credited" if new_status is PaymentStatus.succeeded else "failed"
+
+
+async def _remember_event(
+    session: AsyncSession, event: WebhookEvent, intent_id: uuid.UUID, outcome: str, now: datetime
+) -> bool:
+    """Record the event id as applied; False when a concurrent duplicate recorded it first.
+
+    That duplicate found the intent no longer pending (the first committed before this insert
+    could fail on the event id's primary key), so it moved no money.
+    """
     try:
         async with session.begin_nested():
             session.add(
                 PaymentEvent(
                     id=event.id,
                     type=event.type,
-                    intent_id=intent.id,
+                    intent_id=intent_id,
                     outcome=outcome,
                     received_at=now,
                 )
             )
     except IntegrityError:
-        return WebhookOut(received=True, duplicate=True, outcome="ignored")
-    return WebhookOut(received=True, duplicate=False, outcome=outcome)
+        return False
+    return True
 
 
 async def complete_intent(
@@ -238,14 +276,12 @@ async def complete_intent(
     )
     header = providers.sign(webhook_secret(rt.settings), body, rt.clock.now())
     result = await handle_webhook(session, rt, body, header)
-    record(
+    _audit(
         session,
         at=rt.clock.now(),
         action="payment.completed_by_hand",
-        actor_id=actor.user.id if actor else None,
-        actor_type="user" if actor else "system",
-        subject_type="payment",
-        subject_id=intent.id,
+        actor=actor,
+        subject=intent,
         details={"succeeded": succeeded, "outcome": result.outcome},
     )
     return result
@@ -323,13 +359,12 @@ async def refund(
     )
     session.add(row)
     await session.flush()
-    record(
+    _audit(
         session,
         at=now,
         action="payment.refunded",
-        actor_id=actor.user.id,
-        subject_type="payment",
-        subject_id=intent.id,
+        actor=actor,
+        subject=intent,
         details={"refund_id": str(refund_id), "amount_micros": amount, "reason": reason},
     )
     return row
@@ -365,14 +400,12 @@ async def request_withdrawal(
     )
     session.add(withdrawal)
     await session.flush()
-    record(
+    _audit(
         session,
         at=now,
         action="withdrawal.requested",
-        actor_id=user_id,
-        actor_type=principal.actor_type,
-        subject_type="withdrawal",
-        subject_id=withdrawal.id,
+        actor=principal,
+        subject=withdrawal,
         details={"amount_micros": amount_micros},
     )
     return withdrawal
@@ -443,13 +476,12 @@ async def _decide(
             reference=reference,
         )
     await session.flush()
-    record(
+    _audit(
         session,
         at=now,
         action=f"withdrawal.{status.value}",
-        actor_id=actor.user.id,
-        subject_type="withdrawal",
-        subject_id=withdrawal.id,
+        actor=actor,
+        subject=withdrawal,
         details={"amount_micros": withdrawal.amount_micros, "reason": reason},
     )
     return withdrawal

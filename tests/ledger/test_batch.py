@@ -302,6 +302,50 @@ async def test_same_postings_as_one_by_one(runtime: Runtime) -> None:
     assert report.ok, report.problems
 
 
+async def test_an_epoch_sized_batch_is_recorded_like_a_small_one(runtime: Runtime) -> None:
+    """Many entries over a few accounts (the size clearing posts): every posting carries its
+    running balance, a refusal anywhere in it changes nothing, and the books add up."""
+    payers = [await make_user(runtime) for _ in range(3)]
+    payee = await make_user(runtime)
+    for payer in payers:
+        await fund(runtime, payer.id, 100)
+    transfers = [
+        ledger.Transfer(ledger.user_account(payers[i % 3].id), ledger.user_account(payee.id), 3)
+        for i in range(60)
+    ]
+    async with runtime.db.sessionmaker() as session:
+        with pytest.raises(InsufficientFunds) as caught:
+            await ledger.transfer_many(
+                session,
+                [*transfers, ledger.Transfer(ledger.user_account(payee.id), ledger.FEES, 181)],
+                at=runtime.clock.now(),
+            )
+        assert caught.value.details["entry_index"] == 60
+        assert caught.value.details["balance"] == "0.000180"
+        posted = await ledger.transfer_many(session, transfers, at=runtime.clock.now())
+        await session.commit()
+    payee_after = [
+        leg.balance_after_micros
+        for entry in posted
+        for leg in entry.legs
+        if leg.account.user_id == payee.id
+    ]
+    assert payee_after == list(range(3, 181, 3))
+    async with runtime.db.sessionmaker() as session:
+        rows = await session.execute(
+            select(Posting.entry_id, Posting.balance_after_micros).where(
+                Posting.account_id == ledger.user_account(payee.id).id
+            )
+        )
+        stored = {entry_id: after for entry_id, after in rows}
+    assert [stored[entry.id] for entry in posted] == payee_after
+    assert (await balances(runtime, payee.id)).available_micros == 180
+    for payer in payers:
+        assert (await balances(runtime, payer.id)).available_micros == 40
+    report = await verify(runtime)
+    assert report.ok, report.problems
+
+
 async def _batch_in_own_session(
     rt: Runtime, user_id: uuid.UUID, receiver: uuid.UUID, start: asyncio.Event
 ) -> bool:
