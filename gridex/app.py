@@ -42,6 +42,7 @@ from gridex.payments.routes import (
     payments_router,
     wallet_payments_router,
 )
+from gridex.regions.service import ensure_regions
 from gridex.users.routes import me_router, users_router
 
 
@@ -74,12 +75,18 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
 API_ERRORS = error_responses(401, 403, 404, 422, 429, 500, 503)
 
 
+async def prepare(rt: Runtime) -> None:
+    """What a process does once before it serves or runs jobs: create the configured regions."""
+    await ensure_regions(rt.db, rt.settings.regions, rt.clock.now())
+
+
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or (runtime.settings if runtime else get_settings())
     rt = runtime or build_runtime(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await prepare(rt)
         if settings.run_jobs:
             rt.jobs.start()
         mqtt = MqttBridge(rt) if settings.mqtt_url else None

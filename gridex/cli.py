@@ -105,7 +105,7 @@ def serve(
 @app.command()
 def worker() -> None:
     """Run the scheduled jobs without serving HTTP (one leader per job across workers)."""
-    from gridex.app import build_runtime
+    from gridex.app import build_runtime, prepare
 
     _check_config()
     _configure_logging()
@@ -113,6 +113,7 @@ def worker() -> None:
 
     async def run() -> None:
         runtime = build_runtime(settings)
+        await prepare(runtime)
         runtime.jobs.start()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -128,11 +129,26 @@ def worker() -> None:
 
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "heads") -> None:
-    """Apply migrations up to REVISION (default: every head)."""
+    """Apply migrations up to REVISION (default: every head) and create the configured regions
+    (GRIDEX_REGIONS) that do not exist yet."""
+    from gridex.core.clock import SystemClock
+    from gridex.core.db import Database
     from gridex.core.migrate import upgrade
+    from gridex.regions.service import ensure_regions
 
-    upgrade(get_settings().database_url, revision)
-    typer.echo(f"database at {revision}")
+    settings = get_settings()
+    upgrade(settings.database_url, revision)
+
+    async def regions() -> None:
+        db = Database(settings.database_url)
+        try:
+            await ensure_regions(db, settings.regions, SystemClock().now())
+        finally:
+            await db.dispose()
+
+    if revision == "heads":
+        asyncio.run(regions())
+    typer.echo(f"database at {revision}; regions: {', '.join(settings.regions)}")
 
 
 @admin_app.command("create-user")

@@ -31,6 +31,7 @@ from gridex.meters.models import (
     RejectedReading,
 )
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
+from gridex.regions.models import Region
 from gridex.users.models import User
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "ReadingCorrection",
     "RefreshToken",
     "Refund",
+    "Region",
     "RegionSettings",
     "RejectedReading",
     "SettlementCorrection",

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from gridex.app import build_runtime, create_app
+from gridex.app import build_runtime, create_app, prepare
 from gridex.core.clock import FrozenClock
 from gridex.core.config import Settings
 from gridex.core.migrate import upgrade
@@ -25,6 +25,7 @@ from gridex.models import Base
 
 TEST_SECRET = "test-secret-key-that-is-long-enough-for-production-checks"
 BACKENDS = ["sqlite", "postgresql"]
+TEST_REGIONS = ("north", "south", "east", "west", "n", "hq", "elsewhere", "campus-north")
 
 
 def _pg_url() -> str | None:
@@ -67,6 +68,8 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "log_json": False,
+        # The regions the tests name (an unknown one is 422 UNKNOWN_REGION).
+        "regions": list(TEST_REGIONS),
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
@@ -88,6 +91,7 @@ async def runtime(
     database_url: str, clock: FrozenClock, settings_overrides: dict[str, object]
 ) -> AsyncIterator[Runtime]:
     rt = build_runtime(make_settings(database_url, **settings_overrides), clock)
+    await prepare(rt)
     yield rt
     async with rt.db.engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):

@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from gridex.core.runtime import Runtime
 from gridex.mail.models import EmailOutbox
+from gridex.regions.service import ensure_regions
 from gridex.users.models import Role, User, UserStatus
 
 PASSWORD = "Correct-Horse-42"
@@ -108,3 +109,10 @@ class Wallet:
 
     def sign(self, message: str) -> str:
         return base58.b58encode(self.key.sign(message.encode()).signature).decode()
+
+
+async def new_region(rt: Runtime, prefix: str = "r") -> str:
+    """A region of its own for a test that must not share one (regions exist only once made)."""
+    name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await ensure_regions(rt.db, [name], rt.clock.now())
+    return name

@@ -94,11 +94,27 @@ def test_create_user_asks_for_the_password_twice_without_echo(data_dir: Path) ->
     assert "Str0ng-Ops-Pass" not in mismatch.output
     created = runner.invoke(
         app,
-        [*args, "--role", "operator", "--region", "campus-north"],
+        [*args, "--role", "operator", "--region", "community"],
         input="Str0ng-Ops-Pass\nStr0ng-Ops-Pass\n",
     )
     assert created.exit_code == 0, created.output
     assert "created operator ops" in created.output
+    elsewhere = runner.invoke(
+        app,
+        [
+            "admin",
+            "create-user",
+            "--username",
+            "xavier",
+            "--email",
+            "xavier@example.org",
+            "--region",
+            "nowhere",
+        ],
+        input="Str0ng-Ops-Pass\nStr0ng-Ops-Pass\n",
+    )
+    assert elsewhere.exit_code == 1
+    assert "there is no region 'nowhere' (regions: community)" in elsewhere.output
     assert "Str0ng-Ops-Pass" not in created.output
 
 

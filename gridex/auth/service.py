@@ -54,6 +54,7 @@ from gridex.core.security import (
     verify_ed25519,
 )
 from gridex.mail.service import queue_email
+from gridex.regions.service import require_region
 from gridex.users.models import SELF_SERVICE_ROLES, Role, User, UserStatus
 from gridex.users.repository import get_user_by_email, get_user_by_login
 
@@ -260,6 +261,8 @@ async def register(session: AsyncSession, rt: Runtime, data: RegisterIn) -> User
     check_password_policy(data.password, username=username, email=email)
     # A username is a public handle, so its clash is said; an email is not (see below).
     await ensure_unique(session, username=username, email=None)
+    if data.region is not None:
+        await require_region(session, data.region)
     now = rt.clock.now()
     owner = await get_user_by_email(session, email)
     if owner is not None:

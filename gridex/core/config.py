@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,8 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 API_PREFIX = "/api/v1"
+# Region names: lower-case letters, digits and inner hyphens (they appear in paths and topics).
+REGION_NAME = r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?"
 DEFAULT_SECRET_KEY = "change-me-in-production-this-is-not-a-secret"
 MIN_SECRET_KEY_LENGTH = 32
 
@@ -54,6 +57,9 @@ class Settings(BaseSettings):
     run_jobs: bool = True
     # `gridex serve --demo` turns this on: the demo community's meters and people keep trading.
     demo_simulation: bool = False
+    # The regions a fresh install starts with (created on start when missing); admins add more
+    # with PUT /api/v1/market/regions/{region}. Comma-separated.
+    regions: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["community"])
     # Comma-separated in the environment (a JSON list works too).
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # Addresses or networks of the reverse proxies whose X-Forwarded-For and X-Forwarded-Proto
@@ -145,7 +151,7 @@ class Settings(BaseSettings):
             raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
         return self
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "regions", mode="before")
     @classmethod
     def _split_list(cls, value: object) -> object:
         if isinstance(value, str):
@@ -153,6 +159,16 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _valid_region_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not re.fullmatch(REGION_NAME, name):
+                raise ValueError(
+                    f"{name!r} is not a region name (lower-case letters, digits and hyphens)"
+                )
         return value
 
     @field_validator("trusted_proxies")

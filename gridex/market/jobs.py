@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from gridex.core.runtime import Runtime
 from gridex.market import auction, repository, service, settlement
+from gridex.regions.service import region_names
 
 
 async def ensure_horizon(rt: Runtime) -> int:
     """Create every missing epoch up to the horizon for each region with an active meter or
-    with market settings; returns how many rows were offered (existing ones are skipped)."""
+    with market settings (regions exist only as admins create them); returns how many rows were
+    offered (existing ones are skipped)."""
     async with rt.db.sessionmaker() as session:
-        regions = sorted(
-            set(await repository.meter_regions(session))
-            | set(await repository.configured_regions(session))
-        )
+        active = set(await repository.meter_regions(session))
+        active |= set(await repository.configured_regions(session))
+        regions = sorted(active & set(await region_names(session)))
         offered = await service.ensure_horizon(session, rt, regions)
         await session.commit()
     return offered

@@ -39,6 +39,7 @@ from gridex.market.regions import MarketParams, default_band, params_of
 from gridex.market.schemas import NewOrder, OrderChange, OrderOut
 from gridex.market.service import get_or_create_epoch, own_order
 from gridex.market.views import order_event, order_out
+from gridex.regions.service import require_region
 from gridex.users.models import User
 
 
@@ -46,6 +47,7 @@ async def _resolve_region(
     session: AsyncSession, user: User, requested: str | None, side: Side
 ) -> str:
     if requested:
+        await require_region(session, requested)
         return requested
     if user.region:
         return user.region

@@ -16,6 +16,7 @@ from gridex.auth.deps import (
     idempotent,
 )
 from gridex.auth.service import Principal
+from gridex.core.config import REGION_NAME
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, PageDep
@@ -44,7 +45,7 @@ RegionQuery = Annotated[
     str | None,
     Query(min_length=1, max_length=64, description="Default: your region"),
 ]
-RegionPath = Annotated[str, Path(min_length=1, max_length=64)]
+RegionPath = Annotated[str, Path(pattern=f"^{REGION_NAME}$")]
 
 
 def _region(principal: Principal, region: str | None) -> str:
@@ -221,6 +222,14 @@ async def recent_trades(
     return await service.recent_trades(session, region, limit)
 
 
+@market_router.get("/regions")
+async def list_regions(
+    principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
+) -> list[RegionSettingsOut]:
+    """Every region of the deployment with the market settings in force there."""
+    return await service.list_region_settings(session, rt)
+
+
 @market_router.get("/regions/{region}")
 async def get_region(
     region: RegionPath, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
@@ -236,4 +245,6 @@ async def put_region(
     session: SessionDep,
     rt: RuntimeDep,
 ) -> RegionSettingsOut:
+    """Set a region's market settings; creates the region when it does not exist (admins only:
+    users, meters and orders may name existing regions only)."""
     return await service.put_region_settings(session, rt, principal, region, body)

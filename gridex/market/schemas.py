@@ -293,6 +293,12 @@ class RegionSettingsIn(InputModel):
     min_price: PriceIn
     max_price: PriceIn
     fee_bps: int = Field(ge=0, le=10_000, description="Basis points of a trade's value, 100 = 1 %")
+    timezone: str | None = Field(
+        default=None,
+        max_length=64,
+        description="IANA time zone of the region's local time; UTC for a new region without one",
+        examples=["Europe/Berlin"],
+    )
 
     @model_validator(mode="after")
     def _band(self) -> RegionSettingsIn:
@@ -303,6 +309,7 @@ class RegionSettingsIn(InputModel):
 
 class RegionSettingsOut(OutputModel):
     region: str
+    timezone: str
     mechanism: Mechanism
     min_price: Money
     max_price: Money

@@ -68,20 +68,49 @@ from gridex.market.views import (
     public_trade_out,
     trade_out,
 )
+from gridex.regions import service as regions
 
 # --- region settings ----------------------------------------------------------------------------
 
 
 async def get_region_settings(session: AsyncSession, rt: Runtime, region: str) -> RegionSettingsOut:
-    return params_out(await market_params(session, rt, region))
+    """An existing region's market settings (its own, or the defaults it uses); 404 else."""
+    known = await regions.get_region(session, region)
+    if known is None:
+        raise NotFound("No such region")
+    return params_out(await market_params(session, rt, region), known.timezone)
+
+
+async def list_region_settings(session: AsyncSession, rt: Runtime) -> list[RegionSettingsOut]:
+    """Every region with the market settings in force there."""
+    return [
+        params_out(await market_params(session, rt, region.name), region.timezone)
+        for region in await regions.list_regions(session)
+    ]
 
 
 async def put_region_settings(
     session: AsyncSession, rt: Runtime, principal: Principal, region: str, data: RegionSettingsIn
 ) -> RegionSettingsOut:
-    """Replace a region's settings. The band and fee apply to new orders and to clearings from
-    now on; the mechanism to new epochs and to open epochs that have no order yet."""
+    """Replace a region's settings, creating the region when it does not exist (admins only
+    reach this). The band and fee apply to new orders and to clearings from now on; the
+    mechanism to new epochs and to open epochs that have no order yet."""
     now = rt.clock.now()
+    known, created = await regions.create_region(
+        session, region, at=now, timezone=data.timezone or "UTC", actor_id=principal.user.id
+    )
+    if created:
+        record(
+            session,
+            at=now,
+            action="region.created",
+            actor_id=principal.user.id,
+            subject_type="region",
+            subject_id=region,
+            details={"timezone": known.timezone},
+        )
+    elif data.timezone is not None and data.timezone != known.timezone:
+        known.timezone = regions.check_timezone(data.timezone)
     row = await repository.region_settings(session, region)
     before = None
     if row is None:

@@ -24,9 +24,10 @@ from gridex.market.schemas import (
 )
 
 
-def params_out(params: MarketParams) -> RegionSettingsOut:
+def params_out(params: MarketParams, timezone: str) -> RegionSettingsOut:
     return RegionSettingsOut(
         region=params.region,
+        timezone=timezone,
         mechanism=params.mechanism,
         min_price=params.min_price_micros,
         max_price=params.max_price_micros,

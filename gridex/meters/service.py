@@ -59,6 +59,7 @@ from gridex.meters.validation import (
     Window,
     parse_reading,
 )
+from gridex.regions.service import require_region
 from gridex.users.models import STAFF_ROLES, Role, User, UserStatus
 
 # Commands an owner may send to their own meter; the others change what is metered or switch
@@ -158,6 +159,7 @@ async def register_meter(
     region = data.region or principal.user.region
     if not region:
         raise ValidationFailed("region is required", details={"field": "region"})
+    await require_region(session, region)
     await _unique_serial(session, data.serial)
     now = rt.clock.now()
     meter = Meter(
@@ -299,6 +301,8 @@ async def update_meter(
         elif name in {"region", "kind", "interval_minutes"}:
             if value is None:
                 raise ValidationFailed(f"{name} cannot be null")
+            if name == "region":
+                await require_region(session, value)
             setattr(meter, name, value)
         else:
             setattr(meter, name, value)

@@ -15,6 +15,7 @@ from gridex.core.config import Settings
 from gridex.core.db import Database
 from gridex.core.errors import ValidationFailed
 from gridex.core.security import PasswordHasher
+from gridex.regions.service import ensure_regions, get_region, region_names
 from gridex.users.models import Role, User, UserStatus
 from gridex.users.schemas import USERNAME_PATTERN
 
@@ -67,6 +68,9 @@ async def create_verified_user(
             )
             if clash is not None:
                 raise ValueError("the username or email is already taken")
+            if region is not None and await get_region(session, region) is None:
+                known = ", ".join(await region_names(session)) or "none yet"
+                raise ValueError(f"there is no region {region!r} (regions: {known})")
             now = clock.now()
             user = User(
                 username=username.lower(),
@@ -106,6 +110,11 @@ async def create_verified_user(
 async def seed_demo(settings: Settings) -> list[str]:
     """Create the demo community once; later runs leave existing accounts alone."""
     lines = [f"demo community in region {DEMO_REGION!r}, password {DEMO_PASSWORD!r} for all:"]
+    db = Database(settings.database_url)
+    try:
+        await ensure_regions(db, [DEMO_REGION], SystemClock().now())
+    finally:
+        await db.dispose()
     for username, role, first, last, department in DEMO_PEOPLE:
         try:
             await create_verified_user(

@@ -15,6 +15,7 @@ from gridex.auth.service import Principal
 from gridex.core.csvexport import write_csv
 from gridex.core.errors import Conflict, Forbidden, NotFound
 from gridex.core.runtime import Runtime
+from gridex.regions.service import require_region
 from gridex.users.models import Role, User, UserStatus
 from gridex.users.schemas import AdminUserUpdate, InviteIn, Preferences, ProfileUpdate
 
@@ -38,7 +39,17 @@ def _apply_profile(user: User, data: ProfileUpdate) -> dict[str, Any]:
 async def update_profile(
     session: AsyncSession, rt: Runtime, principal: Principal, data: ProfileUpdate
 ) -> User:
+    """A user's own profile. The region is set once (when the account has none, e.g. after a
+    wallet sign-in); moving to another region is an operator's decision."""
     user = principal.user
+    if "region" in data.model_fields_set and data.region != user.region:
+        if user.region is not None:
+            raise Forbidden(
+                "Moving to another region is an operator's decision; ask your region's operator",
+                details={"field": "region", "region": user.region},
+            )
+        if data.region is not None:
+            await require_region(session, data.region)
     changes = _apply_profile(user, data)
     user.updated_at = rt.clock.now()
     record_account_event(
@@ -83,6 +94,8 @@ async def invite_user(session: AsyncSession, rt: Runtime, admin: Principal, data
     """Create an account for someone else; they set a password with the emailed code."""
     username, email = data.username.lower(), str(data.email).lower()
     await auth_service.ensure_unique(session, username=username, email=email)
+    if data.region is not None:
+        await require_region(session, data.region)
     now = rt.clock.now()
     user = User(
         username=username,
@@ -126,6 +139,8 @@ async def admin_update(
         await auth_service.ensure_unique(
             session, username=None, email=str(data.email).lower(), exclude=user.id
         )
+    if data.region is not None:
+        await require_region(session, data.region)
     changes = _apply_profile(user, data)
     user.updated_at = rt.clock.now()
     await auth_service.flush_unique(session)

@@ -506,6 +506,7 @@ async def test_region_settings(
     default = (await client.get(f"{API}/market/regions/north", headers=user.headers)).json()
     assert default == {
         "region": "north",
+        "timezone": "UTC",
         "mechanism": "auction",
         "min_price": "0.010000",
         "max_price": "1.000000",

@@ -24,7 +24,7 @@ from gridex.market.models import Epoch, EpochState, Trade
 from gridex.market.settlement.rules import Interval, metered_energy, plan_payout
 from gridex.meters.models import MeterReading
 from gridex.users.models import Role
-from tests.factories import signed_in
+from tests.factories import new_region, signed_in
 from tests.ledger.helpers import fund, verify
 from tests.market.helpers import MARKET_SETTINGS, place
 from tests.meters.helpers import make_meter
@@ -139,7 +139,7 @@ async def test_settlement_conserves_money_and_drains_escrow(
     # Every example trades in its own region and hour: the database is shared between examples.
     now = T0 + timedelta(hours=next(_examples))
     clock.set(now)
-    region = f"r{uuid.uuid4().hex[:8]}"
+    region = await new_region(runtime)
     epoch_start = now + timedelta(minutes=1)
     investor = await signed_in(client, runtime, Role.investor, region=region)
     readings = []

@@ -20,7 +20,7 @@ from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.meters.models import Granularity, MeterRollup
 from gridex.users.models import Role
-from tests.factories import API, Account, signed_in
+from tests.factories import API, Account, new_region, signed_in
 from tests.meters.helpers import NOW, four_quarters, make_meter, reading
 
 START = NOW - timedelta(days=2)
@@ -71,9 +71,9 @@ def _without(body: dict[str, Any], *keys: str) -> dict[str, Any]:
 
 
 async def _meter(
-    client: httpx.AsyncClient, owner: Account, interval: int
+    client: httpx.AsyncClient, rt: Runtime, owner: Account, interval: int
 ) -> tuple[dict[str, Any], str]:
-    region = f"q{interval}-{uuid.uuid4().hex[:8]}"
+    region = await new_region(rt, f"q{interval}")
     meter = await make_meter(client, owner, region=region, interval_minutes=interval)
     stored = await client.post(
         f"{API}/meters/{meter['id']}/readings",
@@ -116,8 +116,8 @@ async def test_quarter_hours_from_readings_equal_rollups(
     clock.set(NOW)
     owner = await signed_in(client, runtime)
     operator = await signed_in(client, runtime, Role.operator)
-    quarterly, quarterly_region = await _meter(client, owner, 15)
-    fine, fine_region = await _meter(client, owner, 5)
+    quarterly, quarterly_region = await _meter(client, runtime, owner, 15)
+    fine, fine_region = await _meter(client, runtime, owner, 5)
     # Only the meter reporting more often keeps quarter-hour rollup rows.
     assert await _quarter_rows(runtime, quarterly["id"]) == 0
     assert await _quarter_rows(runtime, fine["id"]) == QUARTERS

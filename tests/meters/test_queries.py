@@ -11,7 +11,7 @@ from gridex.core.runtime import Runtime
 from gridex.meters.jobs import mark_offline
 from gridex.meters.models import MeterStatusEvent
 from gridex.users.models import Role
-from tests.factories import API, login, signed_in
+from tests.factories import API, login, new_region, signed_in
 from tests.meters.helpers import make_meter, reading
 
 # A Monday, midnight UTC.
@@ -110,7 +110,7 @@ async def test_region_telemetry(
     client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
 ) -> None:
     clock.set(MONDAY)
-    region = f"r-{uuid.uuid4().hex[:6]}"
+    region = await new_region(runtime)
     operator = await signed_in(client, runtime, Role.operator)
     owner = await signed_in(client, runtime)
     big = await make_meter(client, owner, region=region, serial=f"BIG-{region}")
