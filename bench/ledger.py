@@ -45,12 +45,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gridex.auth.models import Role, User, UserStatus
 from gridex.core.clock import SystemClock
 from gridex.core.db import Database, UTCDateTime
 from gridex.core.migrate import upgrade
 from gridex.ledger import service as ledger
 from gridex.ledger.models import EntryType
-from gridex.users.models import Role, User, UserStatus
 
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432/bench"
 BATCH = 20_000  # entries (and raw two-row INSERTs) in one transaction

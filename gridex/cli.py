@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from gridex import __version__
+from gridex.auth.models import Role
 from gridex.core.config import InsecureConfiguration, Settings, get_settings
-from gridex.users.models import Role
 
 # Plain Click help: it lists an option's choices and shows flags as flags (the rich renderer of
 # this Typer version labels every flag, --help included, "<bool>").

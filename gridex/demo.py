@@ -26,6 +26,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gridex.auth.models import User
 from gridex.auth.service import Principal
 from gridex.core.errors import GridexError
 from gridex.core.runtime import Runtime
@@ -42,7 +43,6 @@ from gridex.meters.service import ingest_for_meter, register_meter
 from gridex.payments.schemas import TopupIn
 from gridex.payments.service import complete_intent, create_topup
 from gridex.users.bootstrap import DEMO_REGION
-from gridex.users.models import User
 
 log = structlog.get_logger(__name__)
 

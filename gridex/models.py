@@ -1,7 +1,7 @@
 """Every domain's tables, imported in one place for Alembic and ``create_all``."""
 
 from gridex.audit.models import AuditLog
-from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, WalletNonce
+from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, User, WalletNonce
 from gridex.core.db import Base
 from gridex.core.idempotency import IdempotencyKey
 from gridex.core.jobs import JobLease
@@ -32,7 +32,6 @@ from gridex.meters.models import (
 )
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.regions.models import Region
-from gridex.users.models import User
 
 __all__ = [
     "ApiKey",

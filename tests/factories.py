@@ -11,10 +11,10 @@ import httpx
 from nacl.signing import SigningKey
 from sqlalchemy import select
 
+from gridex.auth.models import Role, User, UserStatus
 from gridex.core.runtime import Runtime
 from gridex.mail.models import EmailOutbox
 from gridex.regions.service import ensure_regions
-from gridex.users.models import Role, User, UserStatus
 
 PASSWORD = "Correct-Horse-42"
 API = "/api/v1"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gridex.auth.models import User
 from gridex.core.units import wh_to_kwh
 from gridex.meters.repository import owners_meter_totals
 from gridex.users import service as users
-from gridex.users.models import User
 
 
 async def department_summary(session: AsyncSession, name: str) -> dict[str, object]:

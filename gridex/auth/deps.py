@@ -10,6 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth import service
+from gridex.auth.models import Role
 from gridex.auth.service import Principal, TokenCaller
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import AuthenticationRequired, Forbidden
@@ -17,7 +18,6 @@ from gridex.core.idempotency import idempotent_for
 from gridex.core.middleware import DECODED_TOKEN_STATE
 from gridex.core.runtime import Runtime
 from gridex.core.security import AccessClaims
-from gridex.users.models import Role
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Access token from /auth/login")
 api_key_scheme = APIKeyHeader(name="X-API-Key", auto_error=False, description="API key")

@@ -11,11 +11,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import case, update
+from sqlalchemy import case, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.auth.models import OtpCode, RefreshToken
-from gridex.users.models import User
+from gridex.auth.models import OtpCode, RefreshToken, User
 
 _NO_SYNC = {"synchronize_session": False}
 
@@ -87,3 +86,13 @@ async def spend_refresh_token(session: AsyncSession, token_id: uuid.UUID, now: d
         .execution_options(**_NO_SYNC)
     )
     return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+
+async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
+    return await session.scalar(select(User).where(User.email == email))
+
+
+async def get_user_by_login(session: AsyncSession, identifier: str) -> User | None:
+    """A user by username or email (both stored lower-case)."""
+    column = User.email if "@" in identifier else User.username
+    return await session.scalar(select(User).where(column == identifier.lower()))

@@ -13,6 +13,7 @@ from gridex.auth.schemas import (
     RegisterIn,
     SetPasswordIn,
     TokenPairOut,
+    UserOut,
     ValidateOut,
     VerifyEmailIn,
     WalletChallengeIn,
@@ -22,7 +23,6 @@ from gridex.auth.schemas import (
 from gridex.auth.service import TokenPair
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.schemas import OutputModel
-from gridex.users.schemas import UserOut
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

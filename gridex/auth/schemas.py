@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import uuid
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import EmailStr, Field, model_validator
 
+from gridex.auth.models import Role, UserStatus
 from gridex.core.schemas import AwareDatetime, InputModel, Metadata, OutputModel, UtcDatetime
-from gridex.users.models import Role
-from gridex.users.schemas import USERNAME_PATTERN, UserOut
 
 PASSWORD_FIELD = Field(min_length=1, max_length=256)
 OTP_FIELD = Field(pattern=r"^[0-9]{6}$")
@@ -24,6 +23,27 @@ API_KEY_SCOPES = frozenset(
         "wallet:read",
     }
 )
+
+USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
+
+
+class UserOut(OutputModel):
+    id: uuid.UUID
+    username: str
+    email: str | None
+    role: Role
+    status: UserStatus
+    email_verified: bool
+    first_name: str | None
+    last_name: str | None
+    department: str | None
+    region: str | None
+    phone: str | None
+    metadata: dict[str, Any] = Field(validation_alias="profile_metadata")
+    department_metadata: dict[str, Any]
+    wallet_address: str | None
+    created_at: UtcDatetime
+    last_login_at: UtcDatetime | None
 
 
 class RegisterIn(InputModel):

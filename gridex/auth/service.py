@@ -17,13 +17,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.audit.service import record, record_account_event
 from gridex.auth import repository
 from gridex.auth.models import (
+    SELF_SERVICE_ROLES,
     ApiKey,
     AuthSession,
     OtpCode,
     OtpPurpose,
     RefreshToken,
+    Role,
+    User,
+    UserStatus,
     WalletNonce,
 )
+from gridex.auth.repository import get_user_by_email, get_user_by_login
 from gridex.auth.schemas import ApiKeyIn, RegisterIn
 from gridex.core.clock import utc_iso
 from gridex.core.errors import (
@@ -55,8 +60,6 @@ from gridex.core.security import (
 )
 from gridex.mail.service import queue_email
 from gridex.regions.service import require_region
-from gridex.users.models import SELF_SERVICE_ROLES, Role, User, UserStatus
-from gridex.users.repository import get_user_by_email, get_user_by_login
 
 INVITE_OTP_HOURS = 72
 API_KEY_PREFIX = "gdx"

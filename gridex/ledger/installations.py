@@ -14,6 +14,7 @@ from sqlalchemy import Select, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.audit.service import record
+from gridex.auth.models import STAFF_ROLES, User
 from gridex.auth.service import Principal
 from gridex.core.errors import Conflict, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageParams, paginate
@@ -21,7 +22,6 @@ from gridex.core.runtime import Runtime
 from gridex.ledger.models import Installation, InstallationShare
 from gridex.ledger.schemas import InstallationIn, InstallationOut, ShareOut
 from gridex.meters.models import Meter
-from gridex.users.models import STAFF_ROLES, User
 
 WHOLE_BP = 10_000
 

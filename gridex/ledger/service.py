@@ -22,6 +22,7 @@ from datetime import date, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gridex.auth.models import User
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, PageParams, paginate
 from gridex.core.runtime import Runtime
@@ -58,7 +59,6 @@ from gridex.ledger.schemas import (
     TrialBalanceOut,
     WalletOut,
 )
-from gridex.users.models import User
 
 # The posting vocabulary other modules use through this module.
 __all__ = [

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
 
-from gridex.auth.models import AuthSession
+from gridex.auth.models import AuthSession, User, UserStatus
 from gridex.core.errors import Conflict, GridexError
 from gridex.core.units import micros_to_money, wh_to_kwh
 from gridex.ledger.errors import OutstandingDebt
@@ -33,7 +33,6 @@ from gridex.market.errors import (
 )
 from gridex.market.models import RESTING, EpochState, MarketOrder, Side
 from gridex.meters.models import Meter, MeterKind, MeterStatus
-from gridex.users.models import User, UserStatus
 
 # Meter kinds that can deliver a side: a seller exports, a buyer imports.
 _KINDS = {

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from gridex.auth.models import User
 from gridex.auth.service import Principal, TokenCaller
 from gridex.core.config import Settings
 from gridex.core.errors import Conflict, GridexError, ValidationFailed
@@ -40,7 +41,6 @@ from gridex.market.schemas import NewOrder, OrderChange, OrderOut
 from gridex.market.service import get_or_create_epoch, own_order
 from gridex.market.views import order_event, order_out
 from gridex.regions.service import require_region
-from gridex.users.models import User
 
 
 async def _resolve_region(

@@ -33,7 +33,7 @@ from sqlalchemy import (
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.auth.models import AuthSession
+from gridex.auth.models import AuthSession, User
 from gridex.core.db import insert_or_ignore, is_postgres
 from gridex.core.precompiled import Precompiled
 from gridex.ledger.models import LedgerAccount
@@ -50,7 +50,6 @@ from gridex.market.models import (
     Trade,
 )
 from gridex.meters.models import Meter, MeterStatus
-from gridex.users.models import User
 
 Lock = Literal["share", "update"] | None
 

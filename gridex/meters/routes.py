@@ -16,6 +16,7 @@ from gridex.auth.deps import (
     require_role,
     require_scope,
 )
+from gridex.auth.models import Role
 from gridex.auth.service import Principal
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import ValidationFailed
@@ -48,7 +49,6 @@ from gridex.meters.schemas import (
     StatusIn,
     TopConsumersOut,
 )
-from gridex.users.models import Role
 
 meters_router = APIRouter(prefix="/meters", tags=["meters"])
 readings_router = APIRouter(prefix="/readings", tags=["meters"])

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.audit.service import record
+from gridex.auth.models import STAFF_ROLES, Role, User, UserStatus
 from gridex.auth.service import Principal
 from gridex.core.clock import utc_iso
 from gridex.core.errors import (
@@ -60,7 +61,6 @@ from gridex.meters.validation import (
     parse_reading,
 )
 from gridex.regions.service import require_region
-from gridex.users.models import STAFF_ROLES, Role, User, UserStatus
 
 # Commands an owner may send to their own meter; the others change what is metered or switch
 # power, so only operators and admins send them.

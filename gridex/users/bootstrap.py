@@ -9,6 +9,8 @@ from pydantic import EmailStr, TypeAdapter, ValidationError
 from sqlalchemy import select
 
 from gridex.audit.service import record
+from gridex.auth.models import Role, User, UserStatus
+from gridex.auth.schemas import USERNAME_PATTERN
 from gridex.auth.service import check_password_policy
 from gridex.core.clock import SystemClock
 from gridex.core.config import Settings
@@ -16,8 +18,6 @@ from gridex.core.db import Database
 from gridex.core.errors import ValidationFailed
 from gridex.core.security import PasswordHasher
 from gridex.regions.service import ensure_regions, get_region, region_names
-from gridex.users.models import Role, User, UserStatus
-from gridex.users.schemas import USERNAME_PATTERN
 
 DEMO_PASSWORD = "gridex-demo-2025"
 DEMO_REGION = "campus-north"

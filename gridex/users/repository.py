@@ -1,19 +1,8 @@
 from __future__ import annotations
 
 from sqlalchemy import Select, or_, select
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.users.models import Role, User, UserStatus
-
-
-async def get_user_by_email(session: AsyncSession, email: str) -> User | None:
-    return await session.scalar(select(User).where(User.email == email))
-
-
-async def get_user_by_login(session: AsyncSession, identifier: str) -> User | None:
-    """A user by username or email (both stored lower-case)."""
-    column = User.email if "@" in identifier else User.username
-    return await session.scalar(select(User).where(column == identifier.lower()))
+from gridex.auth.models import Role, User, UserStatus
 
 
 def user_search_query(

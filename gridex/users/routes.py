@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Response, status
 from gridex.audit.service import audit_query
 from gridex.auth import service as auth_service
 from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, OwnsMeterDep, StaffPrincipal
-from gridex.auth.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, WalletVerifyIn
+from gridex.auth.models import Role, UserStatus
+from gridex.auth.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, UserOut, WalletVerifyIn
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.pagination import Page, PageDep, paginate
 from gridex.users import service
-from gridex.users.models import Role, UserStatus
 from gridex.users.repository import user_search_query
 from gridex.users.schemas import (
     AdminUserUpdate,
@@ -22,7 +22,6 @@ from gridex.users.schemas import (
     ProfileUpdate,
     RoleIn,
     SuspendIn,
-    UserOut,
 )
 
 me_router = APIRouter(prefix="/me", tags=["me"])

@@ -6,10 +6,10 @@ from zoneinfo import available_timezones
 
 from pydantic import EmailStr, Field, field_validator
 
+from gridex.auth.models import Role
+from gridex.auth.schemas import USERNAME_PATTERN
 from gridex.core.schemas import InputModel, Metadata, OutputModel, UtcDatetime
-from gridex.users.models import Role, UserStatus
 
-USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 NOTIFICATION_CHANNELS = frozenset({"in_app", "email", "websocket"})
 NOTIFICATION_EVENTS = frozenset(
     {
@@ -23,25 +23,6 @@ NOTIFICATION_EVENTS = frozenset(
         "security",
     }
 )
-
-
-class UserOut(OutputModel):
-    id: uuid.UUID
-    username: str
-    email: str | None
-    role: Role
-    status: UserStatus
-    email_verified: bool
-    first_name: str | None
-    last_name: str | None
-    department: str | None
-    region: str | None
-    phone: str | None
-    metadata: dict[str, Any] = Field(validation_alias="profile_metadata")
-    department_metadata: dict[str, Any]
-    wallet_address: str | None
-    created_at: UtcDatetime
-    last_login_at: UtcDatetime | None
 
 
 class ProfileUpdate(InputModel):

@@ -10,13 +10,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.audit.service import record_account_event
 from gridex.auth import service as auth_service
-from gridex.auth.models import ApiKey
+from gridex.auth.models import ApiKey, Role, User, UserStatus
 from gridex.auth.service import Principal
 from gridex.core.csvexport import write_csv
 from gridex.core.errors import Conflict, Forbidden, NotFound
 from gridex.core.runtime import Runtime
 from gridex.regions.service import require_region
-from gridex.users.models import Role, User, UserStatus
 from gridex.users.schemas import AdminUserUpdate, InviteIn, Preferences, ProfileUpdate
 
 DEFAULT_PREFERENCES = Preferences().model_dump()

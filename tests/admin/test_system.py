@@ -4,9 +4,9 @@ import httpx
 import pytest
 
 from gridex.app import create_app
+from gridex.auth.models import Role
 from gridex.core.config import InsecureConfiguration, Settings
 from gridex.core.runtime import Runtime
-from gridex.users.models import Role
 from tests.factories import API, make_user, signed_in
 
 

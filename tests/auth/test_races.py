@@ -7,9 +7,8 @@ import asyncio
 import httpx
 from sqlalchemy import select
 
-from gridex.auth.models import OtpCode
+from gridex.auth.models import OtpCode, User
 from gridex.core.runtime import Runtime
-from gridex.users.models import User
 from tests.factories import API, PASSWORD, last_code, make_user, signed_in
 
 WRONG = "Wrong-password-1"

@@ -6,10 +6,10 @@ import httpx
 from sqlalchemy import select
 
 from gridex.audit.models import AuditLog
+from gridex.auth.models import User
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from gridex.mail.models import EmailOutbox
-from gridex.users.models import User
 from tests.factories import API, PASSWORD, last_code
 
 REGISTER = {

@@ -4,9 +4,9 @@ from datetime import timedelta
 
 import httpx
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
-from gridex.users.models import Role
 from tests.factories import API, PASSWORD, login, make_user, signed_in
 
 

@@ -85,7 +85,7 @@ async def test_login_has_the_stricter_auth_limit(client: httpx.AsyncClient) -> N
     ],
 )
 async def test_limits_are_per_user_and_role(client: httpx.AsyncClient, runtime: Runtime) -> None:
-    from gridex.users.models import Role
+    from gridex.auth.models import Role
 
     user = await signed_in(client, runtime)
     other = await signed_in(client, runtime)

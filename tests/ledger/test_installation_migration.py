@@ -17,11 +17,11 @@ from alembic import command
 from sqlalchemy import func, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
+from gridex.auth.models import Role, User, UserStatus
 from gridex.core.db import Database
 from gridex.core.migrate import alembic_config
 from gridex.ledger.models import Installation, InstallationShare
 from gridex.meters.models import Meter, MeterKind
-from gridex.users.models import Role, User, UserStatus
 
 BEFORE = ("0003", "0004", "0005_market")
 NOW = datetime(2026, 3, 4, 12, 0, tzinfo=UTC)

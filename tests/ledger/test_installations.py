@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gridex.auth.models import Role
 from gridex.core.runtime import Runtime
 from gridex.ledger.installations import split_revenue
-from gridex.users.models import Role
 from tests.factories import API, make_user, signed_in
 from tests.meters.helpers import make_meter
 

@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
 from gridex.ledger.models import ReferenceType
-from gridex.users.models import Role
 from tests.factories import API, login, signed_in
 from tests.ledger.helpers import fund, topup
 

@@ -7,11 +7,11 @@ from typing import Any
 
 import httpx
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.core.units import money_to_micros
 from gridex.market.jobs import clear_due
-from gridex.users.models import Role
 from tests.factories import API, Account, signed_in
 from tests.ledger.helpers import balances, fund
 from tests.meters.helpers import make_meter

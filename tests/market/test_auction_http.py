@@ -9,10 +9,10 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.market.jobs import clear_due, ensure_horizon
-from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.market.helpers import (
     MARKET_SETTINGS,

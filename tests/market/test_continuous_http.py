@@ -7,11 +7,11 @@ import asyncio
 import httpx
 import pytest
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.market import auction
 from gridex.market.jobs import ensure_horizon
-from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.market.helpers import (
     MARKET_SETTINGS,

@@ -14,10 +14,10 @@ import pytest
 from sqlalchemy import event, update
 from sqlalchemy.engine.default import CACHE_HIT
 
+from gridex.auth.models import Role, User, UserStatus
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
-from gridex.users.models import Role, User, UserStatus
 from tests.factories import API, Account, login, signed_in
 from tests.ledger.helpers import fund
 from tests.market.helpers import MARKET_SETTINGS, NEXT, place, start_clock, trader, wallet

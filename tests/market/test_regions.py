@@ -5,10 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from gridex.market.jobs import ensure_horizon
-from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.market.helpers import MARKET_SETTINGS, place, start_clock, trader
 from tests.meters.helpers import make_meter

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 import pytest
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
 from gridex.market.jobs import deliver_due, resettle_corrections, settle_due
-from gridex.users.models import Role
 from tests.factories import API, Account, make_user, signed_in
 from tests.ledger.helpers import verify
 from tests.market.helpers import (

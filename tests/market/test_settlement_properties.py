@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
@@ -23,7 +24,6 @@ from gridex.market.jobs import clear_due, deliver_due, settle_due
 from gridex.market.models import Epoch, EpochState, Trade
 from gridex.market.settlement.rules import Interval, metered_energy, plan_payout
 from gridex.meters.models import MeterReading
-from gridex.users.models import Role
 from tests.factories import new_region, signed_in
 from tests.ledger.helpers import fund, verify
 from tests.market.helpers import MARKET_SETTINGS, place

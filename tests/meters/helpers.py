@@ -11,9 +11,9 @@ import base58
 import httpx
 from nacl.signing import SigningKey
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
-from gridex.users.models import Role
 from tests.factories import API, Account, signed_in
 
 # A fixed, quarter-aligned "now" keeps bucket arithmetic readable in assertions.

@@ -11,10 +11,10 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from gridex.meters.models import MeterReading, RejectedReading
-from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.meters.helpers import at_now, make_key, make_meter, quarters, reading
 from tests.meters.test_rollups import _expected, _rollups

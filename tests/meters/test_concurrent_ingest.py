@@ -20,11 +20,11 @@ import pytest
 from sqlalchemy import func, make_url, select
 
 from gridex.app import build_runtime, create_app
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock
 from gridex.core.db import begin_write
 from gridex.core.runtime import Runtime
 from gridex.meters.models import MeterReading, MeterRollup
-from gridex.users.models import Role
 from tests.conftest import make_settings
 from tests.factories import API, signed_in
 from tests.meters.helpers import at_now, make_key, make_meter, quarters, reading

@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.meters.models import MeterReading
-from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.meters.helpers import Device, at_now, make_key, make_meter, quarters, reading
 

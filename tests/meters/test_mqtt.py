@@ -23,12 +23,12 @@ import orjson
 import pytest
 from sqlalchemy import func, select
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.meters.jobs import expire_commands
 from gridex.meters.models import MeterReading, MeterStatusEvent, RejectedReading
 from gridex.meters.mqtt import MqttBridge
-from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.meters.helpers import NOW, Device, make_meter, reading
 

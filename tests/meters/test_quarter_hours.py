@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.meters.models import Granularity, MeterRollup
-from gridex.users.models import Role
 from tests.factories import API, Account, new_region, signed_in
 from tests.meters.helpers import NOW, four_quarters, make_meter, reading
 

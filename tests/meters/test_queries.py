@@ -6,11 +6,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy import select
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.meters.jobs import mark_offline
 from gridex.meters.models import MeterStatusEvent
-from gridex.users.models import Role
 from tests.factories import API, login, new_region, signed_in
 from tests.meters.helpers import make_meter, reading
 

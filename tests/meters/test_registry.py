@@ -6,9 +6,9 @@ import httpx
 from sqlalchemy import select
 
 from gridex.audit.models import AuditLog
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
-from gridex.users.models import Role
 from tests.factories import API, login, make_user, signed_in
 from tests.meters.helpers import at_now, make_key, make_meter, quarters, reading
 

@@ -14,11 +14,11 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 
 from gridex.audit.models import AuditLog
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.meters.models import Granularity, MeterReading, MeterRollup, ReadingCorrection
 from gridex.meters.rollups import GRANULARITIES, bucket_start, has_quarter_rollup
-from gridex.users.models import Role
 from tests.factories import API, Account, signed_in
 from tests.meters.helpers import NOW, four_quarters, make_key, make_meter, reading
 

@@ -5,9 +5,9 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
-from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.ledger.helpers import balances, signed, succeeded_event, topup, verify
 

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import httpx
 
+from gridex.auth.models import Role
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
-from gridex.users.models import Role
 from tests.factories import API, signed_in
 from tests.ledger.helpers import balances, fund, topup, verify
 

@@ -5,8 +5,8 @@ import io
 
 import httpx
 
+from gridex.auth.models import Role
 from gridex.core.runtime import Runtime
-from gridex.users.models import Role
 from tests.factories import API, PASSWORD, last_code, make_user, signed_in
 
 
