@@ -1,0 +1,150 @@
+"""The ``litesvm`` backend: the real SPL Token, Associated Token Account and Memo programs
+(bundled with ``solders.litesvm``) running in this process.
+
+Durability: :meth:`LiteSVMBackend.checkpoint` writes every account the platform uses (its fee
+payer, the mints and all token accounts) and the signatures of the latest transactions to
+``gridex-chain.bin`` in the data dir (a temporary file renamed over the old one, so a crash
+leaves the previous snapshot), and a new backend restores them. A transaction sent after the
+last snapshot is lost with a crash, and so is its outbox row's confirmation: the outbox finds
+its signature unknown and sends it again, so the state never runs ahead of the database.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from solders.account import Account
+from solders.litesvm import LiteSVM
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.transaction import Transaction
+from solders.transaction_metadata import FailedTransactionMetadata
+from spl.token.constants import TOKEN_PROGRAM_ID
+
+from gridex.chain.backend import Blockhash, SendResult, TxStatus
+
+SNAPSHOT_FILE = "gridex-chain.bin"
+_MAGIC = b"GRIDEXSVM1"
+# Signatures kept for the "was it sent?" check after a restart: far more than one outbox batch.
+_REMEMBERED = 100_000
+# LiteSVM has no block height that advances on its own; its blockhash never expires.
+_NEVER = 2**62
+
+
+class LiteSVMBackend:
+    name = "litesvm"
+
+    def __init__(self, data_dir: Path, *, cluster: str = "litesvm", fee_payer: Pubkey) -> None:
+        self.cluster = cluster
+        self.path = data_dir / SNAPSHOT_FILE
+        self._fee_payer = fee_payer
+        # Stored transactions are resent byte for byte after a restart, when LiteSVM's
+        # blockhash is another one: duplicates are caught by signature instead.
+        self._svm = LiteSVM().with_blockhash_check(False)
+        self._seen: deque[Signature] = deque(maxlen=_REMEMBERED)
+        self._seen_set: set[Signature] = set()
+        if self.path.exists():
+            self._restore(self.path.read_bytes())
+
+    # --- snapshot ---------------------------------------------------------------------------
+
+    def _tracked(self) -> list[tuple[Pubkey, Account]]:
+        accounts = list(self._svm.get_program_accounts(TOKEN_PROGRAM_ID))
+        payer = self._svm.get_account(self._fee_payer)
+        if payer is not None:
+            accounts.append((self._fee_payer, payer))
+        return accounts
+
+    def snapshot(self) -> bytes:
+        out = bytearray(_MAGIC)
+        out += struct.pack(">Q", self._svm.get_clock().slot)
+        accounts = self._tracked()
+        out += struct.pack(">I", len(accounts))
+        for address, account in accounts:
+            raw = bytes(account)
+            out += bytes(address) + struct.pack(">I", len(raw)) + raw
+        out += struct.pack(">I", len(self._seen))
+        for signature in self._seen:
+            out += bytes(signature)
+        return bytes(out)
+
+    def _restore(self, data: bytes) -> None:
+        if not data.startswith(_MAGIC):
+            raise ValueError(f"{self.path} is not a Gridex chain snapshot")
+        at = len(_MAGIC)
+        (slot,) = struct.unpack_from(">Q", data, at)
+        (count,) = struct.unpack_from(">I", data, at + 8)
+        at += 12
+        for _ in range(count):
+            address = Pubkey.from_bytes(data[at : at + 32])
+            (size,) = struct.unpack_from(">I", data, at + 32)
+            at += 36
+            self._svm.set_account(address, Account.from_bytes(data[at : at + size]))
+            at += size
+        (signatures,) = struct.unpack_from(">I", data, at)
+        at += 4
+        for _ in range(signatures):
+            self._remember(Signature.from_bytes(data[at : at + 64]))
+            at += 64
+        if slot:
+            self._svm.warp_to_slot(slot)
+
+    def _remember(self, signature: Signature) -> None:
+        if len(self._seen) == self._seen.maxlen:
+            self._seen_set.discard(self._seen[0])
+        self._seen.append(signature)
+        self._seen_set.add(signature)
+
+    async def checkpoint(self) -> None:
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_bytes(self.snapshot())
+        temporary.replace(self.path)
+
+    # --- the backend interface --------------------------------------------------------------
+
+    async def blockhash(self) -> Blockhash:
+        return Blockhash(self._svm.latest_blockhash(), _NEVER)
+
+    async def block_height(self) -> int:
+        return int(self._svm.get_clock().slot)
+
+    async def slot(self) -> int:
+        return int(self._svm.get_clock().slot)
+
+    async def rent_exempt(self, size: int) -> int:
+        return int(self._svm.minimum_balance_for_rent_exemption(size))
+
+    async def send(self, tx: Transaction) -> SendResult:
+        signature = tx.signatures[0]
+        if signature in self._seen_set:
+            return SendResult(True)
+        result = self._svm.send_transaction(tx)
+        if isinstance(result, FailedTransactionMetadata):
+            error = str(result.err())
+            if error == "AlreadyProcessed":
+                self._remember(signature)
+                return SendResult(True)
+            return SendResult(False, error=error)
+        self._remember(signature)
+        # Each transaction in its own slot, as on a cluster: the slot counts transactions.
+        self._svm.warp_to_slot(self._svm.get_clock().slot + 1)
+        return SendResult(True, compute_units=int(result.compute_units_consumed()))
+
+    async def status(self, signature: Signature) -> TxStatus:
+        if signature in self._seen_set:
+            return TxStatus.confirmed
+        return TxStatus.unknown
+
+    async def accounts(self, addresses: Sequence[Pubkey]) -> list[Account | None]:
+        return [self._svm.get_account(address) for address in addresses]
+
+    async def ensure_funded(self, address: Pubkey, lamports: int) -> None:
+        balance = self._svm.get_balance(address) or 0
+        if balance < lamports:
+            self._svm.airdrop(address, lamports - balance)
+
+    async def close(self) -> None:
+        return None
