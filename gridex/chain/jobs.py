@@ -1,0 +1,43 @@
+"""The chain's scheduled work: follow the journal and send the outbox; reconcile."""
+
+from __future__ import annotations
+
+import structlog
+
+from gridex.chain.outbox import process_outbox
+from gridex.chain.reconcile import reconcile
+from gridex.chain.service import ensure_ready, mirror_journal
+from gridex.core.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+async def mirror(rt: Runtime) -> int:
+    """Enqueue every entry not mirrored yet, then send what is due; returns confirmed count."""
+    while await mirror_journal(rt):
+        pass
+    return await process_outbox(rt)
+
+
+async def reconcile_now(rt: Runtime) -> int:
+    """Reconcile and record differences; returns how many accounts differ."""
+    chain = await ensure_ready(rt)
+    async with rt.db.sessionmaker() as session:
+        result = await reconcile(session, chain, rt.clock.now())
+        await session.commit()
+    if result.mismatches and not result.in_flight:
+        log.error("chain_mismatch", accounts=[d.account for d in result.mismatches])
+    return len(result.mismatches)
+
+
+def register(rt: Runtime) -> None:
+    if rt.settings.chain == "off":
+        return
+    rt.jobs.add(
+        "chain_mirror", lambda: mirror(rt), every_seconds=rt.settings.chain_outbox_interval_seconds
+    )
+    rt.jobs.add(
+        "chain_reconcile",
+        lambda: reconcile_now(rt),
+        every_seconds=rt.settings.chain_reconcile_interval_seconds,
+    )

@@ -1,0 +1,183 @@
+"""Sending the outbox: sign, record, send, checkpoint, confirm.
+
+The order of steps is what makes a crash harmless. A batch is signed and its signatures and
+signed bytes are committed *before* anything is sent; then the transactions are sent in outbox
+order; then the backend checkpoints; then the confirmations are committed. After a crash at any
+point, a ``submitted`` row is checked by its signature first: confirmed -> recorded, unknown ->
+the same signed bytes are sent again (the chain drops a duplicate signature), or, once their
+blockhash has expired and they can never land, rebuilt with a new one. Nothing is applied
+twice.
+
+A refused transaction is retried with exponential backoff and stops the batch (later rows may
+depend on it); after ``GRIDEX_CHAIN_MAX_ATTEMPTS`` it is ``failed`` and the queue moves on
+(reconciliation then shows the difference). A chain that is down only delays the mirror: the
+ledger never waits for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import structlog
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.signature import Signature
+from solders.transaction import Transaction
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from gridex.chain import repository
+from gridex.chain.backend import ChainUnavailable, TxStatus
+from gridex.chain.keys import Sealed
+from gridex.chain.mirror import MAX_TX_BYTES
+from gridex.chain.models import ChainTransaction, OutboxStatus
+from gridex.chain.node import Chain
+from gridex.chain.service import ensure_ready
+from gridex.chain.tokens import unpack
+from gridex.core.runtime import Runtime
+from gridex.market.models import Epoch
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class Batch:
+    """Rows signed and committed as ``submitted``, with what sending them gave."""
+
+    ids: list[int] = field(default_factory=list)
+    # id -> (signature, compute units) of the rows the chain confirmed.
+    confirmed: dict[int, tuple[str, int | None]] = field(default_factory=dict)
+    # The first row the chain refused (it never landed), and why.
+    refused: tuple[int, str] | None = None
+    # The first row whose fate is unknown (the chain did not answer): checked by its
+    # signature next time, never signed anew while it might still land.
+    unsure: tuple[int, str] | None = None
+
+
+async def _signers(session: AsyncSession, chain: Chain, row: ChainTransaction) -> list[Keypair]:
+    signers = [chain.keypair]
+    users = [uuid.UUID(u) for u in row.signers.split()]
+    wallets = await repository.wallets(session, users)
+    for user in users:
+        wallet = wallets[user]
+        signers.append(chain.vault.open(user, Sealed(wallet.sealed_seed, wallet.key_id)))
+    return signers
+
+
+async def _sign(session: AsyncSession, chain: Chain, row: ChainTransaction, now: datetime) -> None:
+    blockhash = await chain.backend.blockhash()
+    message = Message.new_with_blockhash(
+        unpack(row.instructions), chain.platform.authority, blockhash.hash
+    )
+    tx = Transaction(await _signers(session, chain, row), message, blockhash.hash)
+    signed = bytes(tx)
+    if len(signed) > MAX_TX_BYTES:
+        raise ValueError(f"transaction {row.id} is {len(signed)} bytes, over {MAX_TX_BYTES}")
+    row.signature = str(tx.signatures[0])
+    row.signed = signed
+    row.last_valid_height = blockhash.last_valid_height
+    row.status = OutboxStatus.submitted.value
+    row.submitted_at = now
+
+
+async def prepare(rt: Runtime, chain: Chain) -> Batch:
+    """Sign the due rows (or keep their signed bytes) and commit them as ``submitted``."""
+    now = rt.clock.now()
+    batch = Batch()
+    async with rt.db.sessionmaker() as session:
+        rows = await repository.due_transactions(session, now, rt.settings.chain_outbox_batch)
+        height = await chain.backend.block_height() if rows else 0
+        for row in rows:
+            if row.status == OutboxStatus.submitted.value and row.signature:
+                status = await chain.backend.status(Signature.from_string(row.signature))
+                if status is TxStatus.confirmed:
+                    batch.confirmed[row.id] = (row.signature, None)
+                    batch.ids.append(row.id)
+                    continue
+                if status is TxStatus.unknown and height <= (row.last_valid_height or 0):
+                    batch.ids.append(row.id)  # the same bytes go again
+                    continue
+            await _sign(session, chain, row, now)
+            batch.ids.append(row.id)
+        await session.commit()
+    return batch
+
+
+async def send(rt: Runtime, chain: Chain, batch: Batch) -> None:
+    """Send the batch's rows in order, stopping at the first the chain refuses."""
+    async with rt.db.sessionmaker() as session:
+        for row_id in batch.ids:
+            if row_id in batch.confirmed:
+                continue
+            row = await session.get(ChainTransaction, row_id)
+            assert row is not None
+            assert row.signed is not None
+            assert row.signature is not None
+            try:
+                result = await chain.backend.send(Transaction.from_bytes(row.signed))
+            except ChainUnavailable as exc:
+                log.warning("chain_unavailable", id=row_id, error=str(exc))
+                batch.unsure = (row_id, f"chain unavailable: {exc}")
+                return
+            if not result.confirmed:
+                batch.refused = (row_id, result.error or "refused")
+                return
+            batch.confirmed[row_id] = (row.signature, result.compute_units)
+
+
+async def record(rt: Runtime, batch: Batch) -> None:
+    """Commit what the chain confirmed, and the refusal with its backoff."""
+    now = rt.clock.now()
+    settings = rt.settings
+    async with rt.db.sessionmaker() as session:
+        for row_id, (signature, units) in sorted(batch.confirmed.items()):
+            row = await session.get(ChainTransaction, row_id)
+            assert row is not None
+            row.status = OutboxStatus.confirmed.value
+            row.attempts += 1
+            row.confirmed_at = now
+            row.compute_units = units if units is not None else row.compute_units
+            row.error = None
+            if row.epoch_id is not None:
+                # The epoch's first settlement transaction is its memo transaction.
+                await session.execute(
+                    update(Epoch)
+                    .where(Epoch.id == row.epoch_id, Epoch.chain_signature.is_(None))
+                    .values(chain_signature=signature)
+                )
+        for outcome, refused in ((batch.refused, True), (batch.unsure, False)):
+            if outcome is None:
+                continue
+            row = await session.get(ChainTransaction, outcome[0])
+            assert row is not None
+            row.attempts += 1
+            row.error = outcome[1][:500]
+            delay = settings.chain_retry_base_seconds * 2 ** min(row.attempts - 1, 10)
+            row.next_attempt_at = now + timedelta(seconds=delay)
+            if refused:
+                # A refused transaction never landed: it is signed anew next time.
+                row.signature, row.signed, row.status = None, None, OutboxStatus.pending.value
+                if row.attempts >= settings.chain_max_attempts:
+                    row.status = OutboxStatus.failed.value
+                    log.error("chain_transaction_failed", id=row.id, kind=row.kind, error=row.error)
+        await session.commit()
+
+
+async def process_outbox(rt: Runtime) -> int:
+    """The outbox job: send every due transaction; returns how many were confirmed."""
+    chain = await ensure_ready(rt)
+    confirmed = 0
+    async with chain.lock:
+        while True:
+            batch = await prepare(rt, chain)
+            if not batch.ids:
+                return confirmed
+            await send(rt, chain, batch)
+            await chain.backend.checkpoint()
+            await record(rt, batch)
+            confirmed += len(batch.confirmed)
+            stopped = batch.refused is not None or batch.unsure is not None
+            if stopped or len(batch.ids) < rt.settings.chain_outbox_batch:
+                return confirmed
