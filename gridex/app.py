@@ -11,6 +11,9 @@ from starlette.middleware.cors import CORSMiddleware
 from gridex import __version__
 from gridex.admin.routes import admin_router, health_router, system_router
 from gridex.auth.routes import router as auth_router
+from gridex.chain.node import close_chain
+from gridex.chain.routes import chain_admin_router, chain_router
+from gridex.chain.views import wallet_chain_fields
 from gridex.core.clock import Clock, SystemClock
 from gridex.core.config import API_PREFIX, Settings, get_settings
 from gridex.core.db import Database
@@ -27,6 +30,7 @@ from gridex.core.runtime import Runtime
 from gridex.core.security import PasswordHasher
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
+from gridex.ledger.service import WALLET_CHAIN_VIEW
 from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.routes import meters_router, readings_router, telemetry_router
@@ -59,6 +63,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         jobs=JobRunner(db, clock),
         pubsub=create_pubsub(settings.redis_url),
     )
+    runtime.extensions[WALLET_CHAIN_VIEW] = wallet_chain_fields
     register_jobs(runtime)
     return runtime
 
@@ -80,6 +85,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if mqtt is not None:
                 await mqtt.stop()
             rt.jobs.shutdown()
+            await close_chain(rt)
             await rt.pubsub.close()
             await rt.db.dispose()
 
@@ -111,6 +117,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         payments_admin_router,
         installations_router,
         ledger_admin_router,
+        chain_router,
+        chain_admin_router,
     ):
         app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router)
