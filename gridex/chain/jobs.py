@@ -5,7 +5,7 @@ from __future__ import annotations
 import structlog
 
 from gridex.chain.outbox import process_outbox
-from gridex.chain.reconcile import reconcile
+from gridex.chain.reconcile import Reconciliation, reconcile
 from gridex.chain.service import ensure_ready, mirror_journal
 from gridex.core.runtime import Runtime
 
@@ -41,3 +41,10 @@ def register(rt: Runtime) -> None:
         lambda: reconcile_now(rt),
         every_seconds=rt.settings.chain_reconcile_interval_seconds,
     )
+
+
+async def verify(rt: Runtime) -> Reconciliation:
+    """``gridex chain verify``: reconcile without recording (read only)."""
+    chain = await ensure_ready(rt)
+    async with rt.db.sessionmaker() as session:
+        return await reconcile(session, chain, rt.clock.now(), record=False)
