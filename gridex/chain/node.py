@@ -14,6 +14,7 @@ from solders.keypair import Keypair
 from gridex.chain.backend import ChainBackend
 from gridex.chain.keys import KeyVault, load_platform_keypair
 from gridex.chain.litesvm import LiteSVMBackend
+from gridex.chain.rpc import RpcBackend
 from gridex.chain.tokens import Platform
 from gridex.core.config import Settings
 from gridex.core.errors import ServiceUnavailable
@@ -48,8 +49,12 @@ def open_chain(settings: Settings) -> Chain:
     if settings.chain == "litesvm":
         backend = LiteSVMBackend(settings.data_dir, fee_payer=keypair.pubkey())
     else:
-        # The JSON-RPC backend is not built yet: refuse clearly rather than half-work.
-        raise ChainDisabled("GRIDEX_CHAIN=rpc is not available yet; use litesvm or off")
+        backend = RpcBackend(
+            settings.chain_rpc_url,
+            cluster=settings.chain_id,
+            commitment=settings.chain_commitment,
+            rate_limit=settings.chain_rpc_rate_limit,
+        )
     return Chain(
         settings=settings,
         backend=backend,

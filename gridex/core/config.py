@@ -133,6 +133,8 @@ class Settings(BaseSettings):
     chain: Literal["litesvm", "rpc", "off"] = "litesvm"
     chain_rpc_url: str = "http://127.0.0.1:8899"
     chain_commitment: Literal["processed", "confirmed", "finalized"] = "confirmed"
+    # Requests per second to the RPC endpoint (0: no cap); public endpoints limit callers.
+    chain_rpc_rate_limit: float = Field(default=0, ge=0)
     # A Solana CLI keypair file; empty: `chain-keypair.json` in the data dir (made on first start).
     chain_keypair: Path | None = None
     # Secrets that sealed custodial keys before the current `secret_key` (rotation).
