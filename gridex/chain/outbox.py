@@ -19,17 +19,18 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 import structlog
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.signature import Signature
 from solders.transaction import Transaction
-from sqlalchemy import update
+from sqlalchemy import Table, bindparam, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.chain import repository
-from gridex.chain.backend import ChainUnavailable, TxStatus
+from gridex.chain.backend import Blockhash, ChainUnavailable, TxStatus
 from gridex.chain.keys import Sealed
 from gridex.chain.mirror import MAX_TX_BYTES
 from gridex.chain.models import ChainTransaction, OutboxStatus
@@ -47,6 +48,10 @@ class Batch:
     """Rows signed and committed as ``submitted``, with what sending them gave."""
 
     ids: list[int] = field(default_factory=list)
+    # id -> (signature, signed bytes) of the rows to send, in outbox order.
+    signed: dict[int, tuple[str, bytes]] = field(default_factory=dict)
+    # id -> epoch of the rows that settle one.
+    epochs: dict[int, uuid.UUID] = field(default_factory=dict)
     # id -> (signature, compute units) of the rows the chain confirmed.
     confirmed: dict[int, tuple[str, int | None]] = field(default_factory=dict)
     # The first row the chain refused (it never landed), and why.
@@ -57,17 +62,20 @@ class Batch:
 
 
 async def _signers(session: AsyncSession, chain: Chain, row: ChainTransaction) -> list[Keypair]:
-    signers = [chain.keypair]
+    """The platform, and the custodial keys of a new wallet's setup transaction."""
+    if not row.signers:
+        return [chain.keypair]
     users = [uuid.UUID(u) for u in row.signers.split()]
     wallets = await repository.wallets(session, users)
-    for user in users:
-        wallet = wallets[user]
-        signers.append(chain.vault.open(user, Sealed(wallet.sealed_seed, wallet.key_id)))
-    return signers
+    return [chain.keypair] + [
+        chain.vault.open(user, Sealed(wallets[user].sealed_seed, wallets[user].key_id))
+        for user in users
+    ]
 
 
-async def _sign(session: AsyncSession, chain: Chain, row: ChainTransaction, now: datetime) -> None:
-    blockhash = await chain.backend.blockhash()
+async def _sign(
+    session: AsyncSession, chain: Chain, row: ChainTransaction, blockhash: Blockhash, now: datetime
+) -> None:
     message = Message.new_with_blockhash(
         unpack(row.instructions), chain.platform.authority, blockhash.hash
     )
@@ -88,43 +96,85 @@ async def prepare(rt: Runtime, chain: Chain) -> Batch:
     batch = Batch()
     async with rt.db.sessionmaker() as session:
         rows = await repository.due_transactions(session, now, rt.settings.chain_outbox_batch)
-        height = await chain.backend.block_height() if rows else 0
+        if not rows:
+            return batch
+        height = await chain.backend.block_height()
+        blockhash = await chain.backend.blockhash()
         for row in rows:
-            if row.status == OutboxStatus.submitted.value and row.signature:
+            batch.ids.append(row.id)
+            if row.epoch_id is not None:
+                batch.epochs[row.id] = row.epoch_id
+            if row.status == OutboxStatus.submitted.value and row.signature and row.signed:
                 status = await chain.backend.status(Signature.from_string(row.signature))
                 if status is TxStatus.confirmed:
                     batch.confirmed[row.id] = (row.signature, None)
-                    batch.ids.append(row.id)
                     continue
                 if status is TxStatus.unknown and height <= (row.last_valid_height or 0):
-                    batch.ids.append(row.id)  # the same bytes go again
+                    batch.signed[row.id] = (row.signature, row.signed)  # the same bytes again
                     continue
-            await _sign(session, chain, row, now)
-            batch.ids.append(row.id)
+            await _sign(session, chain, row, blockhash, now)
+            assert row.signature is not None
+            assert row.signed is not None
+            batch.signed[row.id] = (row.signature, row.signed)
         await session.commit()
     return batch
 
 
-async def send(rt: Runtime, chain: Chain, batch: Batch) -> None:
+async def send(chain: Chain, batch: Batch) -> None:
     """Send the batch's rows in order, stopping at the first the chain refuses."""
-    async with rt.db.sessionmaker() as session:
-        for row_id in batch.ids:
-            if row_id in batch.confirmed:
-                continue
-            row = await session.get(ChainTransaction, row_id)
-            assert row is not None
-            assert row.signed is not None
-            assert row.signature is not None
-            try:
-                result = await chain.backend.send(Transaction.from_bytes(row.signed))
-            except ChainUnavailable as exc:
-                log.warning("chain_unavailable", id=row_id, error=str(exc))
-                batch.unsure = (row_id, f"chain unavailable: {exc}")
-                return
-            if not result.confirmed:
-                batch.refused = (row_id, result.error or "refused")
-                return
-            batch.confirmed[row_id] = (row.signature, result.compute_units)
+    for row_id, (signature, signed) in batch.signed.items():
+        try:
+            result = await chain.backend.send(Transaction.from_bytes(signed))
+        except ChainUnavailable as exc:
+            log.warning("chain_unavailable", id=row_id, error=str(exc))
+            batch.unsure = (row_id, f"chain unavailable: {exc}")
+            return
+        if not result.confirmed:
+            batch.refused = (row_id, result.error or "refused")
+            return
+        batch.confirmed[row_id] = (signature, result.compute_units)
+
+
+_table = cast(Table, ChainTransaction.__table__)
+
+
+async def _confirm(session: AsyncSession, batch: Batch, now: datetime) -> None:
+    """Mark the confirmed rows (two statements whatever their number) and give each epoch
+    its memo transaction: its first settlement transaction."""
+    if not batch.confirmed:
+        return
+    await session.execute(
+        update(_table)
+        .where(_table.c.id.in_(list(batch.confirmed)))
+        .values(
+            status=OutboxStatus.confirmed.value,
+            attempts=_table.c.attempts + 1,
+            confirmed_at=now,
+            error=None,
+        )
+    )
+    measured = [
+        {"row": row_id, "units": units}
+        for row_id, (_, units) in batch.confirmed.items()
+        if units is not None
+    ]
+    if measured:
+        await session.execute(
+            update(_table)
+            .where(_table.c.id == bindparam("row"))
+            .values(compute_units=bindparam("units")),
+            measured,
+        )
+    first: dict[uuid.UUID, str] = {}
+    for row_id in sorted(batch.confirmed):
+        if row_id in batch.epochs:
+            first.setdefault(batch.epochs[row_id], batch.confirmed[row_id][0])
+    for epoch_id, signature in first.items():
+        await session.execute(
+            update(Epoch)
+            .where(Epoch.id == epoch_id, Epoch.chain_signature.is_(None))
+            .values(chain_signature=signature)
+        )
 
 
 async def record(rt: Runtime, batch: Batch) -> None:
@@ -132,21 +182,7 @@ async def record(rt: Runtime, batch: Batch) -> None:
     now = rt.clock.now()
     settings = rt.settings
     async with rt.db.sessionmaker() as session:
-        for row_id, (signature, units) in sorted(batch.confirmed.items()):
-            row = await session.get(ChainTransaction, row_id)
-            assert row is not None
-            row.status = OutboxStatus.confirmed.value
-            row.attempts += 1
-            row.confirmed_at = now
-            row.compute_units = units if units is not None else row.compute_units
-            row.error = None
-            if row.epoch_id is not None:
-                # The epoch's first settlement transaction is its memo transaction.
-                await session.execute(
-                    update(Epoch)
-                    .where(Epoch.id == row.epoch_id, Epoch.chain_signature.is_(None))
-                    .values(chain_signature=signature)
-                )
+        await _confirm(session, batch, now)
         for outcome, refused in ((batch.refused, True), (batch.unsure, False)):
             if outcome is None:
                 continue
@@ -174,7 +210,7 @@ async def process_outbox(rt: Runtime) -> int:
             batch = await prepare(rt, chain)
             if not batch.ids:
                 return confirmed
-            await send(rt, chain, batch)
+            await send(chain, batch)
             await chain.backend.checkpoint()
             await record(rt, batch)
             confirmed += len(batch.confirmed)

@@ -145,7 +145,7 @@ async def test_a_crash_between_send_and_record_sends_nothing_twice(
     chain = await ensure_ready(runtime)
     assert await mirror_journal(runtime) == 1
     batch = await outbox.prepare(runtime, chain)
-    await outbox.send(runtime, chain, batch)
+    await outbox.send(chain, batch)
     assert len(batch.confirmed) == 2
     if checkpointed:
         await chain.backend.checkpoint()
