@@ -6,6 +6,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,11 +57,22 @@ async def postings_by_entry(
     return out
 
 
-async def trades(session: AsyncSession, trade_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Trade]:
+class TradeParties(NamedTuple):
+    epoch_id: uuid.UUID
+    seller_id: uuid.UUID
+    buyer_id: uuid.UUID
+
+
+async def trades(
+    session: AsyncSession, trade_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, TradeParties]:
     ids = list(set(trade_ids))
     if not ids:
         return {}
-    return {t.id: t for t in await session.scalars(select(Trade).where(Trade.id.in_(ids)))}
+    rows = await session.execute(
+        select(Trade.id, Trade.epoch_id, Trade.seller_id, Trade.buyer_id).where(Trade.id.in_(ids))
+    )
+    return {t: TradeParties(e, s, b) for t, e, s, b in rows}
 
 
 async def epochs(session: AsyncSession, epoch_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Epoch]:

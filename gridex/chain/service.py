@@ -7,9 +7,11 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
+from solders.instruction import Instruction
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.chain import repository
@@ -32,12 +34,12 @@ from gridex.chain.models import (
     TxKind,
 )
 from gridex.chain.node import Chain, chain_of
-from gridex.chain.tokens import MINT_SIZE, TOKEN_ACCOUNT_SIZE, pack
+from gridex.chain.tokens import MINT_SIZE, TOKEN_ACCOUNT_SIZE, Platform, pack
 from gridex.core.clock import utc_iso
 from gridex.core.db import insert_or_ignore
 from gridex.core.runtime import Runtime
 from gridex.ledger.models import EntryType, JournalEntry, ReferenceType
-from gridex.market.models import Epoch, Trade
+from gridex.market.models import Epoch
 
 # SOL the platform keeps for fees and rent where the cluster can fund it (LiteSVM).
 _FEE_PAYER_LAMPORTS = 1_000 * 10**9
@@ -156,7 +158,7 @@ async def _journal_items(
 def _item(
     entry: JournalEntry,
     postings: list[tuple[int, str, uuid.UUID | None]],
-    trades: dict[uuid.UUID, Trade],
+    trades: dict[uuid.UUID, repository.TradeParties],
     delivered: dict[uuid.UUID, int],
 ) -> JournalItem:
     moves: dict[str, int] = {}
@@ -173,7 +175,8 @@ def _item(
         return JournalItem(entry.id, entry.type, moves)
     energy = None
     if entry.type == EntryType.settlement_payout.value:
-        energy = (str(trade.seller_id), str(trade.buyer_id), delivered.get(trade.id, 0))
+        wh = delivered.get(uuid.UUID(entry.reference_id), 0)
+        energy = (str(trade.seller_id), str(trade.buyer_id), wh)
     return JournalItem(entry.id, entry.type, moves, trade.epoch_id, energy)
 
 
@@ -212,6 +215,44 @@ async def mirror_journal(rt: Runtime) -> int:
     return len(entries)
 
 
+def _plan_instructions(
+    plan: TxPlan, platform: Platform, addresses: dict[uuid.UUID, Pubkey]
+) -> list[Instruction]:
+    """A plan's instructions: credits minted, moved, burned; then energy minted to each
+    seller and moved on to its buyers (the memo, if any, is added by the caller)."""
+
+    def owner(holder: str) -> Pubkey:
+        return addresses[uuid.UUID(holder)]
+
+    def credit(holder: str) -> Pubkey:
+        if holder == ESCROW:
+            return platform.escrow
+        if holder == FEES:
+            return platform.fees
+        return platform.credit_account(owner(holder))
+
+    transfers, mints, burns = split(dict(plan.credits))
+    out = [platform.mint_credit(credit(h), amount) for h, amount in mints]
+    out += [platform.transfer_credit(credit(s), credit(d), a) for s, d, a in transfers]
+    out += [platform.burn_credit(credit(h), amount) for h, amount in burns]
+    minted: dict[str, int] = {}
+    for (seller, _), wh in sorted(plan.energy.items()):
+        minted[seller] = minted.get(seller, 0) + wh
+    out += [
+        platform.mint_energy(platform.energy_account(owner(s)), wh)
+        for s, wh in sorted(minted.items())
+        if wh
+    ]
+    out += [
+        platform.transfer_energy(
+            platform.energy_account(owner(s)), platform.energy_account(owner(b)), wh
+        )
+        for (s, b), wh in sorted(plan.energy.items())
+        if wh
+    ]
+    return out
+
+
 async def _enqueue(
     session: AsyncSession,
     chain: Chain,
@@ -219,76 +260,44 @@ async def _enqueue(
     epochs: dict[uuid.UUID, Epoch],
     now: datetime,
 ) -> None:
+    """Outbox rows: first the setup of every new wallet, then one per plan, in order."""
     users = sorted({uuid.UUID(u) for plan in plans for u in plan.users})
     addresses, created = await wallet_addresses(session, chain, users, now)
     platform = chain.platform
-    rows: list[tuple[ChainTransaction, list[uuid.UUID]]] = []
+    rows: list[dict[str, object]] = []
+    involved: list[list[uuid.UUID]] = []
     for user_id in created:
-        rows.append(
-            (
-                ChainTransaction(
-                    kind=TxKind.account.value,
-                    instructions=pack(platform.open_wallet(addresses[user_id])),
-                    signers=str(user_id),
-                    next_attempt_at=now,
-                    created_at=now,
-                ),
-                [user_id],
-            )
-        )
+        setup = pack(platform.open_wallet(addresses[user_id]))
+        rows.append({"kind": TxKind.account.value, "instructions": setup, "signers": str(user_id)})
+        involved.append([user_id])
     for plan in plans:
-
-        def owner(holder: str) -> Pubkey:
-            return addresses[uuid.UUID(holder)]
-
-        def credit(holder: str) -> Pubkey:
-            if holder == ESCROW:
-                return platform.escrow
-            if holder == FEES:
-                return platform.fees
-            return platform.credit_account(owner(holder))
-
-        transfers, mints, burns = split(dict(plan.credits))
-        instructions = [platform.mint_credit(credit(h), amount) for h, amount in mints]
-        instructions += [platform.transfer_credit(credit(s), credit(d), a) for s, d, a in transfers]
-        instructions += [platform.burn_credit(credit(h), amount) for h, amount in burns]
-        minted: dict[str, int] = {}
-        for (seller, _), wh in sorted(plan.energy.items()):
-            minted[seller] = minted.get(seller, 0) + wh
-        instructions += [
-            platform.mint_energy(platform.energy_account(owner(s)), wh)
-            for s, wh in sorted(minted.items())
-            if wh
-        ]
-        instructions += [
-            platform.transfer_energy(
-                platform.energy_account(owner(s)), platform.energy_account(owner(b)), wh
-            )
-            for (s, b), wh in sorted(plan.energy.items())
-            if wh
-        ]
+        instructions = _plan_instructions(plan, platform, addresses)
+        transfers = len(instructions)
         memo = None
         if plan.epoch_id is not None and plan.epoch_id in epochs:
             memo = settlement_memo(epochs[plan.epoch_id])
             instructions.append(platform.memo(memo))
         rows.append(
-            (
-                ChainTransaction(
-                    kind=plan.kind.value,
-                    instructions=pack(instructions),
-                    epoch_id=plan.epoch_id,
-                    memo=memo,
-                    transfers=len(instructions) - (memo is not None),
-                    next_attempt_at=now,
-                    created_at=now,
-                ),
-                sorted(uuid.UUID(u) for u in plan.users),
-            )
+            {
+                "kind": plan.kind.value,
+                "instructions": pack(instructions),
+                "epoch_id": plan.epoch_id,
+                "memo": memo,
+                "transfers": transfers,
+            }
         )
-    session.add_all([row for row, _ in rows])
-    await session.flush()
+        involved.append(sorted(uuid.UUID(u) for u in plan.users))
+    if not rows:
+        return
+    defaults = {"signers": "", "epoch_id": None, "memo": None, "transfers": 0}
+    ids = await session.scalars(
+        insert(ChainTransaction).returning(ChainTransaction.id, sort_by_parameter_order=True),
+        [{**defaults, **row, "next_attempt_at": now, "created_at": now} for row in rows],
+    )
     links = [
-        {"transaction_id": row.id, "user_id": user} for row, involved in rows for user in involved
+        {"transaction_id": tx_id, "user_id": user}
+        for tx_id, users_of in zip(ids, involved, strict=True)
+        for user in users_of
     ]
     if links:
         await session.execute(insert_or_ignore(session, ChainTransactionUser), links)
