@@ -41,6 +41,7 @@ from gridex.core.runtime import Runtime
 from gridex.market.models import Epoch
 
 log = structlog.get_logger(__name__)
+_table = cast(Table, ChainTransaction.__table__)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class Batch:
     unsure: tuple[int, str] | None = None
 
 
-async def _signers(session: AsyncSession, chain: Chain, row: ChainTransaction) -> list[Keypair]:
+async def _signers(session: AsyncSession, chain: Chain, row: repository.Due) -> list[Keypair]:
     """The platform, and the custodial keys of a new wallet's setup transaction."""
     if not row.signers:
         return [chain.keypair]
@@ -74,8 +75,8 @@ async def _signers(session: AsyncSession, chain: Chain, row: ChainTransaction) -
 
 
 async def _sign(
-    session: AsyncSession, chain: Chain, row: ChainTransaction, blockhash: Blockhash, now: datetime
-) -> None:
+    session: AsyncSession, chain: Chain, row: repository.Due, blockhash: Blockhash
+) -> tuple[str, bytes]:
     message = Message.new_with_blockhash(
         unpack(row.instructions), chain.platform.authority, blockhash.hash
     )
@@ -83,11 +84,7 @@ async def _sign(
     signed = bytes(tx)
     if len(signed) > MAX_TX_BYTES:
         raise ValueError(f"transaction {row.id} is {len(signed)} bytes, over {MAX_TX_BYTES}")
-    row.signature = str(tx.signatures[0])
-    row.signed = signed
-    row.last_valid_height = blockhash.last_valid_height
-    row.status = OutboxStatus.submitted.value
-    row.submitted_at = now
+    return str(tx.signatures[0]), signed
 
 
 async def prepare(rt: Runtime, chain: Chain) -> Batch:
@@ -100,6 +97,7 @@ async def prepare(rt: Runtime, chain: Chain) -> Batch:
             return batch
         height = await chain.backend.block_height()
         blockhash = await chain.backend.blockhash()
+        signed_now = []
         for row in rows:
             batch.ids.append(row.id)
             if row.epoch_id is not None:
@@ -112,10 +110,22 @@ async def prepare(rt: Runtime, chain: Chain) -> Batch:
                 if status is TxStatus.unknown and height <= (row.last_valid_height or 0):
                     batch.signed[row.id] = (row.signature, row.signed)  # the same bytes again
                     continue
-            await _sign(session, chain, row, blockhash, now)
-            assert row.signature is not None
-            assert row.signed is not None
-            batch.signed[row.id] = (row.signature, row.signed)
+            signature, signed = await _sign(session, chain, row, blockhash)
+            batch.signed[row.id] = (signature, signed)
+            signed_now.append({"row": row.id, "signature": signature, "signed": signed})
+        if signed_now:
+            await session.execute(
+                update(_table)
+                .where(_table.c.id == bindparam("row"))
+                .values(
+                    signature=bindparam("signature"),
+                    signed=bindparam("signed"),
+                    last_valid_height=blockhash.last_valid_height,
+                    status=OutboxStatus.submitted.value,
+                    submitted_at=now,
+                ),
+                signed_now,
+            )
         await session.commit()
     return batch
 
@@ -133,9 +143,6 @@ async def send(chain: Chain, batch: Batch) -> None:
             batch.refused = (row_id, result.error or "refused")
             return
         batch.confirmed[row_id] = (signature, result.compute_units)
-
-
-_table = cast(Table, ChainTransaction.__table__)
 
 
 async def _confirm(session: AsyncSession, batch: Batch, now: datetime) -> None:

@@ -160,28 +160,46 @@ async def wallets(
     return {w.user_id: w for w in rows}
 
 
-async def due_transactions(
-    session: AsyncSession, now: datetime, limit: int
-) -> list[ChainTransaction]:
+class Due(NamedTuple):
+    """An outbox row as the sender needs it."""
+
+    id: int
+    status: str
+    signature: str | None
+    signed: bytes | None
+    last_valid_height: int | None
+    instructions: bytes
+    signers: str
+    epoch_id: uuid.UUID | None
+    next_attempt_at: datetime
+
+
+async def due_transactions(session: AsyncSession, now: datetime, limit: int) -> list[Due]:
     """The next transactions to send, in outbox order. The first one not due yet stops the
     list: later ones may depend on it (a transfer out of what it mints)."""
-    rows = list(
-        await session.scalars(
-            select(ChainTransaction)
-            .where(
-                ChainTransaction.status.in_(
-                    [OutboxStatus.pending.value, OutboxStatus.submitted.value]
-                )
-            )
-            .order_by(ChainTransaction.id)
-            .limit(limit)
+    t = ChainTransaction
+    rows = await session.execute(
+        select(
+            t.id,
+            t.status,
+            t.signature,
+            t.signed,
+            t.last_valid_height,
+            t.instructions,
+            t.signers,
+            t.epoch_id,
+            t.next_attempt_at,
         )
+        .where(t.status.in_([OutboxStatus.pending.value, OutboxStatus.submitted.value]))
+        .order_by(t.id)
+        .limit(limit)
     )
     due = []
     for row in rows:
-        if row.next_attempt_at > now:
+        found = Due(*row)
+        if found.next_attempt_at > now:
             break
-        due.append(row)
+        due.append(found)
     return due
 
 

@@ -43,7 +43,7 @@ from gridex.market.models import Epoch
 
 # SOL the platform keeps for fees and rent where the cluster can fund it (LiteSVM).
 _FEE_PAYER_LAMPORTS = 1_000 * 10**9
-_JOURNAL_PAGE = 5_000
+_JOURNAL_PAGE = 20_000
 
 
 class ChainMisconfigured(RuntimeError):
