@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import structlog
+from prometheus_client import Gauge
 
 from gridex.chain.outbox import process_outbox
 from gridex.chain.reconcile import Reconciliation, reconcile
+from gridex.chain.repository import outbox_depth
 from gridex.chain.service import ensure_ready, mirror_journal
 from gridex.core.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+
+OUTBOX_DEPTH = Gauge(
+    "gridex_chain_outbox_depth",
+    "Chain transactions not confirmed or failed yet (pending and submitted)",
+    multiprocess_mode="max",
+)
 
 
 async def mirror(rt: Runtime) -> int:
     """Enqueue every entry not mirrored yet, then send what is due; returns confirmed count."""
     while await mirror_journal(rt):
         pass
-    return await process_outbox(rt)
+    confirmed = await process_outbox(rt)
+    async with rt.db.sessionmaker() as session:
+        OUTBOX_DEPTH.set(await outbox_depth(session))
+    return confirmed
 
 
 async def reconcile_now(rt: Runtime) -> int:

@@ -74,6 +74,12 @@ def chain_of(rt: Runtime) -> Chain:
     return chain
 
 
+def opened(rt: Runtime) -> Chain | None:
+    """The runtime's chain if this process has opened it already."""
+    chain = rt.extensions.get(_EXTENSION)
+    return chain if isinstance(chain, Chain) else None
+
+
 def enabled(rt: Runtime) -> bool:
     return rt.settings.chain != "off"
 

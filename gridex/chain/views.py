@@ -18,7 +18,7 @@ from gridex.auth.service import Principal
 from gridex.chain import repository
 from gridex.chain.backend import ChainUnavailable
 from gridex.chain.models import ChainTransaction, ChainTransactionUser
-from gridex.chain.node import chain_of, enabled
+from gridex.chain.node import chain_of, enabled, opened
 from gridex.chain.reconcile import reconcile, token_amount
 from gridex.chain.schemas import (
     BalanceOut,
@@ -229,3 +229,18 @@ async def wallet_chain_fields(
     except ChainUnavailable:
         return address, None
     return address, token_amount(energy.data if energy else None)
+
+
+async def health(rt: Runtime) -> str:
+    """``/health``'s chain check: ``not_configured`` when off, ``idle`` while this process has
+    not opened the chain (a health probe does not start it), ``ok`` when the backend answers."""
+    if not enabled(rt):
+        return "not_configured"
+    chain = opened(rt)
+    if chain is None:
+        return "idle"
+    try:
+        await chain.backend.slot()
+    except Exception:  # any failure to reach the chain degrades health, it never raises
+        return "error"
+    return "ok"

@@ -175,3 +175,16 @@ async def test_chain_off_answers_503_and_wallet_stays_without_chain(
     assert (wallet["chain_address"], wallet["energy_tokens_kwh"]) == (None, None)
     assert runtime.jobs.jobs
     assert "chain_mirror" not in {j.name for j in runtime.jobs.jobs}
+
+
+async def test_health_reports_the_chain(client: httpx.AsyncClient, runtime: Runtime) -> None:
+    idle = (await client.get("/health")).json()
+    assert idle["checks"]["chain"] == "idle"
+    assert idle["status"] == "healthy"
+    alice = await signed_in(client, runtime)
+    await _get(client, "/blockchain/network", alice.headers)
+    assert (await client.get("/health")).json()["checks"]["chain"] == "ok"
+    await fund(runtime, alice.id, 1_000)
+    await mirrored(runtime)
+    metrics = await client.get("/metrics")
+    assert "gridex_chain_outbox_depth 0.0" in metrics.text
