@@ -74,17 +74,28 @@ async def _signers(session: AsyncSession, chain: Chain, row: repository.Due) -> 
     ]
 
 
+def tx_memo(row_id: int) -> str:
+    """The memo of a transaction that has no epoch memo: it makes every outbox transaction
+    unique, so two with the same movements (two equal top-ups of one user signed with the same
+    blockhash) never share a signature, which the chain would take for a duplicate."""
+    return f"gridex:tx={row_id}"
+
+
 async def _sign(
     session: AsyncSession, chain: Chain, row: repository.Due, blockhash: Blockhash
-) -> tuple[str, bytes]:
-    message = Message.new_with_blockhash(
-        unpack(row.instructions), chain.platform.authority, blockhash.hash
-    )
+) -> tuple[str, bytes, str]:
+    """(signature, signed bytes, memo) of the row's transaction with ``blockhash``."""
+    instructions = unpack(row.instructions)
+    memo = row.memo
+    if memo is None:
+        memo = tx_memo(row.id)
+        instructions.append(chain.platform.memo(memo))
+    message = Message.new_with_blockhash(instructions, chain.platform.authority, blockhash.hash)
     tx = Transaction(await _signers(session, chain, row), message, blockhash.hash)
     signed = bytes(tx)
     if len(signed) > MAX_TX_BYTES:
         raise ValueError(f"transaction {row.id} is {len(signed)} bytes, over {MAX_TX_BYTES}")
-    return str(tx.signatures[0]), signed
+    return str(tx.signatures[0]), signed, memo
 
 
 async def prepare(rt: Runtime, chain: Chain) -> Batch:
@@ -110,9 +121,11 @@ async def prepare(rt: Runtime, chain: Chain) -> Batch:
                 if status is TxStatus.unknown and height <= (row.last_valid_height or 0):
                     batch.signed[row.id] = (row.signature, row.signed)  # the same bytes again
                     continue
-            signature, signed = await _sign(session, chain, row, blockhash)
+            signature, signed, memo = await _sign(session, chain, row, blockhash)
             batch.signed[row.id] = (signature, signed)
-            signed_now.append({"row": row.id, "signature": signature, "signed": signed})
+            signed_now.append(
+                {"row": row.id, "signature": signature, "signed": signed, "memo": memo}
+            )
         if signed_now:
             await session.execute(
                 update(_table)
@@ -120,6 +133,7 @@ async def prepare(rt: Runtime, chain: Chain) -> Batch:
                 .values(
                     signature=bindparam("signature"),
                     signed=bindparam("signed"),
+                    memo=bindparam("memo"),
                     last_valid_height=blockhash.last_valid_height,
                     status=OutboxStatus.submitted.value,
                     submitted_at=now,

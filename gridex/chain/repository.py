@@ -171,6 +171,7 @@ class Due(NamedTuple):
     instructions: bytes
     signers: str
     epoch_id: uuid.UUID | None
+    memo: str | None
     next_attempt_at: datetime
 
 
@@ -188,6 +189,7 @@ async def due_transactions(session: AsyncSession, now: datetime, limit: int) -> 
             t.instructions,
             t.signers,
             t.epoch_id,
+            t.memo,
             t.next_attempt_at,
         )
         .where(t.status.in_([OutboxStatus.pending.value, OutboxStatus.submitted.value]))
@@ -196,7 +198,7 @@ async def due_transactions(session: AsyncSession, now: datetime, limit: int) -> 
     )
     due = []
     for row in rows:
-        found = Due(*row)
+        found = Due._make(row)
         if found.next_attempt_at > now:
             break
         due.append(found)

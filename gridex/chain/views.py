@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from decimal import Decimal
 
-from solders.instruction import Instruction
+from solders.instruction import AccountMeta, Instruction
 from solders.pubkey import Pubkey
 from solders.token.state import TokenAccount
+from solders.transaction import Transaction
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_PROGRAM_ID
 from sqlalchemy import Select, select
@@ -155,8 +156,25 @@ async def transaction(
     return ChainTransactionDetailOut(
         **_out(row, epochs).model_dump(),
         compute_units=row.compute_units,
-        instructions=[decode(i) for i in unpack(row.instructions)],
+        instructions=[decode(i) for i in _sent(row)],
     )
+
+
+def _sent(row: ChainTransaction) -> list[Instruction]:
+    """The instructions as signed and sent (with the memo added at signing), else as built.
+    Only the accounts' addresses and signer flags are shown, so writability is left unset."""
+    if row.signed is None:
+        return unpack(row.instructions)
+    message = Transaction.from_bytes(row.signed).message
+    keys = message.account_keys
+    return [
+        Instruction(
+            keys[compiled.program_id_index],
+            bytes(compiled.data),
+            [AccountMeta(keys[i], message.is_signer(i), False) for i in compiled.accounts],
+        )
+        for compiled in message.instructions
+    ]
 
 
 def _address(value: str) -> Pubkey:

@@ -64,8 +64,12 @@ async def test_wallet_network_transactions_balances_and_reconciliation(
     (mint,) = [t for t in own["items"] if t["kind"] == "mint_credit"]
     detail = await _get(client, f"/blockchain/transactions/{mint['signature']}", alice.headers)
     assert [(i["program"], i["type"], i["amount"]) for i in detail["instructions"]] == [
-        ("spl_token", "mint_to_checked", 1_250_000)
+        ("spl_token", "mint_to_checked", 1_250_000),
+        ("memo", "memo", None),
     ]
+    # Each transaction without an epoch memo carries its outbox id, so none share a signature.
+    assert detail["memo"] == detail["instructions"][1]["memo"]
+    assert detail["memo"].startswith("gridex:tx=")
     hidden = await client.get(
         f"{API}/blockchain/transactions/{mint['signature']}", headers=bob.headers
     )

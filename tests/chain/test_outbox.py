@@ -191,3 +191,18 @@ async def test_reconciliation_finds_a_planted_difference(runtime: Runtime) -> No
         recorded = list(await session.scalars(select(ChainMismatch)))
     assert [(m.account, m.chain_micros - m.ledger_micros) for m in recorded] == [(str(user.id), 7)]
     assert chain_of(runtime) is chain
+
+
+async def test_equal_movements_are_distinct_transactions(runtime: Runtime) -> None:
+    """Two equal top-ups of one user, mirrored apart, signed with the same blockhash."""
+    user = await make_user(runtime)
+    await fund(runtime, user.id, 1_000)
+    assert await mirror_journal(runtime) == 1
+    await fund(runtime, user.id, 1_000)
+    assert await mirror_journal(runtime) == 1
+    await mirrored(runtime)
+    rows = await _rows(runtime)
+    assert [r.kind for r in rows] == ["account", "mint_credit", "mint_credit"]
+    assert rows[1].instructions == rows[2].instructions
+    assert rows[1].signature != rows[2].signature
+    assert await tokens(runtime, user.id) == (2_000, 0)
