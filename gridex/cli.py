@@ -197,6 +197,23 @@ def chain_verify() -> None:
         raise typer.Exit(code=1)
 
 
+@chain_app.command("reseal-keys")
+def chain_reseal_keys() -> None:
+    """After rotating GRIDEX_SECRET_KEY (the old one in GRIDEX_CHAIN_PREVIOUS_SECRET_KEYS): seal
+    every custodial key with the new secret."""
+    from gridex.app import build_runtime
+    from gridex.chain.service import reseal_keys
+
+    async def run() -> int:
+        runtime = build_runtime(get_settings())
+        try:
+            return await reseal_keys(runtime)
+        finally:
+            await runtime.db.dispose()
+
+    typer.echo(f"resealed {asyncio.run(run())} custodial keys")
+
+
 @payments_app.command("complete")
 def payments_complete(
     intent_id: Annotated[str, typer.Argument(help="The payment intent's id.")],

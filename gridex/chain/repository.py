@@ -175,6 +175,11 @@ class Due(NamedTuple):
     next_attempt_at: datetime
 
 
+async def wallets_to_reseal(session: AsyncSession, key_id: str) -> list[ChainWallet]:
+    """Wallets sealed under another key than ``key_id`` (the current one)."""
+    return list(await session.scalars(select(ChainWallet).where(ChainWallet.key_id != key_id)))
+
+
 async def due_transactions(session: AsyncSession, now: datetime, limit: int) -> list[Due]:
     """The next transactions to send, in outbox order. The first one not due yet stops the
     list: later ones may depend on it (a transfer out of what it mints)."""

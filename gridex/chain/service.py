@@ -15,6 +15,7 @@ from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.chain import repository
+from gridex.chain.keys import Sealed
 from gridex.chain.mirror import (
     ESCROW,
     FEES,
@@ -301,3 +302,19 @@ async def _enqueue(
     ]
     if links:
         await session.execute(insert_or_ignore(session, ChainTransactionUser), links)
+
+
+async def reseal_keys(rt: Runtime) -> int:
+    """Key rotation: seal every custodial seed sealed under a previous secret with the current
+    one (``GRIDEX_CHAIN_PREVIOUS_SECRET_KEYS`` must still list the old secrets); returns how
+    many were resealed. The address, and so every token account, stays the same."""
+    vault = chain_of(rt).vault
+    resealed = 0
+    async with rt.db.sessionmaker() as session:
+        for wallet in await repository.wallets_to_reseal(session, vault.key_id):
+            keypair = vault.open(wallet.user_id, Sealed(wallet.sealed_seed, wallet.key_id))
+            sealed = vault.seal(wallet.user_id, bytes(keypair)[:32])
+            wallet.sealed_seed, wallet.key_id = sealed.data, sealed.key_id
+            resealed += 1
+        await session.commit()
+    return resealed

@@ -12,12 +12,15 @@ import pytest
 from cryptography.exceptions import InvalidTag
 from sqlalchemy import select
 
+from gridex.app import build_runtime
 from gridex.chain.jobs import mirror
 from gridex.chain.keys import KEYPAIR_FILE, KeyUnavailable, KeyVault, Sealed, load_platform_keypair
 from gridex.chain.models import ChainRecord, ChainWallet
 from gridex.chain.node import chain_of
+from gridex.chain.service import reseal_keys
 from gridex.core.runtime import Runtime
 from tests.chain.helpers import chain_settings
+from tests.conftest import TEST_SECRET, make_settings
 from tests.factories import make_user
 from tests.ledger.helpers import fund
 
@@ -79,3 +82,30 @@ async def test_keys_are_never_stored_or_logged_in_clear(
         assert secret not in snapshot
         assert secret.hex() not in captured.out + captured.err
         assert str(list(secret))[1:-1] not in captured.out + captured.err
+
+
+async def test_rotation_reseals_every_custodial_key(runtime: Runtime, tmp_path: Path) -> None:
+    user = await make_user(runtime)
+    await fund(runtime, user.id, 1_000)
+    await mirror(runtime)
+    new_secret = "a-new-secret-key-that-is-long-enough-for-production"
+    rotated = build_runtime(
+        make_settings(
+            runtime.settings.database_url,
+            **chain_settings(tmp_path),
+            secret_key=new_secret,
+            chain_previous_secret_keys=[TEST_SECRET],
+        )
+    )
+    try:
+        assert await reseal_keys(rotated) == 1
+        assert await reseal_keys(rotated) == 0
+    finally:
+        await rotated.db.dispose()
+    async with runtime.db.sessionmaker() as session:
+        wallet = await session.get(ChainWallet, user.id)
+    assert wallet is not None
+    fresh = KeyVault(new_secret)
+    assert wallet.key_id == fresh.key_id
+    opened = fresh.open(user.id, Sealed(wallet.sealed_seed, wallet.key_id))
+    assert str(opened.pubkey()) == wallet.address
