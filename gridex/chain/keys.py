@@ -3,7 +3,7 @@
 The platform keypair signs every chain transaction (fee payer, mint authority, owner of the
 escrow and fee token accounts, and delegate of every custodial token account). It is read from
 ``GRIDEX_CHAIN_KEYPAIR`` (a Solana CLI keypair file: a JSON array of 64 numbers) or from
-``chain-keypair.json`` in the data dir, generated there with mode 0600 on first start.
+``platform-keypair.json`` in the data dir, generated there with mode 0600 on first start.
 
 A user's keypair seed is sealed with AES-GCM (256-bit key from HKDF-SHA256 over
 ``GRIDEX_SECRET_KEY``); the user id is the associated data, so a sealed seed copied onto
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from solders.keypair import Keypair
 
-KEYPAIR_FILE = "chain-keypair.json"
+KEYPAIR_FILE = "platform-keypair.json"
 _NONCE_BYTES = 12
 _HKDF_INFO = b"gridex chain custodial keys v1"
 

@@ -135,7 +135,7 @@ class Settings(BaseSettings):
     chain_commitment: Literal["processed", "confirmed", "finalized"] = "confirmed"
     # Requests per second to the RPC endpoint (0: no cap); public endpoints limit callers.
     chain_rpc_rate_limit: float = Field(default=0, ge=0)
-    # A Solana CLI keypair file; empty: `chain-keypair.json` in the data dir (made on first start).
+    # A Solana CLI keypair file; unset: `platform-keypair.json` in the data dir.
     chain_keypair: Path | None = None
     # Secrets that sealed custodial keys before the current `secret_key` (rotation).
     chain_previous_secret_keys: list[str] = Field(default_factory=list)
