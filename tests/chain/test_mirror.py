@@ -111,6 +111,11 @@ async def test_balances_follow_the_ledger_through_an_epoch(
     # to its seller and moved on to a buyer in the settlement transaction.
     assert (await tokens(runtime, buyer.id))[1] + (await tokens(runtime, idle_buyer.id))[1] == 1500
     assert (await tokens(runtime, full_seller.id))[1] == 0
+    energy = [(await tokens(runtime, b.id))[1] for b in (buyer, idle_buyer)]
+    for account, wh in zip((buyer, idle_buyer), energy, strict=True):
+        shown = (await client.get(f"{API}/wallet", headers=account.headers)).json()
+        assert shown["energy_tokens_kwh"] == wh / 1000
+        assert shown["chain_address"]
 
     rows = await _all_confirmed(runtime)
     settlement = [r for r in rows if r.kind == "settlement"]

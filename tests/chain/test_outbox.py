@@ -206,3 +206,20 @@ async def test_equal_movements_are_distinct_transactions(runtime: Runtime) -> No
     assert rows[1].instructions == rows[2].instructions
     assert rows[1].signature != rows[2].signature
     assert await tokens(runtime, user.id) == (2_000, 0)
+
+
+async def test_an_entry_committed_late_is_still_mirrored(
+    runtime: Runtime, clock: FrozenClock
+) -> None:
+    """Entries are read from a look-back window behind the newest one handled, so one whose
+    transaction took its time (an earlier timestamp, committed after) is not skipped."""
+    early, late = await make_user(runtime), await make_user(runtime)
+    await fund(runtime, early.id, 1_000)
+    await mirrored(runtime)
+    clock.advance(timedelta(minutes=-10))  # stamped before the entry already mirrored
+    await fund(runtime, late.id, 2_000)
+    clock.advance(timedelta(minutes=10))
+    await mirrored(runtime)
+    assert await tokens(runtime, late.id) == (2_000, 0)
+    assert await tokens(runtime, early.id) == (1_000, 0)
+    assert (await reconciled(runtime)).ok
