@@ -41,13 +41,36 @@ class LiteSVMBackend:
         self.cluster = cluster
         self.path = data_dir / SNAPSHOT_FILE
         self._fee_payer = fee_payer
-        # Stored transactions are resent byte for byte after a restart, when LiteSVM's
-        # blockhash is another one: duplicates are caught by signature instead.
-        self._svm = LiteSVM().with_blockhash_check(False)
+        self._svm = self._fresh()
         self._seen: deque[Signature] = deque(maxlen=_REMEMBERED)
         self._seen_set: set[Signature] = set()
-        if self.path.exists():
-            self._restore(self.path.read_bytes())
+        # The snapshot this process last read or wrote, see :meth:`_sync`.
+        self._known: tuple[int, int, int] | None = None
+        self._sync()
+
+    @staticmethod
+    def _fresh() -> LiteSVM:
+        # Stored transactions are resent byte for byte after a restart, when LiteSVM's
+        # blockhash is another one: duplicates are caught by signature instead.
+        return LiteSVM().with_blockhash_check(False)
+
+    def _sync(self) -> None:
+        """Load the snapshot when another process has written a newer one. Several processes
+        (``gridex serve`` workers, ``gridex worker``) each hold a LiteSVM; the one holding the
+        mirror's lease sends and checkpoints, the others read: every operation first catches up
+        with the file, so reads are current and a process that takes over the lease sends from
+        the latest state (a stat call, about a microsecond)."""
+        try:
+            written = self._stamp()
+        except FileNotFoundError:
+            return
+        if written == self._known:
+            return
+        self._svm = self._fresh()
+        self._seen.clear()
+        self._seen_set.clear()
+        self._restore(self.path.read_bytes())
+        self._known = written
 
     # --- snapshot ---------------------------------------------------------------------------
 
@@ -102,22 +125,34 @@ class LiteSVMBackend:
         temporary = self.path.with_suffix(".tmp")
         temporary.write_bytes(self.snapshot())
         temporary.replace(self.path)
+        self._known = self._stamp()
+
+    def _stamp(self) -> tuple[int, int, int]:
+        """What tells one snapshot from the next: each is a new file (inode) renamed in place,
+        and the modification time alone can repeat within the file system's clock tick."""
+        stat = self.path.stat()
+        return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
     # --- the backend interface --------------------------------------------------------------
 
     async def blockhash(self) -> Blockhash:
+        self._sync()
         return Blockhash(self._svm.latest_blockhash(), _NEVER)
 
     async def block_height(self) -> int:
+        self._sync()
         return int(self._svm.get_clock().slot)
 
     async def slot(self) -> int:
+        self._sync()
         return int(self._svm.get_clock().slot)
 
     async def rent_exempt(self, size: int) -> int:
+        self._sync()
         return int(self._svm.minimum_balance_for_rent_exemption(size))
 
     async def send(self, tx: Transaction) -> SendResult:
+        self._sync()
         signature = tx.signatures[0]
         if signature in self._seen_set:
             return SendResult(True)
@@ -134,14 +169,17 @@ class LiteSVMBackend:
         return SendResult(True, compute_units=int(result.compute_units_consumed()))
 
     async def status(self, signature: Signature) -> TxStatus:
+        self._sync()
         if signature in self._seen_set:
             return TxStatus.confirmed
         return TxStatus.unknown
 
     async def accounts(self, addresses: Sequence[Pubkey]) -> list[Account | None]:
+        self._sync()
         return [self._svm.get_account(address) for address in addresses]
 
     async def ensure_funded(self, address: Pubkey, lamports: int) -> None:
+        self._sync()
         balance = self._svm.get_balance(address) or 0
         if balance < lamports:
             self._svm.airdrop(address, lamports - balance)

@@ -15,6 +15,7 @@ from solders.signature import Signature
 from solders.transaction import Transaction
 from sqlalchemy import select
 
+from gridex.app import build_runtime
 from gridex.chain import outbox
 from gridex.chain.backend import Blockhash, ChainBackend, ChainUnavailable, SendResult, TxStatus
 from gridex.chain.jobs import reconcile_now
@@ -24,6 +25,7 @@ from gridex.chain.service import ensure_ready, mirror_journal
 from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from tests.chain.helpers import address_of, chain_settings, mirrored, reconciled, restart, tokens
+from tests.conftest import make_settings
 from tests.factories import make_user
 from tests.ledger.helpers import fund
 
@@ -223,3 +225,24 @@ async def test_an_entry_committed_late_is_still_mirrored(
     assert await tokens(runtime, late.id) == (2_000, 0)
     assert await tokens(runtime, early.id) == (1_000, 0)
     assert (await reconciled(runtime)).ok
+
+
+async def test_processes_sharing_the_data_dir_read_and_send_from_the_latest_snapshot(
+    runtime: Runtime, settings_overrides: dict[str, object]
+) -> None:
+    """Two processes (here two runtimes) on one database and data dir: the one that did not
+    send reads current balances, and when it takes over the sending it starts from there."""
+    other = build_runtime(make_settings(runtime.settings.database_url, **settings_overrides))
+    try:
+        user = await make_user(runtime)
+        await ensure_ready(other)  # its LiteSVM is loaded before the first process sends
+        await fund(runtime, user.id, 1_000)
+        await mirrored(runtime)
+        assert await tokens(other, user.id) == (1_000, 0)
+        await fund(runtime, user.id, 500)
+        await mirrored(other)  # the other process sends now
+        assert await tokens(other, user.id) == (1_500, 0)
+        assert await tokens(runtime, user.id) == (1_500, 0)
+        assert (await reconciled(runtime)).ok
+    finally:
+        await other.db.dispose()
