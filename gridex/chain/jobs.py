@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import structlog
 from prometheus_client import Gauge
 
@@ -20,11 +22,19 @@ OUTBOX_DEPTH = Gauge(
 )
 
 
+# Work one run of the mirror job may do before it yields. The job's lease lasts at least 30 s
+# and is renewed when a run starts: a run that stopped after 10 s never outlives it, so no other
+# process takes the job over while this one is still sending. A backlog goes on next run.
+RUN_BUDGET_SECONDS = 10.0
+
+
 async def mirror(rt: Runtime) -> int:
-    """Enqueue every entry not mirrored yet, then send what is due; returns confirmed count."""
-    while await mirror_journal(rt):
+    """Enqueue the entries not mirrored yet, then send what is due, for at most
+    ``RUN_BUDGET_SECONDS``; returns how many transactions were confirmed."""
+    deadline = time.monotonic() + RUN_BUDGET_SECONDS
+    while await mirror_journal(rt) and time.monotonic() < deadline:
         pass
-    confirmed = await process_outbox(rt)
+    confirmed = await process_outbox(rt, deadline=deadline)
     async with rt.db.sessionmaker() as session:
         OUTBOX_DEPTH.set(await outbox_depth(session))
     return confirmed

@@ -16,6 +16,7 @@ ledger never waits for it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -222,8 +223,9 @@ async def record(rt: Runtime, batch: Batch) -> None:
         await session.commit()
 
 
-async def process_outbox(rt: Runtime) -> int:
-    """The outbox job: send every due transaction; returns how many were confirmed."""
+async def process_outbox(rt: Runtime, *, deadline: float | None = None) -> int:
+    """The outbox job: send the due transactions, round after round until none is left or
+    ``time.monotonic()`` passes ``deadline``; returns how many were confirmed."""
     chain = await ensure_ready(rt)
     confirmed = 0
     async with chain.lock:
@@ -236,5 +238,6 @@ async def process_outbox(rt: Runtime) -> int:
             await record(rt, batch)
             confirmed += len(batch.confirmed)
             stopped = batch.refused is not None or batch.unsure is not None
-            if stopped or len(batch.ids) < rt.settings.chain_outbox_batch:
+            late = deadline is not None and time.monotonic() > deadline
+            if stopped or late or len(batch.ids) < rt.settings.chain_outbox_batch:
                 return confirmed
