@@ -12,8 +12,11 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gridex import __version__
 from gridex.admin.routes import admin_router, departments_router, health_router, system_router
-from gridex.auth.deps import OWNS_METER_STATE
+from gridex.auth.deps import OWNS_METER
 from gridex.auth.routes import router as auth_router
+from gridex.chain.node import close_chain
+from gridex.chain.routes import chain_admin_router, chain_router
+from gridex.chain.views import wallet_chain_fields
 from gridex.core.clock import Clock, SystemClock
 from gridex.core.config import API_PREFIX, Settings, get_settings
 from gridex.core.db import Database
@@ -33,6 +36,7 @@ from gridex.core.schemas import error_responses
 from gridex.core.security import PasswordHasher
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
+from gridex.ledger.service import WALLET_CHAIN_VIEW
 from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.repository import owns_meter
@@ -67,6 +71,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         jobs=JobRunner(db, clock),
         pubsub=create_pubsub(settings.redis_url),
     )
+    # What a lower domain needs from a higher one, handed down here at the edge.
+    runtime.extensions[WALLET_CHAIN_VIEW] = wallet_chain_fields
+    runtime.extensions[OWNS_METER] = owns_meter
     register_jobs(runtime)
     return runtime
 
@@ -98,6 +105,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if mqtt is not None:
                 await mqtt.stop()
             rt.jobs.shutdown()
+            await close_chain(rt)
             await rt.pubsub.close()
             await rt.db.dispose()
 
@@ -115,8 +123,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         generate_unique_id_function=lambda route: route.name,
     )
     app.state.runtime = rt
-    # Checks a lower domain needs from a higher one, handed down here at the edge.
-    setattr(app.state, OWNS_METER_STATE, owns_meter)
     install_error_handlers(app)
 
     # Routes are matched in the order they are included, one by one: the busiest paths first
@@ -138,6 +144,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         payments_admin_router,
         installations_router,
         ledger_admin_router,
+        chain_router,
+        chain_admin_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))

@@ -25,7 +25,9 @@ app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
 ledger_app = typer.Typer(help="Ledger checks.", **_TYPER)  # type: ignore[arg-type]
 payments_app = typer.Typer(help="Payment tasks.", **_TYPER)  # type: ignore[arg-type]
+chain_app = typer.Typer(help="Chain mirror checks.", **_TYPER)  # type: ignore[arg-type]
 app.add_typer(ledger_app, name="ledger")
+app.add_typer(chain_app, name="chain")
 app.add_typer(payments_app, name="payments")
 
 
@@ -200,6 +202,51 @@ def ledger_verify() -> None:
     )
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+@chain_app.command("verify")
+def chain_verify() -> None:
+    """Compare every account's ledger balance (a user's never below zero) with its tokens on
+    chain; exit 1 on a difference."""
+    from gridex.app import build_runtime
+    from gridex.chain.jobs import verify
+    from gridex.chain.reconcile import Reconciliation
+
+    async def run() -> Reconciliation:
+        runtime = build_runtime(get_settings())
+        try:
+            return await verify(runtime)
+        finally:
+            await runtime.db.dispose()
+
+    result = asyncio.run(run())
+    for d in result.mismatches:
+        typer.echo(
+            f"MISMATCH {d.account}: ledger {d.ledger_micros} chain {d.chain_micros} "
+            f"(difference {d.difference_micros}) micros",
+            err=True,
+        )
+    pending = f", {result.in_flight} transactions in flight" if result.in_flight else ""
+    typer.echo(f"{'ok' if result.ok else 'FAILED'}: {result.accounts} accounts{pending}")
+    if not result.ok:
+        raise typer.Exit(code=1)
+
+
+@chain_app.command("reseal-keys")
+def chain_reseal_keys() -> None:
+    """After rotating GRIDEX_SECRET_KEY (the old one in GRIDEX_CHAIN_PREVIOUS_SECRET_KEYS): seal
+    every custodial key with the new secret."""
+    from gridex.app import build_runtime
+    from gridex.chain.service import reseal_keys
+
+    async def run() -> int:
+        runtime = build_runtime(get_settings())
+        try:
+            return await reseal_keys(runtime)
+        finally:
+            await runtime.db.dispose()
+
+    typer.echo(f"resealed {asyncio.run(run())} custodial keys")
 
 
 @payments_app.command("complete")

@@ -2,6 +2,15 @@
 
 from gridex.audit.models import AuditLog
 from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, User, WalletNonce
+from gridex.chain.models import (
+    ChainHolder,
+    ChainMismatch,
+    ChainRecord,
+    ChainTransaction,
+    ChainTransactionUser,
+    ChainWallet,
+    MirroredEntry,
+)
 from gridex.core.db import Base
 from gridex.core.idempotency import IdempotencyKey
 from gridex.core.jobs import JobLease
@@ -38,6 +47,12 @@ __all__ = [
     "AuditLog",
     "AuthSession",
     "Base",
+    "ChainHolder",
+    "ChainMismatch",
+    "ChainRecord",
+    "ChainTransaction",
+    "ChainTransactionUser",
+    "ChainWallet",
     "EmailOutbox",
     "Epoch",
     "IdempotencyKey",
@@ -52,6 +67,7 @@ __all__ = [
     "MeterReading",
     "MeterRollup",
     "MeterStatusEvent",
+    "MirroredEntry",
     "OtpCode",
     "PaymentEvent",
     "PaymentIntent",

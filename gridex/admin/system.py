@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from urllib.parse import urlsplit
 
+from gridex.chain.views import health as chain_health
 from gridex.core.runtime import Runtime
 
 
@@ -86,7 +87,7 @@ async def checks(rt: Runtime) -> dict[str, str]:
     else:
         result["redis"] = "not_configured"
     result["mqtt"] = await _tcp_check(s.mqtt_url, 1883) if s.mqtt_url else "not_configured"
-    result["chain"] = "not_configured"
+    result["chain"] = await chain_health(rt)
     result["jobs"] = "running" if rt.jobs.running else ("stopped" if s.run_jobs else "external")
     return result
 

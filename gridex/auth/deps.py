@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -72,13 +72,13 @@ async def _idempotency_scope(request: Request, session: AsyncSession, rt: Runtim
     return f"user:{principal.user.id}"
 
 
-OWNS_METER_STATE = "owns_meter"
+# The runtime extension under which the app puts the meters domain's ownership check.
+OWNS_METER = "auth.owns_meter"
 
 
-def _owns_meter(request: Request) -> service.OwnsMeter:
-    """The meters domain's ownership check, wired into ``app.state`` by the app."""
-    check: service.OwnsMeter = getattr(request.app.state, OWNS_METER_STATE)
-    return check
+async def _owns_meter(rt: RuntimeDep) -> service.OwnsMeter:
+    check = rt.extensions[OWNS_METER]
+    return cast(service.OwnsMeter, check)
 
 
 OwnsMeterDep = Annotated[service.OwnsMeter, Depends(_owns_meter)]

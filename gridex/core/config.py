@@ -139,6 +139,28 @@ class Settings(BaseSettings):
     # meter has not reported the whole interval (settlement then uses what is in).
     settlement_grace_seconds: int = Field(default=900, ge=0)
 
+    # --- Chain (gridex/chain) ---------------------------------------------------------------
+    # litesvm: the SPL programs in process, state in `gridex-chain.bin` in the data dir; rpc: a
+    # Solana JSON-RPC endpoint; off: no mirror, the chain endpoints answer 503.
+    chain: Literal["litesvm", "rpc", "off"] = "litesvm"
+    chain_rpc_url: str = "http://127.0.0.1:8899"
+    chain_commitment: Literal["processed", "confirmed", "finalized"] = "confirmed"
+    # Requests per second to the RPC endpoint (0: no cap); public endpoints limit callers.
+    chain_rpc_rate_limit: float = Field(default=0, ge=0)
+    # A Solana CLI keypair file; unset: `platform-keypair.json` in the data dir.
+    chain_keypair: Path | None = None
+    # Secrets that sealed custodial keys before the current `secret_key` (rotation).
+    chain_previous_secret_keys: list[str] = Field(default_factory=list)
+    chain_outbox_interval_seconds: float = Field(default=2.0, gt=0)
+    chain_outbox_batch: int = Field(default=500, ge=1)
+    # A transaction the chain keeps refusing is `failed` after this many attempts.
+    chain_max_attempts: int = Field(default=8, ge=1)
+    chain_retry_base_seconds: float = Field(default=2.0, gt=0)
+    chain_reconcile_interval_seconds: float = Field(default=300.0, gt=0)
+    # The mirror re-reads journal entries this far behind the newest it has handled, so that an
+    # entry whose transaction committed late is not skipped.
+    chain_mirror_window_seconds: int = Field(default=3600, ge=0)
+
     @model_validator(mode="after")
     def _market_settings(self) -> Settings:
         if 60 % self.epoch_minutes:

@@ -23,6 +23,9 @@ class Runtime:
     limiter: RateLimiter
     jobs: JobRunner
     pubsub: PubSub = field(default_factory=MemoryPubSub)
+    # Long-lived services of higher domains (the chain backend), by domain name: core knows
+    # none of their types, each domain reads its own entry.
+    extensions: dict[str, object] = field(default_factory=dict)
     started_monotonic: float = field(default_factory=time.monotonic)
 
     @property

@@ -30,7 +30,8 @@ ledger_admin_router = APIRouter(prefix="/admin/ledger", tags=["admin"])
 
 @wallet_router.get("")
 async def get_wallet(principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep) -> WalletOut:
-    """Balances; `energy_tokens_kwh` and `chain_address` are null until the chain is enabled."""
+    """Balances; `chain_address` and `energy_tokens_kwh` are null until the chain mirror has
+    opened your custodial wallet (or when the chain is off)."""
     return await service.wallet(session, rt, principal.user)
 
 

@@ -16,9 +16,10 @@ its single writer lock.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,7 +27,7 @@ from gridex.auth.models import User
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, PageParams, paginate
 from gridex.core.runtime import Runtime
-from gridex.core.units import micros_to_money
+from gridex.core.units import micros_to_money, wh_to_kwh
 from gridex.ledger import repository
 from gridex.ledger.entries import (
     DEPOSITS,
@@ -340,16 +341,28 @@ async def wallet_balances(session: AsyncSession, user_id: uuid.UUID) -> WalletBa
 # --- wallet views (used by the routes) ---------------------------------------------------------
 
 
+# The wallet's chain fields come from a later domain (the chain mirror), which the ledger must
+# not import: the app puts a function of this shape in ``rt.extensions[WALLET_CHAIN_VIEW]``. It
+# answers (custodial address, energy tokens in Wh or None) or None when the user has no
+# custodial wallet.
+WalletChainView = Callable[
+    [AsyncSession, Runtime, uuid.UUID], Awaitable[tuple[str, int | None] | None]
+]
+WALLET_CHAIN_VIEW = "ledger.wallet_chain_view"
+
+
 async def wallet(session: AsyncSession, rt: Runtime, user: User) -> WalletOut:
     balances = await wallet_balances(session, user.id)
+    view = cast(WalletChainView | None, rt.extensions.get(WALLET_CHAIN_VIEW))
+    on_chain = await view(session, rt, user.id) if view is not None else None
+    address, energy_wh = on_chain if on_chain is not None else (None, None)
     return WalletOut(
         currency=rt.settings.currency,
         available=balances.available_micros,
         reserved=balances.reserved_micros,
         escrow_pending=balances.escrow_pending_micros,
-        # The chain is not enabled yet: no token balance, no address.
-        energy_tokens_kwh=None,
-        chain_address=None,
+        energy_tokens_kwh=wh_to_kwh(energy_wh) if energy_wh is not None else None,
+        chain_address=address,
         linked_wallet=user.wallet_address,
     )
 

@@ -21,11 +21,12 @@ from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, PageDep
 from gridex.core.schemas import AwareDatetime
-from gridex.market import orders, service
+from gridex.market import epoch_trades, orders, service
 from gridex.market.models import EpochState, OrderStatus, Side
 from gridex.market.schemas import (
     CurrentEpochsOut,
     EpochOut,
+    EpochTradesOut,
     HistoryOut,
     MarketDataOut,
     OrderBookOut,
@@ -142,6 +143,17 @@ async def get_epoch(
     region: RegionQuery = None,
 ) -> EpochOut:
     return await service.get_epoch(session, rt, _region(principal, region), epoch)
+
+
+@market_router.get("/epochs/{epoch}/trades")
+async def get_epoch_trades(
+    epoch: AwareDatetime,
+    session: SessionDep,
+    rt: RuntimeDep,
+    region: Annotated[str, Query(min_length=1, max_length=64)],
+) -> EpochTradesOut:
+    """Public, once cleared: the epoch's trades in the canonical order of its `trades_hash`."""
+    return await epoch_trades.epoch_trades(session, rt, region, epoch)
 
 
 @market_router.post("/epochs/{epoch}/clear")

@@ -318,3 +318,19 @@ class RegionSettingsOut(OutputModel):
         description="`default`: the region has no settings and uses the deployment's"
     )
     updated_at: UtcDatetime | None
+
+
+class EpochTradeOut(OutputModel):
+    """One trade as the trades hash covers it: order ids, Wh and price micros per kWh."""
+
+    buy_order_id: uuid.UUID
+    sell_order_id: uuid.UUID
+    quantity_wh: int
+    price_micros: int
+
+
+class EpochTradesOut(OutputModel):
+    epoch: UtcDatetime
+    region: str
+    trades_hash: str
+    trades: list[EpochTradeOut]

@@ -1,0 +1,200 @@
+"""How ledger entries become chain transactions: pure planning, no I/O.
+
+**The rule for negative balances.** A token balance cannot go below zero, but a user's ledger
+balance can (a settlement charge makes a debt). So the chain mirrors, per holder:
+
+- a user: ``max(0, available + reserved)`` credits, in the user's credit token account;
+- the platform's ``escrow`` and ``fees``: their ledger balances (never negative);
+- ``deposits``, ``grid`` and ``payouts`` are money outside the platform: no token account. Money
+  that comes from them is minted, money that goes to them is burned.
+
+The mirror keeps, per holder, the ledger balance it has mirrored so far (``chain_holders``).
+Each entry moves those balances; the change of each holder's *on-chain* balance under the rule
+above is its delta. A user in debt therefore holds zero credits, and a later top-up mints only
+what takes the balance above zero: the mirror catches up when the debt is repaid. Because the
+on-chain balance is a function of the mirrored balance alone, the result does not depend on the
+order entries are handled in.
+
+Deltas of consecutive entries are netted into one transaction (up to the size limit):
+decreases pay increases by ``transfer_checked``, an increase left over is minted, a decrease
+left over is burned. Settlement entries of one epoch go together, with the epoch's energy:
+the Wh each seller delivered are minted to the seller and moved to the buyer in the same
+transaction as the credits (delivery versus payment), with a memo of the epoch's start and
+``trades_hash``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from gridex.chain.models import TxKind
+from gridex.ledger.models import AccountKind, EntryType
+
+ESCROW = "escrow"
+FEES = "fees"
+PLATFORM_HOLDERS = {AccountKind.escrow.value: ESCROW, AccountKind.fees.value: FEES}
+# Entries that settlement posts: they travel with their epoch's energy and memo.
+SETTLEMENT_TYPES = frozenset(
+    {
+        EntryType.settlement_payout.value,
+        EntryType.revenue_share.value,
+        EntryType.settlement_charge.value,
+        EntryType.settlement_credit.value,
+    }
+)
+# Solana's packet limit on a serialised transaction.
+MAX_TX_BYTES = 1232
+_FIXED_KEYS = 7  # platform, escrow, fees, two mints, token and memo programs
+_INSTRUCTION_BYTES = 18  # a token instruction: program, 3-4 account indexes, 10 data bytes
+_OVERHEAD = 1 + 64 + 3 + 1 + 32 + 1  # signature count and one signature, header, blockhash
+
+
+def holder_of(kind: str, user_id: uuid.UUID | None) -> str | None:
+    """The chain holder of a ledger account, or None for money outside the platform."""
+    if user_id is not None:
+        return str(user_id)
+    return PLATFORM_HOLDERS.get(kind)
+
+
+def on_chain(holder: str, ledger_micros: int) -> int:
+    """What ``holder`` holds on chain when its mirrored ledger balance is ``ledger_micros``."""
+    return ledger_micros if holder in (ESCROW, FEES) else max(0, ledger_micros)
+
+
+@dataclass(frozen=True, slots=True)
+class JournalItem:
+    """One ledger entry as the mirror reads it: its postings summed per chain holder (money
+    outside the platform left out), and for settlement its epoch and delivered energy."""
+
+    entry_id: uuid.UUID
+    type: str
+    moves: dict[str, int]
+    epoch_id: uuid.UUID | None = None
+    # (seller, buyer, Wh delivered) of the trade this entry pays, if any.
+    energy: tuple[str, str, int] | None = None
+
+
+@dataclass
+class TxPlan:
+    """One transaction to be: net credit changes per holder and energy per (seller, buyer)."""
+
+    epoch_id: uuid.UUID | None
+    credits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    energy: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
+    users: set[str] = field(default_factory=set)
+
+    @property
+    def kind(self) -> TxKind:
+        if self.epoch_id is not None:
+            return TxKind.settlement
+        changes = [d for d in self.credits.values() if d]
+        if changes and all(d > 0 for d in changes):
+            return TxKind.mint_credit
+        if changes and all(d < 0 for d in changes):
+            return TxKind.burn_credit
+        return TxKind.transfer
+
+    @property
+    def empty(self) -> bool:
+        return not any(self.credits.values()) and not any(self.energy.values())
+
+    def estimated_bytes(self, memo_bytes: int) -> int:
+        sellers = {seller for seller, _ in self.energy}
+        instructions = len(self.credits) + len(sellers) + len(self.energy)
+        keys = _FIXED_KEYS + 2 * len(self.users)
+        return _OVERHEAD + 32 * keys + _INSTRUCTION_BYTES * instructions + memo_bytes + 8
+
+
+@dataclass
+class Planner:
+    """Turns journal items into transaction plans, moving ``balances`` (holder -> mirrored
+    ledger micros) and ``energy`` (holder -> Wh received) as it goes."""
+
+    balances: dict[str, int]
+    energy: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    memo_bytes: int = 100
+    plans: list[TxPlan] = field(default_factory=list)
+
+    def add(self, item: JournalItem) -> None:
+        deltas: dict[str, int] = {}
+        for holder, amount in item.moves.items():
+            before = self.balances.get(holder, 0)
+            self.balances[holder] = before + amount
+            change = on_chain(holder, before + amount) - on_chain(holder, before)
+            if change:
+                deltas[holder] = change
+        delivered = item.energy if item.energy and item.energy[2] > 0 else None
+        if not deltas and delivered is None:
+            return
+        users = {h for h in deltas if h not in (ESCROW, FEES)}
+        if delivered is not None:
+            users |= {delivered[0], delivered[1]}
+        plan = self._plan_for(item.epoch_id, users)
+        for holder, change in deltas.items():
+            plan.credits[holder] += change
+        if delivered is not None:
+            seller, buyer, wh = delivered
+            plan.energy[(seller, buyer)] += wh
+            self.energy[buyer] += wh
+        plan.users |= users
+
+    def _plan_for(self, epoch_id: uuid.UUID | None, users: set[str]) -> TxPlan:
+        """The open plan if this item fits in it, else a new one."""
+        if self.plans:
+            last = self.plans[-1]
+            if last.epoch_id == epoch_id:
+                trial = TxPlan(epoch_id, last.credits, last.energy, last.users | users)
+                # Room for this item's instructions too (one credit and two energy at most).
+                if trial.estimated_bytes(self.memo_bytes) + 3 * _INSTRUCTION_BYTES <= (
+                    MAX_TX_BYTES
+                ):
+                    return last
+        plan = TxPlan(epoch_id)
+        self.plans.append(plan)
+        return plan
+
+    def result(self) -> list[TxPlan]:
+        return [plan for plan in self.plans if not plan.empty]
+
+
+def delivered_by_trade(
+    trades: Iterable[tuple[uuid.UUID, uuid.UUID, int, int]],
+    delivered_by_seller: dict[uuid.UUID, int],
+) -> dict[uuid.UUID, int]:
+    """Each trade's delivered Wh: a seller's delivered energy (``min(sold, exported)``) fills
+    its trades in canonical order. ``trades``: (trade id, seller id, seq, quantity Wh)."""
+    left = dict(delivered_by_seller)
+    out: dict[uuid.UUID, int] = {}
+    for trade_id, seller, _, quantity in sorted(trades, key=lambda t: t[2]):
+        take = min(quantity, max(0, left.get(seller, 0)))
+        left[seller] = left.get(seller, 0) - take
+        out[trade_id] = take
+    return out
+
+
+def split(
+    deltas: dict[str, int],
+) -> tuple[list[tuple[str, str, int]], list[tuple[str, int]], list[tuple[str, int]]]:
+    """Net changes as (transfers source -> dest, mints, burns), pairing decreases with
+    increases in holder order so that the same changes always give the same instructions."""
+    sources = [(h, -d) for h, d in sorted(deltas.items()) if d < 0]
+    dests = [(h, d) for h, d in sorted(deltas.items()) if d > 0]
+    transfers: list[tuple[str, str, int]] = []
+    mints: list[tuple[str, int]] = []
+    i = 0
+    left = sources[0][1] if sources else 0
+    for dest, wanted in dests:
+        while wanted and i < len(sources):
+            amount = min(left, wanted)
+            transfers.append((sources[i][0], dest, amount))
+            left, wanted = left - amount, wanted - amount
+            if not left:
+                i += 1
+                left = sources[i][1] if i < len(sources) else 0
+        if wanted:
+            mints.append((dest, wanted))
+    burns = ([(sources[i][0], left)] if i < len(sources) and left else []) + sources[i + 1 :]
+    return transfers, mints, burns

@@ -1,0 +1,229 @@
+"""The platform's addresses and the instructions the mirror sends: pure functions of public
+keys and amounts (no I/O), shared by every backend.
+
+Layout on chain: two mints (credit, 6 decimals; energy, 3 decimals) whose mint authority is the
+platform keypair; the platform's ``escrow`` and ``fees`` credit token accounts, at addresses
+derived from the platform key with a seed (so they need no keypair of their own); and per user
+the associated token accounts of both mints, owned by the user's custodial keypair with the
+platform as delegate. The delegation lets the platform alone sign every mirror transaction: the
+custodial key signs once, when its token accounts are created.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+from solders.instruction import AccountMeta, Instruction
+from solders.pubkey import Pubkey
+from solders.system_program import CreateAccountWithSeedParams, create_account_with_seed
+from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.memo.instructions import create_memo
+from spl.memo.models import MemoParams
+from spl.token import instructions as spl
+from spl.token import models as params
+from spl.token.constants import TOKEN_PROGRAM_ID
+
+CREDIT_DECIMALS = 6  # 1 base unit = 1 micro of the currency
+ENERGY_DECIMALS = 3  # 1 base unit = 1 Wh
+MINT_SIZE = 82
+TOKEN_ACCOUNT_SIZE = 165
+U64_MAX = 2**64 - 1
+
+# Seeds of the platform's seed-derived accounts (each at most 32 bytes).
+SEEDS = {
+    "credit_mint": "gridex-credit-mint",
+    "energy_mint": "gridex-energy-mint",
+    "escrow": "gridex-escrow",
+    "fees": "gridex-fees",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Platform:
+    """The platform's public addresses, all derived from its key."""
+
+    authority: Pubkey
+    credit_mint: Pubkey
+    energy_mint: Pubkey
+    escrow: Pubkey
+    fees: Pubkey
+
+    @classmethod
+    def of(cls, authority: Pubkey) -> Platform:
+        derived = {
+            name: Pubkey.create_with_seed(authority, seed, TOKEN_PROGRAM_ID)
+            for name, seed in SEEDS.items()
+        }
+        return cls(authority, **derived)
+
+    def records(self) -> dict[str, str]:
+        """What is recorded in the database on first start (``chain_records``)."""
+        return {
+            "platform": str(self.authority),
+            "credit_mint": str(self.credit_mint),
+            "energy_mint": str(self.energy_mint),
+            "escrow": str(self.escrow),
+            "fees": str(self.fees),
+        }
+
+    def credit_account(self, owner: Pubkey) -> Pubkey:
+        return associated_account(owner, self.credit_mint)
+
+    def energy_account(self, owner: Pubkey) -> Pubkey:
+        return associated_account(owner, self.energy_mint)
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def _seeded(self, name: str, space: int, lamports: int) -> Instruction:
+        return create_account_with_seed(
+            CreateAccountWithSeedParams(
+                from_pubkey=self.authority,
+                to_pubkey=getattr(self, name),
+                base=self.authority,
+                seed=SEEDS[name],
+                lamports=lamports,
+                space=space,
+                owner=TOKEN_PROGRAM_ID,
+            )
+        )
+
+    def create_mints(self, mint_rent: int, account_rent: int) -> list[Instruction]:
+        """Both mints and the escrow and fee accounts, in one transaction."""
+        out = []
+        for name, decimals in (("credit_mint", CREDIT_DECIMALS), ("energy_mint", ENERGY_DECIMALS)):
+            out.append(self._seeded(name, MINT_SIZE, mint_rent))
+            out.append(
+                spl.initialize_mint2(
+                    params.InitializeMint2Params(
+                        decimals=decimals,
+                        program_id=TOKEN_PROGRAM_ID,
+                        mint=getattr(self, name),
+                        mint_authority=self.authority,
+                    )
+                )
+            )
+        for name in ("escrow", "fees"):
+            out.append(self._seeded(name, TOKEN_ACCOUNT_SIZE, account_rent))
+            out.append(
+                spl.initialize_account3(
+                    params.InitializeAccount3Params(
+                        program_id=TOKEN_PROGRAM_ID,
+                        account=getattr(self, name),
+                        mint=self.credit_mint,
+                        owner=self.authority,
+                    )
+                )
+            )
+        return out
+
+    def open_wallet(self, owner: Pubkey) -> list[Instruction]:
+        """A user's two token accounts (the platform pays the rent) and the platform's
+        delegation over them; ``owner`` signs."""
+        out = []
+        for mint, decimals in (
+            (self.credit_mint, CREDIT_DECIMALS),
+            (self.energy_mint, ENERGY_DECIMALS),
+        ):
+            out.append(spl.create_idempotent_associated_token_account(self.authority, owner, mint))
+            out.append(
+                spl.approve_checked(
+                    params.ApproveCheckedParams(
+                        program_id=TOKEN_PROGRAM_ID,
+                        source=spl.get_associated_token_address(owner, mint),
+                        mint=mint,
+                        delegate=self.authority,
+                        owner=owner,
+                        amount=U64_MAX,
+                        decimals=decimals,
+                    )
+                )
+            )
+        return out
+
+    # --- movements (the platform signs each as authority, owner or delegate) -----------------
+
+    def mint_credit(self, account: Pubkey, micros: int) -> Instruction:
+        return _token(_MINT_TO_CHECKED, micros, CREDIT_DECIMALS, account, self.credit_mint, self)
+
+    def mint_energy(self, account: Pubkey, wh: int) -> Instruction:
+        return _token(_MINT_TO_CHECKED, wh, ENERGY_DECIMALS, account, self.energy_mint, self)
+
+    def burn_credit(self, account: Pubkey, micros: int) -> Instruction:
+        return _token(_BURN_CHECKED, micros, CREDIT_DECIMALS, account, self.credit_mint, self)
+
+    def transfer_credit(self, source: Pubkey, dest: Pubkey, micros: int) -> Instruction:
+        return _token(
+            _TRANSFER_CHECKED, micros, CREDIT_DECIMALS, source, self.credit_mint, self, dest
+        )
+
+    def transfer_energy(self, source: Pubkey, dest: Pubkey, wh: int) -> Instruction:
+        return _token(_TRANSFER_CHECKED, wh, ENERGY_DECIMALS, source, self.energy_mint, self, dest)
+
+    def memo(self, text: str) -> Instruction:
+        return create_memo(
+            MemoParams(program_id=MEMO_PROGRAM_ID, signer=self.authority, message=text.encode())
+        )
+
+
+@lru_cache(maxsize=200_000)
+def associated_account(owner: Pubkey, mint: Pubkey) -> Pubkey:
+    """The associated token account of ``owner`` for ``mint`` (cached: the derivation searches
+    for a program address, about 20 us, and the mirror asks for the same few many times)."""
+    return spl.get_associated_token_address(owner, mint)
+
+
+# The three token instructions the mirror sends by the thousand, encoded here directly: the same
+# bytes as spl.token.instructions' builders (tests/chain/test_tokens.py checks it) at 2.6 us
+# instead of 42 us each, since those validate a pydantic model per call. Layout: a one-byte tag,
+# the amount as u64 little-endian, the mint's decimals as one byte.
+_TRANSFER_CHECKED, _MINT_TO_CHECKED, _BURN_CHECKED = 12, 14, 15
+
+
+def _token(
+    tag: int,
+    amount: int,
+    decimals: int,
+    account: Pubkey,
+    mint: Pubkey,
+    platform: Platform,
+    dest: Pubkey | None = None,
+) -> Instruction:
+    data = bytes((tag,)) + amount.to_bytes(8, "little") + bytes((decimals,))
+    authority = AccountMeta(platform.authority, is_signer=True, is_writable=False)
+    if tag == _TRANSFER_CHECKED:
+        assert dest is not None
+        metas = [
+            AccountMeta(account, is_signer=False, is_writable=True),
+            AccountMeta(mint, is_signer=False, is_writable=False),
+            AccountMeta(dest, is_signer=False, is_writable=True),
+        ]
+    elif tag == _MINT_TO_CHECKED:
+        metas = [
+            AccountMeta(mint, is_signer=False, is_writable=True),
+            AccountMeta(account, is_signer=False, is_writable=True),
+        ]
+    else:
+        metas = [
+            AccountMeta(account, is_signer=False, is_writable=True),
+            AccountMeta(mint, is_signer=False, is_writable=True),
+        ]
+    return Instruction(TOKEN_PROGRAM_ID, data, [*metas, authority])
+
+
+def pack(instructions: list[Instruction]) -> bytes:
+    """Instructions as stored in the outbox: each length-prefixed, in solders' binary form."""
+    out = bytearray()
+    for instruction in instructions:
+        raw = bytes(instruction)
+        out += len(raw).to_bytes(4, "big") + raw
+    return bytes(out)
+
+
+def unpack(data: bytes) -> list[Instruction]:
+    out, at = [], 0
+    while at < len(data):
+        size = int.from_bytes(data[at : at + 4], "big")
+        out.append(Instruction.from_bytes(data[at + 4 : at + 4 + size]))
+        at += 4 + size
+    return out

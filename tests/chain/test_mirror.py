@@ -1,0 +1,161 @@
+"""The mirror end to end on LiteSVM: token balances equal the ledger after top-ups, orders,
+clearing, settlement with a shortfall and revenue shares, a debt and its repayment, and a
+withdrawal; the memo of the epoch; a restart keeps the chain's state."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from gridex.auth.models import Role
+from gridex.chain.models import ChainTransaction, OutboxStatus
+from gridex.core.clock import FrozenClock, utc_iso
+from gridex.core.runtime import Runtime
+from gridex.market.jobs import deliver_due, settle_due
+from gridex.market.models import Epoch
+from tests.chain.helpers import chain_settings, mirrored, reconciled, restart, tokens
+from tests.factories import API, make_user, signed_in
+from tests.ledger.helpers import fund
+from tests.market.helpers import MARKET_SETTINGS, NEXT, close_and_clear, place, start_clock, trader
+from tests.market.test_settlement_http import QUARTER_END, meter_of, send_reading
+
+
+@pytest.fixture
+def settings_overrides(tmp_path: Path) -> dict[str, object]:
+    return {**MARKET_SETTINGS, "access_token_minutes": 60, **chain_settings(tmp_path)}
+
+
+async def _all_confirmed(rt: Runtime) -> list[ChainTransaction]:
+    async with rt.db.sessionmaker() as session:
+        rows = list(await session.scalars(select(ChainTransaction).order_by(ChainTransaction.id)))
+    assert rows
+    assert {r.status for r in rows} == {OutboxStatus.confirmed.value}, [
+        (r.kind, r.status, r.error) for r in rows
+    ]
+    return rows
+
+
+async def test_balances_follow_the_ledger_through_an_epoch(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    start_clock(clock)
+    operator = await signed_in(client, runtime, Role.operator)
+    investor = await make_user(runtime, role=Role.investor)
+    full_seller = await trader(client, runtime, kind=None, funds="0")
+    short_seller = await trader(client, runtime, kind=None, funds="0")
+    buyer = await trader(client, runtime, kind=None)
+    idle_buyer = await trader(client, runtime, kind=None)
+    meters = {
+        a.id: await meter_of(client, a, k)
+        for a, k in (
+            (full_seller, "production"),
+            (short_seller, "bidirectional"),
+            (buyer, "consumption"),
+            (idle_buyer, "consumption"),
+        )
+    }
+    shares = await client.post(
+        f"{API}/installations",
+        json={
+            "meter_id": meters[full_seller.id]["id"],
+            "shares": [
+                {"user_id": str(full_seller.id), "percent": 45},
+                {"user_id": str(investor.id), "percent": 35},
+            ],
+            "platform_percent": 20,
+        },
+        headers=operator.headers,
+    )
+    assert shares.status_code == 201, shares.text
+
+    # Top-ups: credits minted to the buyers.
+    await mirrored(runtime)
+    assert await tokens(runtime, buyer.id) == (10_000_000, 0)
+    assert (await reconciled(runtime)).ok
+
+    for seller in (full_seller, short_seller):
+        await place(client, seller, side="sell", quantity_kwh=1, limit_price="0.10")
+    for who in (buyer, idle_buyer):
+        await place(client, who, side="buy", quantity_kwh=1, limit_price="0.30")
+    # A reservation stays the user's money: nothing moves on chain.
+    await mirrored(runtime)
+    assert await tokens(runtime, buyer.id) == (10_000_000, 0)
+
+    assert await close_and_clear(clock, runtime, NEXT) == 1
+    chain = await mirrored(runtime)
+    assert await tokens(runtime, buyer.id) == (9_800_000, 0)
+    (escrow,) = await chain.backend.accounts([chain.platform.escrow])
+    assert escrow is not None
+    assert (await reconciled(runtime)).ok
+
+    clock.set(QUARTER_END)
+    await send_reading(client, full_seller, meters[full_seller.id], QUARTER_END, produced=15)
+    await send_reading(client, short_seller, meters[short_seller.id], QUARTER_END, produced=7.5)
+    await send_reading(client, buyer, meters[buyer.id], QUARTER_END, consumed=15)
+    await send_reading(client, idle_buyer, meters[idle_buyer.id], QUARTER_END, consumed=3)
+    assert await deliver_due(runtime) == 1
+    assert await settle_due(runtime) == 1
+    await mirrored(runtime)
+
+    result = await reconciled(runtime)
+    assert result.ok, result.mismatches
+    assert result.accounts >= 7
+    # The short seller owes 0.302 on the ledger and holds nothing on chain.
+    assert await tokens(runtime, short_seller.id) == (0, 0)
+    assert (await tokens(runtime, investor.id))[0] > 0
+    # Delivered energy: the full seller's 1,000 Wh and the short seller's 500 Wh, each minted
+    # to its seller and moved on to a buyer in the settlement transaction.
+    assert (await tokens(runtime, buyer.id))[1] + (await tokens(runtime, idle_buyer.id))[1] == 1500
+    assert (await tokens(runtime, full_seller.id))[1] == 0
+    energy = [(await tokens(runtime, b.id))[1] for b in (buyer, idle_buyer)]
+    for account, wh in zip((buyer, idle_buyer), energy, strict=True):
+        shown = (await client.get(f"{API}/wallet", headers=account.headers)).json()
+        assert shown["energy_tokens_kwh"] == wh / 1000
+        assert shown["chain_address"]
+
+    rows = await _all_confirmed(runtime)
+    settlement = [r for r in rows if r.kind == "settlement"]
+    assert settlement
+    async with runtime.db.sessionmaker() as session:
+        epoch = await session.scalar(select(Epoch).where(Epoch.start == NEXT))
+    assert epoch is not None
+    assert all(
+        r.memo == f"gridex:epoch={utc_iso(NEXT)}:trades={epoch.trades_hash}" for r in settlement
+    )
+    assert epoch.chain_signature == settlement[0].signature
+
+    # Repaying the debt: only what takes the balance above zero is minted.
+    await fund(runtime, short_seller.id, 500_000)
+    await mirrored(runtime)
+    assert await tokens(runtime, short_seller.id) == (198_000, 0)
+
+    # A withdrawal: held (nothing on chain), then paid out (burned).
+    request = await client.post(
+        f"{API}/wallet/withdrawals",
+        json={"amount": "4", "destination": "IBAN DE89 3704"},
+        headers=buyer.headers,
+    )
+    assert request.status_code == 201, request.text
+    await mirrored(runtime)
+    assert (await tokens(runtime, buyer.id))[0] == 9_800_000
+    approved = await client.post(
+        f"{API}/admin/withdrawals/{request.json()['id']}/approve", headers=operator.headers
+    )
+    assert approved.status_code == 200, approved.text
+    await mirrored(runtime)
+    assert (await tokens(runtime, buyer.id))[0] == 5_800_000
+    assert (await reconciled(runtime)).ok
+
+    # A restart reads the snapshot: every balance and signature is still there.
+    before = [await tokens(runtime, a.id) for a in (buyer, short_seller, investor)]
+    await restart(runtime)
+    assert [await tokens(runtime, a.id) for a in (buyer, short_seller, investor)] == before
+    assert (await reconciled(runtime)).ok
+    clock.advance(timedelta(minutes=1))
+    await mirrored(runtime)  # nothing new: nothing sent again
+    # The repayment (a mint) and the payout (a burn) since.
+    assert len(await _all_confirmed(runtime)) == len(rows) + 2
