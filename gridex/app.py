@@ -125,6 +125,12 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = rt
     install_error_handlers(app)
 
+    _include_routes(app)
+    _add_middleware(app, rt)
+    return app
+
+
+def _include_routes(app: FastAPI) -> None:
     # Routes are matched in the order they are included, one by one: the busiest paths first
     # (order entry), so that they do not pay for matching every other route before theirs.
     for router in (
@@ -150,6 +156,9 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))
 
+
+def _add_middleware(app: FastAPI, rt: Runtime) -> None:
+    settings = rt.settings
     # Added innermost first: the request context wraps everything, so even a 413 or 429 carries
     # a request id, security headers and a metrics sample.
     app.add_middleware(UnhandledErrorMiddleware)
@@ -173,4 +182,3 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     if settings.trusted_proxies:
         # Outermost, so that logs, rate limits and the audit trail see the client's address.
         app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.trusted_proxies)
-    return app

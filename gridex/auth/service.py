@@ -810,14 +810,9 @@ async def _email_code(
 async def reset_password(
     session: AsyncSession, rt: Runtime, email: str, otp: str, new_password: str
 ) -> None:
-    await _rate_limit_account(rt, "reset", email)
-    user = await get_user_by_email(session, email.lower())
-    if user is not None and user.status is not UserStatus.active:
-        user = None
-    await _consume_otp(session, rt, user, OtpPurpose.reset_password, otp)
-    assert user is not None
-    check_password_policy(new_password, username=user.username, email=user.email)
-    user.password_hash = rt.hasher.hash(new_password)
+    user = await _password_from_code(
+        session, rt, "reset", email, otp, new_password, OtpPurpose.reset_password, UserStatus.active
+    )
     user.failed_login_count, user.locked_until = 0, None
     # Whoever knew the old password is signed out everywhere.
     await revoke_sessions(session, rt, user.id, reason="password_reset")
@@ -831,6 +826,29 @@ async def reset_password(
     )
 
 
+async def _password_from_code(
+    session: AsyncSession,
+    rt: Runtime,
+    action: str,
+    email: str,
+    otp: str,
+    password: str,
+    purpose: OtpPurpose,
+    status: UserStatus,
+) -> User:
+    """The account of ``email`` in ``status`` whose emailed code for ``purpose`` is ``otp``
+    (spent here), with ``password`` (checked against the policy) as its password."""
+    await _rate_limit_account(rt, action, email)
+    user = await get_user_by_email(session, email.lower())
+    if user is not None and user.status is not status:
+        user = None
+    await _consume_otp(session, rt, user, purpose, otp)
+    assert user is not None
+    check_password_policy(password, username=user.username, email=user.email)
+    user.password_hash = rt.hasher.hash(password)
+    return user
+
+
 async def invite(session: AsyncSession, rt: Runtime, user: User) -> None:
     """Email an invited user the code with which they set a first password."""
     code = await _issue_otp(
@@ -842,15 +860,11 @@ async def invite(session: AsyncSession, rt: Runtime, user: User) -> None:
 async def set_password(
     session: AsyncSession, rt: Runtime, email: str, otp: str, password: str
 ) -> User:
-    await _rate_limit_account(rt, "set_password", email)
-    user = await get_user_by_email(session, email.lower())
-    if user is not None and user.status is not UserStatus.invited:
-        user = None
-    await _consume_otp(session, rt, user, OtpPurpose.set_password, otp)
-    assert user is not None
-    check_password_policy(password, username=user.username, email=user.email)
+    purpose, invited = OtpPurpose.set_password, UserStatus.invited
+    user = await _password_from_code(
+        session, rt, "set_password", email, otp, password, purpose, invited
+    )
     now = rt.clock.now()
-    user.password_hash = rt.hasher.hash(password)
     user.status = UserStatus.active
     user.email_verified_at = now
     user.updated_at = now
