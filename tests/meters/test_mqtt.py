@@ -239,8 +239,8 @@ def _broker_pid() -> int | None:
 
 
 async def _restart_broker() -> None:
-    """Stop Mosquitto (it saves its persistent sessions) and start it again, as
-    /work/shared/services.md does."""
+    """Stop Mosquitto (it saves its persistent sessions) and start it again with the machine's
+    configuration (``mosquitto -d -c /etc/mosquitto/mosquitto.conf``)."""
     pid = _broker_pid()
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
