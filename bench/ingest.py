@@ -279,6 +279,7 @@ def main() -> None:
         "GRIDEX_DATA_DIR": str(workdir),
         "GRIDEX_DATABASE_URL": db_url,
         "GRIDEX_RATE_LIMIT_ENABLED": "false",
+        "GRIDEX_REGIONS": "bench",  # the region its meters name (created on start)
         "GRIDEX_LOG_LEVEL": "WARNING",
         "GRIDEX_RUN_JOBS": "false",
         "GRIDEX_MQTT_CLIENT_ID": "gridex-bench-{pid}",

@@ -113,7 +113,7 @@ class Found:
     band_min_micros: int
     band_max_micros: int
     available_micros: int  # 0 without an account yet
-    # What the statement reported besides verdicts (``Rule.reports``), by label.
+    # The failed rules' figures (``Rule.reports``), by label; read only after a refusal.
     reports: Mapping[str, int] = field(default_factory=dict)
 
     def holds(self, rule: Rule) -> bool:
@@ -128,7 +128,7 @@ class Rule:
     applies: Callable[[Sources], bool]
     # None: not refused from the verdict alone (see SESSION and GATE).
     refusal: Callable[[Found], GridexError] | None = None
-    # Values the statement selects for the refusal's details, by label.
+    # Values for the refusal's details, by label (read by a second statement, on refusal only).
     reports: Callable[[Sources], Mapping[str, ColumnElement[Any]]] | None = None
 
 

@@ -120,6 +120,15 @@ class MarketOrder(IdMixin, Base):
         Index("ix_market_orders_epoch_status", "epoch_id", "status"),
         Index("ix_market_orders_user_created", "user_id", "created_at"),
         Index("ix_market_orders_user_client_order_id", "user_id", "client_order_id", unique=True),
+        # The entry rules' look at the user's own resting orders in an epoch (self-trade,
+        # export capacity); the price makes the self-trade check a range probe.
+        Index(
+            "ix_market_orders_user_epoch_side",
+            "user_id",
+            "epoch_id",
+            "side",
+            "effective_price_micros",
+        ),
     )
 
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal, cast
 
@@ -362,6 +362,7 @@ class _Shape:
 
 
 _ORDER_CONTEXT: dict[_Shape, Precompiled] = {}
+_REPORTS: dict[_Shape, Select[Any]] = {}
 # Columns the statement fills itself when it inserts the order.
 _FROM_CONTEXT = {"epoch_id": "epoch_id", "seq": "epoch_seq", "region": "resolved_region"}
 _ORDERS = MarketOrder.__table__.c
@@ -474,7 +475,6 @@ def _order_context_query(shape: _Shape) -> Precompiled:
             epoch.c.seq.label("epoch_seq"),
             region.label("resolved_region"),
             *(rule.condition(src).label(rule.verdict) for rule in rules),
-            *reports.values(),
         )
         .select_from(one)
         .outerjoin(RegionSettings.__table__, settings.region == region)
@@ -483,6 +483,15 @@ def _order_context_query(shape: _Shape) -> Precompiled:
     if shape.with_insert:
         query = _with_insert(query, rules)
     prepared = _ORDER_CONTEXT[shape] = Precompiled(query)
+    if reports:
+        # A refusal's figures, read by a second statement only when its rule failed: what
+        # every order does not need, it does not compute.
+        _REPORTS[shape] = (
+            select(*reports.values())
+            .select_from(one)
+            .outerjoin(RegionSettings.__table__, settings.region == region)
+            .outerjoin(epoch, true())
+        )
     return prepared
 
 
@@ -542,7 +551,15 @@ async def order_context(
         row = (await statement.execute(connection, params)).one()
     else:  # SQLite's datetimes need SQLAlchemy's result processing
         row = (await connection.execute(statement.statement, params)).one()
-    return _context_of(row, order.side, shape.with_insert)
+    context = _context_of(row, order.side, shape.with_insert)
+    reports = _REPORTS.get(shape)
+    if reports is not None and any(
+        rule.reports is not None and not context.found.holds(rule) for rule in entry_rules.ALL
+    ):
+        figures = (await connection.execute(reports, params)).one()._mapping
+        found = replace(context.found, reports={k: int(v or 0) for k, v in figures.items()})
+        context = replace(context, found=found)
+    return context
 
 
 def _context_params(
@@ -601,11 +618,6 @@ def _context_of(row: Any, side: Side, with_insert: bool) -> OrderContext:
         band_min_micros=int(row.band_min),
         band_max_micros=int(row.band_max),
         available_micros=int(row.balance or 0),
-        reports={
-            label: int(mapping[label] or 0)
-            for label in ("capacity_wh", "open_sells_wh")
-            if label in mapping
-        },
     )
     inserted = with_insert and int(row.inserted) == 1
     return OrderContext(found, settings, epoch, inserted=inserted)
