@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from limits import parse
-from pydantic import Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 API_PREFIX = "/api/v1"
@@ -27,7 +27,11 @@ class InsecureConfiguration(ValueError):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="GRIDEX_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="GRIDEX_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
     )
 
     env: Literal["development", "test", "production"] = "development"
@@ -143,7 +147,11 @@ class Settings(BaseSettings):
     # litesvm: the SPL programs in process, state in `gridex-chain.bin` in the data dir; rpc: a
     # Solana JSON-RPC endpoint; off: no mirror, the chain endpoints answer 503.
     chain: Literal["litesvm", "rpc", "off"] = "litesvm"
-    chain_rpc_url: str = "http://127.0.0.1:8899"
+    # GRIDEX_SOLANA_RPC_URL is read too, under the name the deployment guides use.
+    chain_rpc_url: str = Field(
+        default="http://127.0.0.1:8899",
+        validation_alias=AliasChoices("GRIDEX_CHAIN_RPC_URL", "GRIDEX_SOLANA_RPC_URL"),
+    )
     chain_commitment: Literal["processed", "confirmed", "finalized"] = "confirmed"
     # Requests per second to the RPC endpoint (0: no cap); public endpoints limit callers.
     chain_rpc_rate_limit: float = Field(default=0, ge=0)

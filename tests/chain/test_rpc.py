@@ -78,3 +78,13 @@ async def test_retries_then_unavailable_and_refusals(double: RpcDouble) -> None:
         assert account.lamports == 10**9
     finally:
         await backend.close()
+
+
+def test_the_rpc_endpoint_is_read_under_either_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from gridex.core.config import Settings
+
+    monkeypatch.setenv("GRIDEX_SOLANA_RPC_URL", "https://api.devnet.solana.com")
+    assert Settings(_env_file=None).chain_rpc_url == "https://api.devnet.solana.com"  # type: ignore[call-arg]
+    monkeypatch.delenv("GRIDEX_SOLANA_RPC_URL")
+    monkeypatch.setenv("GRIDEX_CHAIN_RPC_URL", "http://127.0.0.1:18899")
+    assert Settings(_env_file=None).chain_rpc_url == "http://127.0.0.1:18899"  # type: ignore[call-arg]
