@@ -62,11 +62,27 @@ def _deeper_than(value: Any, levels: int) -> bool:
     return any(_deeper_than(child, levels - 1) for child in children)
 
 
-def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
+def metadata_problem(value: Any) -> str | None:
+    """What is wrong with free-form ``metadata`` (too deep, too large), or None."""
     if _deeper_than(value, METADATA_MAX_DEPTH):
-        raise ValueError(f"metadata nests deeper than {METADATA_MAX_DEPTH} levels")
+        return f"metadata nests deeper than {METADATA_MAX_DEPTH} levels"
     if len(orjson.dumps(value)) > METADATA_MAX_BYTES:
-        raise ValueError(f"metadata is larger than {METADATA_MAX_BYTES} bytes of JSON")
+        return f"metadata is larger than {METADATA_MAX_BYTES} bytes of JSON"
+    return None
+
+
+def storable_json(value: Any, max_depth: int = 2 * METADATA_MAX_DEPTH) -> Any:
+    """``value`` if a JSON column can store it, else a note of why it was left out (a rejected
+    payload nested so deep that encoding it would exhaust the recursion limit)."""
+    if _deeper_than(value, max_depth):
+        return {"omitted": f"nested deeper than {max_depth} levels"}
+    return value
+
+
+def _bounded_metadata(value: dict[str, Any]) -> dict[str, Any]:
+    problem = metadata_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
 
 

@@ -23,6 +23,7 @@ from gridex.core.clock import utc_iso
 from gridex.core.db import begin_write
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
+from gridex.core.schemas import storable_json
 from gridex.meters.events import status_changed
 from gridex.meters.models import Meter, RejectedReading
 from gridex.meters.store import Key, plan_store, store, stored_values
@@ -199,7 +200,7 @@ def dead_letters(
             code=r.code,
             reason=r.reason,
             message=r.message[:500],
-            payload=r.payload,
+            payload=storable_json(r.payload),
         )
         for r in rejections
     ]

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from gridex.core.config import Settings
+from gridex.core.schemas import metadata_problem
 from gridex.core.security import decode_wallet_address, verify_ed25519
 from gridex.core.units import WH_PER_KWH, UnitError, kwh_to_wh
 from gridex.meters.models import Meter, MeterStatus
@@ -298,6 +299,8 @@ def parse_reading(item: Item, window: Window) -> Reading:
     metadata = raw.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise _invalid("malformed", "metadata must be an object")
+    if metadata is not None and (too_much := metadata_problem(metadata)) is not None:
+        raise _invalid("malformed", too_much)
     return Reading(
         index=item.index,
         meter=meter,
@@ -387,7 +390,7 @@ def quick_reading(item: Item, window: Window) -> Reading | None:
     metadata, signature = get("metadata"), get("signature")
     interval = get("interval_minutes", meter.interval_minutes)
     if (
-        (metadata is not None and type(metadata) is not dict)
+        (metadata is not None and (type(metadata) is not dict or metadata_problem(metadata)))
         or (signature is not None and type(signature) is not str)
         or type(interval) is not int
     ):
