@@ -270,22 +270,7 @@ async def register(session: AsyncSession, rt: Runtime, data: RegisterIn) -> User
     owner = await get_user_by_email(session, email)
     if owner is not None:
         return _register_taken_email(session, rt, data, owner)
-    user = User(
-        username=username,
-        email=email,
-        password_hash=rt.hasher.hash(data.password),
-        role=data.role,
-        status=UserStatus.active,
-        first_name=data.first_name,
-        last_name=data.last_name,
-        department=data.department,
-        region=data.region,
-        department_metadata=data.department_metadata or {},
-        profile_metadata={},
-        preferences={},
-        created_at=now,
-        updated_at=now,
-    )
+    user = _account_of(data, rt.hasher.hash(data.password), now)
     session.add(user)
     await flush_unique(session)
     code = await _issue_otp(
@@ -309,7 +294,7 @@ def _register_taken_email(
     learns which addresses have accounts: the same 201 with a user that is never stored, and
     comparable work (the password is hashed). The address's owner is told by email instead."""
     now = rt.clock.now()
-    rt.hasher.hash(data.password)
+    password_hash = rt.hasher.hash(data.password)
     assert owner.email is not None
     queue_email(
         session,
@@ -333,10 +318,16 @@ def _register_taken_email(
         outcome="failure",
         details={"reason": "email_taken"},
     )
+    return _account_of(data, password_hash, now)
+
+
+def _account_of(data: RegisterIn, password_hash: str, now: datetime) -> User:
+    """The account a registration asks for (added to the session by the caller, or not)."""
     return User(
         id=uuid.uuid4(),
         username=data.username.lower(),
         email=str(data.email).lower(),
+        password_hash=password_hash,
         role=data.role,
         status=UserStatus.active,
         first_name=data.first_name,
