@@ -21,6 +21,12 @@ left over is burned. Settlement entries of one epoch go together, with the epoch
 the Wh each seller delivered are minted to the seller and moved to the buyer in the same
 transaction as the credits (delivery versus payment), with a memo of the epoch's start and
 ``trades_hash``.
+
+Energy follows the same idea per trade: the mirror keeps the Wh it has delivered on chain for
+each trade (``chain_trade_energy``). A trade's settlement payout delivers what its seller
+delivered; a re-settlement of the epoch after a reading correction re-checks every trade the
+mirror has delivered and moves only the difference (more Wh minted to the seller and moved to
+the buyer, or fewer: the excess burned from the buyer).
 """
 
 from __future__ import annotations
@@ -45,6 +51,8 @@ SETTLEMENT_TYPES = frozenset(
         EntryType.settlement_credit.value,
     }
 )
+# A re-settlement's adjustment of an epoch: it travels with its epoch and re-checks its energy.
+RESETTLEMENT_TYPE = EntryType.adjustment.value
 # Solana's packet limit on a serialised transaction.
 MAX_TX_BYTES = 1232
 _FIXED_KEYS = 7  # platform, escrow, fees, two mints, token and memo programs
@@ -65,6 +73,19 @@ def on_chain(holder: str, ledger_micros: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivery:
+    """A trade's delivered energy as it stands now. ``first``: the trade's settlement payout,
+    which delivers it on chain for the first time; otherwise a re-check after re-settlement,
+    which only moves the difference for a trade the mirror has already delivered."""
+
+    trade_id: uuid.UUID
+    seller: str
+    buyer: str
+    wh: int
+    first: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class JournalItem:
     """One ledger entry as the mirror reads it: its postings summed per chain holder (money
     outside the platform left out), and for settlement its epoch and delivered energy."""
@@ -73,13 +94,13 @@ class JournalItem:
     type: str
     moves: dict[str, int]
     epoch_id: uuid.UUID | None = None
-    # (seller, buyer, Wh delivered) of the trade this entry pays, if any.
-    energy: tuple[str, str, int] | None = None
+    deliveries: tuple[Delivery, ...] = ()
 
 
 @dataclass
 class TxPlan:
-    """One transaction to be: net credit changes per holder and energy per (seller, buyer)."""
+    """One transaction to be: net credit changes per holder and energy per (seller, buyer)
+    (negative when a re-settlement takes energy back from the buyer)."""
 
     epoch_id: uuid.UUID | None
     credits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
@@ -102,7 +123,7 @@ class TxPlan:
         return not any(self.credits.values()) and not any(self.energy.values())
 
     def estimated_bytes(self, memo_bytes: int) -> int:
-        sellers = {seller for seller, _ in self.energy}
+        sellers = {seller for (seller, _), wh in self.energy.items() if wh > 0}
         instructions = len(self.credits) + len(sellers) + len(self.energy)
         keys = _FIXED_KEYS + 2 * len(self.users)
         return _OVERHEAD + 32 * keys + _INSTRUCTION_BYTES * instructions + memo_bytes + 8
@@ -111,10 +132,12 @@ class TxPlan:
 @dataclass
 class Planner:
     """Turns journal items into transaction plans, moving ``balances`` (holder -> mirrored
-    ledger micros) and ``energy`` (holder -> Wh received) as it goes."""
+    ledger micros), ``energy`` (holder -> Wh received) and ``trade_energy`` (trade -> Wh
+    delivered on chain) as it goes."""
 
     balances: dict[str, int]
     energy: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    trade_energy: dict[uuid.UUID, int] = field(default_factory=dict)
     memo_bytes: int = 100
     plans: list[TxPlan] = field(default_factory=list)
 
@@ -126,20 +149,34 @@ class Planner:
             change = on_chain(holder, before + amount) - on_chain(holder, before)
             if change:
                 deltas[holder] = change
-        delivered = item.energy if item.energy and item.energy[2] > 0 else None
-        if not deltas and delivered is None:
-            return
-        users = {h for h in deltas if h not in (ESCROW, FEES)}
-        if delivered is not None:
-            users |= {delivered[0], delivered[1]}
-        plan = self._plan_for(item.epoch_id, users)
-        for holder, change in deltas.items():
-            plan.credits[holder] += change
-        if delivered is not None:
-            seller, buyer, wh = delivered
-            plan.energy[(seller, buyer)] += wh
-            self.energy[buyer] += wh
-        plan.users |= users
+        energy = self._energy_changes(item.deliveries)
+        # A re-check may change many trades: one energy change per part, so each fits the room
+        # a plan keeps for an item.
+        parts = [(deltas, energy[:1])] + [({}, [change]) for change in energy[1:]]
+        for credits, moves in parts:
+            if not credits and not moves:
+                continue
+            users = {h for h in credits if h not in (ESCROW, FEES)}
+            users |= {h for seller, buyer, _ in moves for h in (seller, buyer)}
+            plan = self._plan_for(item.epoch_id, users)
+            for holder, change in credits.items():
+                plan.credits[holder] += change
+            for seller, buyer, wh in moves:
+                plan.energy[(seller, buyer)] += wh
+                self.energy[buyer] += wh
+            plan.users |= users
+
+    def _energy_changes(self, deliveries: Iterable[Delivery]) -> list[tuple[str, str, int]]:
+        """(seller, buyer, Wh to move) for each delivery that changes what is on chain."""
+        out = []
+        for delivery in deliveries:
+            before = self.trade_energy.get(delivery.trade_id)
+            if before is None and not delivery.first:
+                continue  # not delivered on chain yet: its payout will deliver it as it is then
+            self.trade_energy[delivery.trade_id] = delivery.wh
+            if delivery.wh != (before or 0):
+                out.append((delivery.seller, delivery.buyer, delivery.wh - (before or 0)))
+        return out
 
     def _plan_for(self, epoch_id: uuid.UUID | None, users: set[str]) -> TxPlan:
         """The open plan if this item fits in it, else a new one."""

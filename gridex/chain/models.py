@@ -126,6 +126,16 @@ class ChainHolder(Base):
     energy_wh: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+class ChainTradeEnergy(Base):
+    """The energy the mirror has delivered on chain for a trade (Wh minted to its seller and
+    moved to its buyer), so that a re-settlement moves only the difference."""
+
+    __tablename__ = "chain_trade_energy"
+
+    trade_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    wh: Mapped[int] = mapped_column(BigInteger)
+
+
 class MirroredEntry(Base):
     """A ledger entry the mirror has handled (with or without a chain action). Kept for the
     mirror's look-back window only (see ``GRIDEX_CHAIN_MIRROR_WINDOW_SECONDS``)."""

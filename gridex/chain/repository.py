@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.chain.models import (
     ChainHolder,
     ChainRecord,
+    ChainTradeEnergy,
     ChainTransaction,
     ChainWallet,
     MirroredEntry,
@@ -82,17 +83,25 @@ async def epochs(session: AsyncSession, epoch_ids: Iterable[uuid.UUID]) -> dict[
     return {e.id: e for e in await session.scalars(select(Epoch).where(Epoch.id.in_(ids)))}
 
 
+class EpochTrade(NamedTuple):
+    id: uuid.UUID
+    seller_id: uuid.UUID
+    buyer_id: uuid.UUID
+    seq: int
+    quantity_wh: int
+
+
 async def epoch_delivery(
     session: AsyncSession, epoch_id: uuid.UUID
-) -> tuple[list[tuple[uuid.UUID, uuid.UUID, int, int]], dict[uuid.UUID, int]]:
-    """The epoch's trades (id, seller, seq, Wh) and each seller's delivered Wh
-    (``min(sold, exported)`` of its settlement position)."""
+) -> tuple[list[EpochTrade], dict[uuid.UUID, int]]:
+    """The epoch's trades and each seller's delivered Wh (``min(sold, exported)`` of its
+    settlement position)."""
     rows = await session.execute(
-        select(Trade.id, Trade.seller_id, Trade.seq, Trade.quantity_wh).where(
+        select(Trade.id, Trade.seller_id, Trade.buyer_id, Trade.seq, Trade.quantity_wh).where(
             Trade.epoch_id == epoch_id
         )
     )
-    epoch_trades = [(t, s, int(seq), int(q)) for t, s, seq, q in rows]
+    epoch_trades = [EpochTrade(t, s, b, int(seq), int(q)) for t, s, b, seq, q in rows]
     positions = await session.execute(
         select(
             SettlementPosition.user_id, SettlementPosition.sold_wh, SettlementPosition.exported_wh
@@ -100,6 +109,31 @@ async def epoch_delivery(
     )
     delivered = {user: min(int(sold), int(exported)) for user, sold, exported in positions}
     return epoch_trades, delivered
+
+
+async def trade_energy(
+    session: AsyncSession, trade_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """The Wh the mirror has delivered on chain per trade (trades it has not: absent)."""
+    ids = list(set(trade_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(ChainTradeEnergy.trade_id, ChainTradeEnergy.wh).where(
+            ChainTradeEnergy.trade_id.in_(ids)
+        )
+    )
+    return {t: int(wh) for t, wh in rows}
+
+
+async def save_trade_energy(session: AsyncSession, values: dict[uuid.UUID, int]) -> None:
+    if not values:
+        return
+    statement = conflict_insert(session, ChainTradeEnergy)
+    statement = statement.on_conflict_do_update(
+        index_elements=["trade_id"], set_={"wh": statement.excluded.wh}
+    )
+    await session.execute(statement, [{"trade_id": t, "wh": wh} for t, wh in values.items()])
 
 
 async def holders(session: AsyncSession, names: Iterable[str]) -> dict[str, ChainHolder]:

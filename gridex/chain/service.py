@@ -19,7 +19,9 @@ from gridex.chain.keys import Sealed
 from gridex.chain.mirror import (
     ESCROW,
     FEES,
+    RESETTLEMENT_TYPE,
     SETTLEMENT_TYPES,
+    Delivery,
     JournalItem,
     Planner,
     TxPlan,
@@ -143,16 +145,22 @@ async def _journal_items(
     epoch_ids = {t.epoch_id for t in trades.values()} | {
         uuid.UUID(e.reference_id)
         for e in entries
-        if e.type in SETTLEMENT_TYPES
+        if (e.type in SETTLEMENT_TYPES or e.type == RESETTLEMENT_TYPE)
         and e.reference_type == ReferenceType.epoch.value
         and e.reference_id
     }
     epochs = await repository.epochs(session, epoch_ids)
-    delivered: dict[uuid.UUID, int] = {}
+    deliveries: dict[uuid.UUID, dict[uuid.UUID, Delivery]] = {}
     for epoch_id in epochs:
         epoch_trades, by_seller = await repository.epoch_delivery(session, epoch_id)
-        delivered.update(delivered_by_trade(epoch_trades, by_seller))
-    items = [_item(entry, postings.get(entry.id, []), trades, delivered) for entry in entries]
+        delivered = delivered_by_trade(
+            ((t.id, t.seller_id, t.seq, t.quantity_wh) for t in epoch_trades), by_seller
+        )
+        deliveries[epoch_id] = {
+            t.id: Delivery(t.id, str(t.seller_id), str(t.buyer_id), delivered[t.id], first=False)
+            for t in sorted(epoch_trades, key=lambda t: t.seq)
+        }
+    items = [_item(entry, postings.get(entry.id, []), trades, deliveries) for entry in entries]
     return items, epochs
 
 
@@ -160,25 +168,32 @@ def _item(
     entry: JournalEntry,
     postings: list[tuple[int, str, uuid.UUID | None]],
     trades: dict[uuid.UUID, repository.TradeParties],
-    delivered: dict[uuid.UUID, int],
+    deliveries: dict[uuid.UUID, dict[uuid.UUID, Delivery]],
 ) -> JournalItem:
+    """``deliveries``: per epoch, each trade's delivered energy as it stands now."""
     moves: dict[str, int] = {}
     for amount, kind, owner in postings:
         holder = holder_of(kind, owner)
         if holder is not None:
             moves[holder] = moves.get(holder, 0) + amount
-    if entry.type not in SETTLEMENT_TYPES or not entry.reference_id:
+    settles = entry.type in SETTLEMENT_TYPES or entry.type == RESETTLEMENT_TYPE
+    if not settles or not entry.reference_id:
         return JournalItem(entry.id, entry.type, moves)
+    reference = uuid.UUID(entry.reference_id)
     if entry.reference_type == ReferenceType.epoch.value:
-        return JournalItem(entry.id, entry.type, moves, uuid.UUID(entry.reference_id))
-    trade = trades.get(uuid.UUID(entry.reference_id))
-    if trade is None:
+        if entry.type != RESETTLEMENT_TYPE:
+            return JournalItem(entry.id, entry.type, moves, reference)
+        # A re-settlement re-checks the energy of every trade of its epoch.
+        recheck = tuple(deliveries[reference].values())
+        return JournalItem(entry.id, entry.type, moves, reference, recheck)
+    trade = trades.get(reference)
+    if trade is None or entry.type == RESETTLEMENT_TYPE:
         return JournalItem(entry.id, entry.type, moves)
-    energy = None
-    if entry.type == EntryType.settlement_payout.value:
-        wh = delivered.get(uuid.UUID(entry.reference_id), 0)
-        energy = (str(trade.seller_id), str(trade.buyer_id), wh)
-    return JournalItem(entry.id, entry.type, moves, trade.epoch_id, energy)
+    if entry.type != EntryType.settlement_payout.value:
+        return JournalItem(entry.id, entry.type, moves, trade.epoch_id)
+    now = deliveries[trade.epoch_id][reference]
+    first = Delivery(now.trade_id, now.seller, now.buyer, now.wh, first=True)
+    return JournalItem(entry.id, entry.type, moves, trade.epoch_id, (first,))
 
 
 def settlement_memo(epoch: Epoch) -> str:
@@ -197,11 +212,15 @@ async def mirror_journal(rt: Runtime) -> int:
             return 0
         items, epochs = await _journal_items(session, entries)
         names = {h for item in items for h in item.moves} | {
-            h for item in items if item.energy for h in item.energy[:2]
+            h for item in items for d in item.deliveries for h in (d.seller, d.buyer)
         }
         stored = await repository.holders(session, names)
         planner = Planner({name: h.ledger_micros for name, h in stored.items()})
         planner.energy.update({name: h.energy_wh for name, h in stored.items()})
+        delivered = await repository.trade_energy(
+            session, {d.trade_id for item in items for d in item.deliveries}
+        )
+        planner.trade_energy.update(delivered)
         for item in items:
             planner.add(item)
         plans = planner.result()
@@ -209,6 +228,10 @@ async def mirror_journal(rt: Runtime) -> int:
         await repository.save_holders(
             session,
             {name: (planner.balances.get(name, 0), planner.energy.get(name, 0)) for name in names},
+        )
+        await repository.save_trade_energy(
+            session,
+            {t: wh for t, wh in planner.trade_energy.items() if delivered.get(t) != wh},
         )
         await repository.mark_mirrored(session, entries)
         await repository.prune_mirrored(session, window)
@@ -238,18 +261,24 @@ def _plan_instructions(
     out += [platform.burn_credit(credit(h), amount) for h, amount in burns]
     minted: dict[str, int] = {}
     for (seller, _), wh in sorted(plan.energy.items()):
-        minted[seller] = minted.get(seller, 0) + wh
+        if wh > 0:
+            minted[seller] = minted.get(seller, 0) + wh
     out += [
         platform.mint_energy(platform.energy_account(owner(s)), wh)
         for s, wh in sorted(minted.items())
-        if wh
     ]
     out += [
         platform.transfer_energy(
             platform.energy_account(owner(s)), platform.energy_account(owner(b)), wh
         )
         for (s, b), wh in sorted(plan.energy.items())
-        if wh
+        if wh > 0
+    ]
+    # A re-settlement that found less delivered: the excess is burned from the buyer.
+    out += [
+        platform.burn_energy(platform.energy_account(owner(b)), -wh)
+        for (_, b), wh in sorted(plan.energy.items())
+        if wh < 0
     ]
     return out
 

@@ -152,6 +152,9 @@ class Platform:
     def burn_credit(self, account: Pubkey, micros: int) -> Instruction:
         return _token(_BURN_CHECKED, micros, CREDIT_DECIMALS, account, self.credit_mint, self)
 
+    def burn_energy(self, account: Pubkey, wh: int) -> Instruction:
+        return _token(_BURN_CHECKED, wh, ENERGY_DECIMALS, account, self.energy_mint, self)
+
     def transfer_credit(self, source: Pubkey, dest: Pubkey, micros: int) -> Instruction:
         return _token(
             _TRANSFER_CHECKED, micros, CREDIT_DECIMALS, source, self.credit_mint, self, dest

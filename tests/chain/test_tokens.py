@@ -10,7 +10,7 @@ from spl.token import instructions as spl
 from spl.token import models as params
 from spl.token.constants import TOKEN_PROGRAM_ID
 
-from gridex.chain.mirror import ESCROW, FEES, MAX_TX_BYTES, JournalItem, Planner, split
+from gridex.chain.mirror import ESCROW, FEES, MAX_TX_BYTES, Delivery, JournalItem, Planner, split
 from gridex.chain.tokens import Platform
 
 
@@ -80,7 +80,7 @@ def test_planner_clamps_debts_and_keeps_transactions_under_the_size_limit() -> N
                 "settlement_payout",
                 {ESCROW: -1_000, seller: 990, FEES: 10},
                 epoch,
-                (seller, buyer, 500),
+                (Delivery(uuid.uuid4(), seller, buyer, 500),),
             )
         )
     plans = many.result()
