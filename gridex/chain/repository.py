@@ -43,18 +43,32 @@ async def unmirrored_entries(
     return list(await session.scalars(query))
 
 
+class EntryPosting(NamedTuple):
+    amount_micros: int
+    kind: str
+    # The account's owner (a user's account), or None (a platform account).
+    owner: uuid.UUID | None
+    # For a platform account, the user on whose behalf it moved (the buyer, for escrow).
+    on_behalf_of: uuid.UUID | None
+
+
 async def postings_by_entry(
     session: AsyncSession, entry_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[tuple[int, str, uuid.UUID | None]]]:
-    """Per entry: (amount, account kind, account owner) of each posting."""
+) -> dict[uuid.UUID, list[EntryPosting]]:
     rows = await session.execute(
-        select(Posting.entry_id, Posting.amount_micros, LedgerAccount.kind, LedgerAccount.user_id)
+        select(
+            Posting.entry_id,
+            Posting.amount_micros,
+            LedgerAccount.kind,
+            LedgerAccount.user_id,
+            Posting.user_id,
+        )
         .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
         .where(Posting.entry_id.in_(entry_ids))
     )
-    out: dict[uuid.UUID, list[tuple[int, str, uuid.UUID | None]]] = defaultdict(list)
-    for entry_id, amount, kind, user_id in rows:
-        out[entry_id].append((int(amount), kind, user_id))
+    out: dict[uuid.UUID, list[EntryPosting]] = defaultdict(list)
+    for entry_id, amount, kind, owner, tag in rows:
+        out[entry_id].append(EntryPosting(int(amount), kind, owner, tag))
     return out
 
 
@@ -207,6 +221,7 @@ class Due(NamedTuple):
     epoch_id: uuid.UUID | None
     memo: str | None
     next_attempt_at: datetime
+    lane: int | None
 
 
 async def wallets_to_reseal(session: AsyncSession, key_id: str) -> list[ChainWallet]:
@@ -230,6 +245,7 @@ async def due_transactions(session: AsyncSession, now: datetime, limit: int) -> 
             t.epoch_id,
             t.memo,
             t.next_attempt_at,
+            t.lane,
         )
         .where(t.status.in_([OutboxStatus.pending.value, OutboxStatus.submitted.value]))
         .order_by(t.id)

@@ -9,12 +9,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from solders.pubkey import Pubkey
 from solders.token.state import Mint
 from sqlalchemy import select
 
 from gridex.auth.models import Role
 from gridex.chain.models import ChainTransaction, OutboxStatus
-from gridex.chain.node import chain_of
+from gridex.chain.node import Chain, chain_of
+from gridex.chain.reconcile import token_amount
+from gridex.chain.tokens import LANES, unpack
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.runtime import Runtime
 from gridex.market.jobs import deliver_due, resettle_corrections, settle_due
@@ -106,6 +109,9 @@ async def test_balances_follow_the_ledger_through_an_epoch(
     result = await reconciled(runtime)
     assert result.ok, result.mismatches
     assert result.accounts >= 7
+    # The lanes' energy pools pass on all they were minted.
+    pools = await chain.backend.accounts(list(chain.platform.energy_pools))
+    assert {token_amount(p.data if p else None) for p in pools} == {0}
     # The short seller owes 0.302 on the ledger and holds nothing on chain.
     assert await tokens(runtime, short_seller.id) == (0, 0)
     assert (await tokens(runtime, investor.id))[0] > 0
@@ -122,6 +128,7 @@ async def test_balances_follow_the_ledger_through_an_epoch(
     rows = await _all_confirmed(runtime)
     settlement = [r for r in rows if r.kind == "settlement"]
     assert settlement
+    _assert_lanes_share_no_writable_account(chain, settlement)
     async with runtime.db.sessionmaker() as session:
         epoch = await session.scalar(select(Epoch).where(Epoch.start == NEXT))
     assert epoch is not None
@@ -227,3 +234,32 @@ async def test_resettlement_moves_the_energy_difference_on_chain(
     # Handled once: nothing more to send.
     await mirrored(runtime)
     assert len(await _all_confirmed(runtime)) == settled + 2
+
+
+def _writable(row: ChainTransaction) -> set[Pubkey]:
+    return {m.pubkey for i in unpack(row.instructions) for m in i.accounts if m.is_writable}
+
+
+def _assert_lanes_share_no_writable_account(
+    chain: Chain, settlement: list[ChainTransaction]
+) -> None:
+    """A lane's transactions write only their lane's platform accounts and no mint; the
+    energy mint is written by the transaction filling the pools, and only outside the lanes
+    (a payout to a seller in debt, which burns what the debt swallows, is planned there)."""
+    platform = chain.platform
+    lanes = {
+        k: {platform.escrows[k], platform.fee_accounts[k], platform.energy_pools[k]}
+        for k in range(LANES)
+    }
+    everything = set().union(*lanes.values())
+    in_lanes = [r for r in settlement if r.lane is not None]
+    assert in_lanes
+    for row in in_lanes:
+        writable = _writable(row)
+        assert writable & everything <= lanes[row.lane]
+        assert platform.energy_mint not in writable
+        assert platform.credit_mint not in writable
+    minting = [r for r in settlement if platform.energy_mint in _writable(r)]
+    assert all(r.lane is None for r in minting)
+    pools = set(platform.energy_pools)
+    assert len([r for r in minting if _writable(r) & pools]) == 1

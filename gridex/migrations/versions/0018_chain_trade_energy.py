@@ -1,4 +1,5 @@
-"""the energy the chain mirror has delivered per trade, so re-settlement moves the difference
+"""chain mirror: the energy delivered per trade (re-settlement moves the difference), and the
+settlement lane of each outbox transaction (its fee payer)
 
 Revision ID: 0018_chain_trade_energy
 Revises: 0012_order_owner_epoch_index
@@ -22,7 +23,11 @@ def upgrade() -> None:
         sa.Column("wh", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("trade_id", name=op.f("pk_chain_trade_energy")),
     )
+    with op.batch_alter_table("chain_transactions") as batch:
+        batch.add_column(sa.Column("lane", sa.SmallInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("chain_transactions") as batch:
+        batch.drop_column("lane")
     op.drop_table("chain_trade_energy")
