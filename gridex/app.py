@@ -34,6 +34,7 @@ from gridex.core.ratelimit import RateLimiter
 from gridex.core.runtime import Runtime
 from gridex.core.schemas import error_responses
 from gridex.core.security import PasswordHasher
+from gridex.graphql.routes import graphql_router
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
 from gridex.ledger.service import WALLET_CHAIN_VIEW
@@ -126,6 +127,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
 
     _include_routes(app)
+    app.include_router(graphql_router(rt), prefix="/graphql")
     _add_middleware(app, rt)
     return app
 
