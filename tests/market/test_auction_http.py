@@ -548,3 +548,22 @@ async def test_split_fills_pay_each_rounded_trade_value(
     # Two 1 Wh trades worth 11.5 -> 12 micros each (half-even): 1 micro more than was held.
     assert await wallet(runtime, buyer) == (10_000_000 - 24, 0, 24)
     assert await trial_total(client, runtime) == "0.000000"
+
+
+async def test_history_lists_the_newest_epoch_first(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    start_clock(clock)
+    seller = await trader(client, runtime, kind="production", funds="0")
+    buyer = await trader(client, runtime, kind="consumption")
+    later = NEXT + timedelta(minutes=1)
+    for epoch, price in ((NEXT, "0.10"), (later, "0.30")):
+        await place(client, seller, side="sell", quantity_kwh=1, limit_price=price, epoch=epoch)
+        await place(client, buyer, side="buy", quantity_kwh=1, limit_price=price, epoch=epoch)
+    await close_and_clear(clock, runtime, later)
+
+    history = (await client.get(f"{API}/market/history", headers=buyer.headers)).json()
+    traded = [(h["epoch"], h["price"]) for h in history["items"] if h["trades"]]
+    assert traded == [(utc_iso(later), "0.300000"), (utc_iso(NEXT), "0.100000")]
+    epochs = [h["epoch"] for h in history["items"]]
+    assert epochs == sorted(epochs, reverse=True)
