@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DOCUMENTED_ADDRESSES = ("localhost:8080", "127.0.0.1:8080")
 STARTUP_SECONDS = 90
+SERVE = (sys.executable, "-m", "gridex", "serve", "--host", "127.0.0.1")
+GENERATE = (sys.executable, "-m", "openapi_python_client", "generate", "--meta", "none")
 
 
 def _free_port() -> int:
@@ -55,8 +57,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log = (data_dir / "server.log").open("wb")
     port = _free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "gridex", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        + ["--demo"],
+        [*SERVE, "--port", str(port), "--demo"],
         cwd=data_dir,
         env=_server_env(data_dir),
         stdout=log,
@@ -91,6 +92,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 # Green Button feeds are Atom XML; the generator sends any body of an unknown media type as
 # bytes when told so. No post-hooks: the generated code is imported, not committed.
+OUTPUT = "client/gridex_client"
 GENERATOR_CONFIG = """\
 content_type_overrides:
   application/atom+xml: application/octet-stream
@@ -102,9 +104,7 @@ def _generate(spec: dict[str, Any], workdir: Path) -> str:
     (workdir / "openapi.json").write_text(json.dumps(spec))
     (workdir / "config.yaml").write_text(GENERATOR_CONFIG)
     result = subprocess.run(
-        [sys.executable, "-m", "openapi_python_client", "generate"]
-        + ["--path", "openapi.json", "--config", "config.yaml", "--meta", "none"]
-        + ["--output-path", "client/gridex_client"],
+        [*GENERATE, "--path", "openapi.json", "--config", "config.yaml", "--output-path", OUTPUT],
         cwd=workdir,
         capture_output=True,
         text=True,
