@@ -9,6 +9,7 @@ import tempfile
 import uuid
 from typing import Annotated
 
+import structlog
 import typer
 
 from gridex import __version__
@@ -92,6 +93,10 @@ def serve(
     if workers > 1:
         # Metrics of all workers are aggregated through files in a shared directory.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gridex-prom-"))
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    structlog.get_logger("gridex.cli").info(
+        "serving", url=url, docs=f"{url}/docs", workers=workers, demo=demo
+    )
     uvicorn.run(
         "gridex.asgi:app",
         host=host,

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.models import User
 from gridex.auth.service import Principal
+from gridex.core.clock import utc_iso
 from gridex.core.errors import GridexError
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
@@ -309,6 +310,7 @@ async def simulate(rt: Runtime) -> int:
             return 0
         end = last_interval_end(rt.clock.now())
         stored = 0
+        topped_up = []
         for spec in DEMO_METERS:
             meter = meters.get(spec.serial)
             if meter is None:
@@ -323,6 +325,14 @@ async def simulate(rt: Runtime) -> int:
             balances = await ledger.wallet_balances(session, user.id)
             if balances.available_micros < LOW_BALANCE_MICROS:
                 await _top_up(session, rt, user, TOPUPS[spec.owner])
+                topped_up.append(spec.owner)
         await session.commit()
-    await place_demo_orders(rt)
+    placed = await place_demo_orders(rt)
+    log.info(
+        "demo_tick",
+        readings=stored,
+        orders=len(placed),
+        epoch=utc_iso(placed[0][1].epoch) if placed else None,
+        topped_up=topped_up,
+    )
     return stored

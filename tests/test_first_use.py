@@ -43,8 +43,6 @@ def _server_env(data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GRIDEX_")}
     env.update(
         GRIDEX_DATA_DIR=str(data_dir),
-        # The demo's minute-by-minute simulation would change the data under the examples.
-        GRIDEX_DEMO_SIMULATION="false",
         GRIDEX_LOG_JSON="false",
     )
     return env

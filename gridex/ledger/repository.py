@@ -376,8 +376,14 @@ def history_query(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Select[JournalEntry]:
-    """Entries with a posting of the user (own accounts or on their behalf), newest first."""
-    touching = select(Posting.entry_id).where(Posting.user_id == user_id)
+    """Entries that move the user's own money (``available`` or ``reserved``), newest first.
+    Entries whose only link to the user is a platform leg on their behalf are left out: the
+    payout of a trade empties its buyer's escrow, but the buyer's wallet does not change."""
+    touching = (
+        select(Posting.entry_id)
+        .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+        .where(Posting.user_id == user_id, LedgerAccount.kind.in_(USER_KINDS))
+    )
     if since is not None:
         touching = touching.where(Posting.created_at >= since)
     if until is not None:

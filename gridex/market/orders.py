@@ -18,6 +18,7 @@ from gridex.auth.models import User
 from gridex.auth.service import Principal, TokenCaller
 from gridex.core.config import Settings
 from gridex.core.errors import Conflict, GridexError, ValidationFailed
+from gridex.core.metrics import ORDERS, ORDERS_REFUSED, after_commit
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
@@ -213,6 +214,19 @@ async def _context(
 
 
 async def place_order(
+    session: AsyncSession, rt: Runtime, caller: Principal | TokenCaller, data: NewOrder
+) -> OrderOut:
+    """``_place`` counted: orders placed once committed, refusals by code."""
+    try:
+        placed = await _place(session, rt, caller, data)
+    except GridexError as exc:
+        ORDERS_REFUSED.labels(exc.code).inc()
+        raise
+    after_commit(session, ORDERS.labels(placed.side.value, placed.type.value).inc)
+    return placed
+
+
+async def _place(
     session: AsyncSession, rt: Runtime, caller: Principal | TokenCaller, data: NewOrder
 ) -> OrderOut:
     """Validate, reserve (buy: quantity x limit, market buys at the band's max price) and store

@@ -246,7 +246,10 @@ class TradeOut(OutputModel):
     quantity_kwh: Kwh
     price: Money
     value: Money
-    fee: Money
+    fee: Money = Field(
+        description="The fee you pay on this trade: sellers pay the region's fee out of the "
+        "payout, buyers none"
+    )
     buy_order_id: uuid.UUID
     sell_order_id: uuid.UUID
     executed_at: UtcDatetime

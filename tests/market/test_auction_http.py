@@ -118,9 +118,10 @@ async def test_full_cycle_clears_fills_and_moves_money(
     assert mine["total"] == 2
     assert {t["side"] for t in mine["items"]} == {"buy"}
     assert sorted(t["value"] for t in mine["items"]) == ["0.100000", "0.400000"]
-    assert sorted(t["fee"] for t in mine["items"]) == ["0.001000", "0.004000"]
+    assert [t["fee"] for t in mine["items"]] == ["0.000000", "0.000000"]  # sellers pay it
     sold = (await client.get(f"{API}/market/trades", headers=s1.headers)).json()
     assert [t["side"] for t in sold["items"]] == ["sell"]
+    assert [t["fee"] for t in sold["items"]] == ["0.004000"]
     canonical = sorted(mine["items"], key=lambda t: t["sell_order_id"] != ask1["id"])
     assert (
         recompute_hash(
