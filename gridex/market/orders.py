@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.models import User
 from gridex.auth.service import Principal, TokenCaller
+from gridex.core.clock import utc_iso
 from gridex.core.config import Settings
 from gridex.core.errors import Conflict, GridexError, ValidationFailed
 from gridex.core.metrics import ORDERS, ORDERS_REFUSED, after_commit
@@ -75,11 +76,11 @@ def _named_epoch(
     except ValidationFailed as exc:
         return requested, exc
     if not entry_rules.gate_open_at(gate_closure_of(start, settings), now):
-        return start, GateClosed(details={"epoch": start.isoformat()})
+        return start, GateClosed(details={"epoch": utc_iso(start)})
     if start > horizon_end(now, settings):
         return start, ValidationFailed(
             f"The epoch is beyond the {settings.market_horizon_hours} h trading horizon",
-            details={"field": "epoch", "horizon_end": horizon_end(now, settings).isoformat()},
+            details={"field": "epoch", "horizon_end": utc_iso(horizon_end(now, settings))},
         )
     return start, None
 
@@ -314,7 +315,7 @@ async def _complete(
         order,
         _required_reservation(order),
         now,
-        f"Buy order for epoch {order.epoch_start.isoformat()}",
+        f"Buy order for epoch {utc_iso(order.epoch_start)}",
     )
     try:
         if epoch is not None and epoch.mechanism is Mechanism.continuous:

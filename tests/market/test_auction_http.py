@@ -284,6 +284,9 @@ async def test_cancel_releases_and_is_final(
     closed = await client.delete(f"{API}/market/orders/{late['id']}", headers=buyer.headers)
     assert closed.status_code == 409
     assert closed.json()["error"]["code"] == "GATE_CLOSED"
+    # Times in error details are UTC with Z, as everywhere else in the API.
+    assert closed.json()["error"]["details"]["epoch"] == utc_iso(NEXT)
+    assert closed.json()["error"]["details"]["gate_closure"].endswith("Z")
     listed = await client.get(
         f"{API}/market/orders", params={"status": "cancelled"}, headers=buyer.headers
     )
