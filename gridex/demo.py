@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -219,9 +220,15 @@ async def _top_up(session: AsyncSession, rt: Runtime, user: User, amount: str) -
     await complete_intent(session, rt, intent.id)
 
 
-async def seed_activity(rt: Runtime) -> list[str]:
+# The steps of ``seed_activity``, for a progress display: each meter, the money, the orders.
+SEED_STEPS = len(DEMO_METERS) + 2
+
+
+async def seed_activity(rt: Runtime, progress: Callable[[str], None] | None = None) -> list[str]:
     """Create the demo's meters, readings, money and installation once, in one transaction (a
-    failure leaves nothing half-made for the next start to skip), then the first orders."""
+    failure leaves nothing half-made for the next start to skip), then the first orders.
+    ``progress`` is told each of the ``SEED_STEPS`` steps as it is done."""
+    done = progress or (lambda _: None)
     async with rt.db.sessionmaker() as session:
         if await session.scalar(select(Meter.id).where(Meter.serial == DEMO_METERS[0].serial)):
             return ["  demo meters, readings and orders exist"]
@@ -252,6 +259,7 @@ async def seed_activity(rt: Runtime) -> list[str]:
             meters[spec.owner] = meter
             stored = await _ingest(session, rt, meter, readings_for(spec, end))
             lines.append(f"  meter   {spec.serial} ({spec.owner}): {stored} readings")
+            done(spec.serial)
 
         for username, amount in TOPUPS.items():
             await _top_up(session, rt, users[username], amount)
@@ -275,11 +283,13 @@ async def seed_activity(rt: Runtime) -> list[str]:
         lines.append("  shares  DEMO-BOB-01: bob 45%, erin 35%, platform 20%")
 
         await session.commit()
+    done("wallets and shares")
     for owner, order in await place_demo_orders(rt):
         lines.append(
             f"  order   {owner} {order.side} {order.quantity_kwh / 1000:.3f} kWh"
             f" @ {(order.limit_price or 0) / 1e6:.4f} for {order.epoch:%Y-%m-%d %H:%M} UTC"
         )
+    done("orders")
     return lines
 
 
