@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 DOCUMENTED_ADDRESSES = ("localhost:8080", "127.0.0.1:8080")
 STARTUP_SECONDS = 90
+SERVER_LOG: Path | None = None
 SERVE = (sys.executable, "-m", "gridex", "serve", "--host", "127.0.0.1")
 GENERATE = (sys.executable, "-m", "openapi_python_client", "generate", "--meta", "none")
 
@@ -50,8 +51,11 @@ def _server_env(data_dir: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`gridex serve --demo` on a free loopback port, with its own data directory."""
+    """`gridex serve --demo` on a free loopback port, with its own data directory; its log is
+    `server.log` there."""
     data_dir = tmp_path_factory.mktemp("live")
+    global SERVER_LOG
+    SERVER_LOG = data_dir / "server.log"
     log = (data_dir / "server.log").open("wb")
     port = _free_port()
     process = subprocess.Popen(
@@ -84,6 +88,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             process.kill()
             process.wait()
         log.close()
+
+
+def test_the_server_says_where_it_listens(live_server: str) -> None:
+    assert SERVER_LOG is not None
+    lines = SERVER_LOG.read_text().splitlines()
+    serving = [line for line in lines if "serving" in line]
+    assert serving, lines[:20]
+    assert f"url={live_server}" in serving[0]
+    assert f"docs={live_server}/docs" in serving[0]
 
 
 # --- the generated client --------------------------------------------------------------------
