@@ -94,6 +94,7 @@ async def test_reading_malformed_and_last_will(
     meter = await make_meter(client, owner, device_public_key=device.public_key)
     serial, meter_id = meter["serial"], uuid.UUID(meter["id"])
     topic = f"gridex/meters/{serial}"
+    invalid_before = _mqtt_count("readings", "invalid_json")
     async with device_client() as mqtt:
         await mqtt.publish(
             f"{topic}/readings", orjson.dumps(device.sign(reading(NOW, 0.5, 0.25))), qos=1
@@ -102,7 +103,6 @@ async def test_reading_malformed_and_last_will(
         await mqtt.publish(
             f"{topic}/readings", orjson.dumps(reading(NOW - timedelta(minutes=15))), qos=1
         )
-    invalid_before = _mqtt_count("readings", "invalid_json")
     await eventually(lambda: _has_latest(client, owner.headers, meter["id"]))
     await eventually(lambda: _count_ge(runtime, RejectedReading, 2, meter_serial=serial))
     # The payload that is not JSON is counted and its dead letter names the topic's meter.
