@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -17,6 +18,7 @@ from gridex.auth.routes import router as auth_router
 from gridex.chain.node import close_chain
 from gridex.chain.routes import chain_admin_router, chain_router
 from gridex.chain.views import wallet_chain_fields
+from gridex.core.apidoc import hoist_defs
 from gridex.core.clock import Clock, SystemClock
 from gridex.core.config import API_PREFIX, Settings, get_settings
 from gridex.core.db import Database
@@ -125,6 +127,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = rt
     install_error_handlers(app)
+    generate_document = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = hoist_defs(generate_document())
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
 
     _include_routes(app)
     app.include_router(graphql_router(rt), prefix="/graphql")
