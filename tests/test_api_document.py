@@ -202,3 +202,22 @@ async def test_files_and_the_signed_webhook_are_documented(client: httpx.AsyncCl
     assert "HMAC-SHA256" in header["description"]
     event = webhook["requestBody"]["content"]["application/json"]["schema"]
     assert {"id", "type", "data"} <= set(event["properties"])
+
+
+async def test_routes_that_honour_idempotency_keys_document_the_header(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    honouring = {
+        (path, method)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if any(
+            p["in"] == "header" and p["name"] == "Idempotency-Key"
+            for p in operation.get("parameters", [])
+        )
+    }
+    assert ("/api/v1/market/orders", "post") in honouring
+    assert ("/api/v1/wallet/topups", "post") in honouring
+    assert ("/api/v1/admin/withdrawals/{withdrawal_id}/approve", "post") in honouring
+    assert ("/api/v1/market/orders", "get") not in honouring
