@@ -37,6 +37,7 @@ from gridex.core.security import PasswordHasher
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
 from gridex.ledger.service import WALLET_CHAIN_VIEW
+from gridex.market.regions import band_prices
 from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.repository import owns_meter
@@ -47,6 +48,7 @@ from gridex.payments.routes import (
     wallet_payments_router,
 )
 from gridex.regions.service import ensure_regions
+from gridex.tariffs.service import DEFAULT_PRICES
 from gridex.users.routes import me_router, users_router
 
 
@@ -74,6 +76,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     # What a lower domain needs from a higher one, handed down here at the edge.
     runtime.extensions[WALLET_CHAIN_VIEW] = wallet_chain_fields
     runtime.extensions[OWNS_METER] = owns_meter
+    runtime.extensions[DEFAULT_PRICES] = band_prices
     register_jobs(runtime)
     return runtime
 

@@ -314,8 +314,9 @@ class RegionSettingsOut(OutputModel):
     min_price: Money
     max_price: Money
     fee_bps: int
-    source: Literal["region", "default"] = Field(
-        description="`default`: the region has no settings and uses the deployment's"
+    source: Literal["region", "tariff", "default"] = Field(
+        description="`tariff`: the region has no settings and its band is its tariff's feed-in"
+        " .. import price now; `default`: no settings and no tariff, the deployment's"
     )
     updated_at: UtcDatetime | None
 
