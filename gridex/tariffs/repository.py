@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.tariffs.models import TariffOverride, TariffSchedule
+
+
+def tariff_in_force(region: Any, at: Any) -> ColumnElement[bool]:
+    """SQL: whether ``region`` has a schedule or an override in force at ``at`` (SQL
+    expressions), for a statement that needs to know without a query of its own."""
+    schedule = exists().where(TariffSchedule.region == region, TariffSchedule.effective_from <= at)
+    override = exists().where(
+        TariffOverride.region == region, TariffOverride.starts_at <= at, TariffOverride.ends_at > at
+    )
+    return schedule | override
 
 
 async def schedules_between(
