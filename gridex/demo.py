@@ -285,7 +285,7 @@ async def seed_activity(rt: Runtime) -> list[str]:
             ),
         )
         lines.append("  shares  DEMO-BOB-01: bob 45%, erin 35%, platform 20%")
-        lines += await _tariff(session, rt, admin)
+        lines += await _tariff(session, rt, admin, end - timedelta(days=HISTORY_DAYS))
 
         await session.commit()
     for owner, order in await place_demo_orders(rt):
@@ -296,8 +296,11 @@ async def seed_activity(rt: Runtime) -> list[str]:
     return lines
 
 
-async def _tariff(session: AsyncSession, rt: Runtime, admin: Principal) -> list[str]:
-    """The demo region's tariff from now, unless it has one already."""
+async def _tariff(
+    session: AsyncSession, rt: Runtime, admin: Principal, since: datetime
+) -> list[str]:
+    """The demo region's tariff from ``since`` (the start of the readings it seeds, which
+    nothing has priced yet), unless it has one already."""
     if await tariff_repository.schedule_at(session, DEMO_REGION, rt.clock.now()) is not None:
         return []
     await create_schedule(
@@ -309,7 +312,8 @@ async def _tariff(session: AsyncSession, rt: Runtime, admin: Principal) -> list[
         feed_in_price_micros=DEMO_FEED_IN_MICROS,
         bands=list(DEMO_BANDS),
         holidays=[],
-        effective_from=None,
+        effective_from=since,
+        allow_past=True,
     )
     return [
         "  tariff  0.30/kWh, weekday peak 17:00-21:00 0.42, night 00:00-07:00 0.20, feed-in 0.08"

@@ -76,6 +76,7 @@ async def overrides_between(
                 TariffOverride.region == region,
                 TariffOverride.starts_at < end,
                 TariffOverride.ends_at > start,
+                TariffOverride.ends_at > TariffOverride.starts_at,  # not cancelled unstarted
             )
             .order_by(TariffOverride.created_at, TariffOverride.id)
         )
@@ -127,7 +128,7 @@ async def pending_override_counts(session: AsyncSession, at: datetime) -> dict[s
     """Per region, how many overrides are in force at ``at`` or start later."""
     rows = await session.execute(
         select(TariffOverride.region, func.count())
-        .where(TariffOverride.ends_at > at)
+        .where(TariffOverride.ends_at > at, TariffOverride.ends_at > TariffOverride.starts_at)
         .group_by(TariffOverride.region)
     )
     return {region: int(count) for region, count in rows}
