@@ -41,6 +41,7 @@ from gridex.meters.models import (
 )
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.regions.models import Region
+from gridex.tariffs.models import TariffOverride, TariffSchedule
 
 __all__ = [
     "ApiKey",
@@ -80,6 +81,8 @@ __all__ = [
     "RejectedReading",
     "SettlementCorrection",
     "SettlementPosition",
+    "TariffOverride",
+    "TariffSchedule",
     "Trade",
     "User",
     "WalletNonce",
