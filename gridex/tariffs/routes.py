@@ -12,10 +12,11 @@ from fastapi import APIRouter, Path, Query, status
 from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, StaffPrincipal
 from gridex.core.config import REGION_NAME
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import ValidationFailed
+from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageDep
-from gridex.core.schemas import AwareDatetime, error_responses
+from gridex.core.schemas import AwareDatetime, raises
 from gridex.core.units import UnitError, kwh_to_wh
+from gridex.regions.service import UnknownRegion
 from gridex.tariffs import reports, service
 from gridex.tariffs.schemas import (
     AnalyticsOut,
@@ -41,7 +42,7 @@ At = Annotated[AwareDatetime | None, Query(description="Default: now")]
 From = Annotated[AwareDatetime | None, Query(alias="from")]
 
 
-@tariffs_router.get("/current")
+@tariffs_router.get("/current", responses=raises(UnknownRegion))
 async def tariff_current(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -55,7 +56,7 @@ async def tariff_current(
     )
 
 
-@tariffs_router.get("/current/{region}", responses=error_responses(404))
+@tariffs_router.get("/current/{region}", responses=raises(UnknownRegion))
 async def tariff_current_in_region(
     region: RegionPath,
     principal: CurrentPrincipal,
@@ -63,10 +64,11 @@ async def tariff_current_in_region(
     rt: RuntimeDep,
     at: At = None,
 ) -> CurrentOut:
+    """The import and export prices in force in the named region now or at `at`."""
     return await reports.current(session, rt, await reports.named_region(session, region), at)
 
 
-@tariffs_router.get("/history")
+@tariffs_router.get("/history", responses=raises(UnknownRegion))
 async def tariff_history(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -80,7 +82,7 @@ async def tariff_history(
     )
 
 
-@tariffs_router.get("/estimate")
+@tariffs_router.get("/estimate", responses=raises(UnknownRegion))
 async def tariff_estimate(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -109,7 +111,7 @@ async def tariff_estimate(
     return await reports.estimate_usage(session, rt, principal, from_, to)
 
 
-@tariffs_router.get("/forecast")
+@tariffs_router.get("/forecast", responses=raises(UnknownRegion))
 async def tariff_forecast(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep, region: RegionQuery = None
 ) -> ForecastOut:
@@ -118,7 +120,7 @@ async def tariff_forecast(
     return await reports.forecast(session, rt, await reports.region_of(session, principal, region))
 
 
-@tariffs_router.get("/regions")
+@tariffs_router.get("/regions", responses=raises(Forbidden))
 async def tariff_regions(
     principal: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> list[RegionTariffOut]:
@@ -126,7 +128,7 @@ async def tariff_regions(
     return await reports.regions_overview(session, rt)
 
 
-@tariffs_router.get("/analytics")
+@tariffs_router.get("/analytics", responses=raises(Forbidden, UnknownRegion))
 async def tariff_analytics(
     principal: StaffPrincipal,
     session: SessionDep,
@@ -143,7 +145,9 @@ async def tariff_analytics(
     return await reports.analytics(session, rt, found, start, end)
 
 
-@tariffs_router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(409))
+@tariffs_router.post(
+    "", status_code=status.HTTP_201_CREATED, responses=raises(Forbidden, Conflict, UnknownRegion)
+)
 async def create_tariff(
     body: TariffIn, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> ScheduleOut:
@@ -164,7 +168,11 @@ async def create_tariff(
     return reports.schedule_out(row, region.timezone)
 
 
-@tariffs_router.post("/overrides", status_code=status.HTTP_201_CREATED)
+@tariffs_router.post(
+    "/overrides",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Forbidden, UnknownRegion),
+)
 async def create_tariff_override(
     body: OverrideIn, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> OverrideOut:
@@ -184,7 +192,7 @@ async def create_tariff_override(
     return reports.override_out(row, rt.clock.now())
 
 
-@tariffs_router.delete("/overrides/{override_id}", responses=error_responses(409))
+@tariffs_router.delete("/overrides/{override_id}", responses=raises(Forbidden, NotFound, Conflict))
 async def cancel_tariff_override(
     override_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> OverrideOut:

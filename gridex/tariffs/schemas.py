@@ -172,16 +172,16 @@ class OverrideIn(InputModel):
 
 class BandOut(OutputModel):
     name: str
-    start: str
-    end: str
+    start: str = Field(examples=["17:00"], description="HH:MM local")
+    end: str = Field(examples=["21:00"], description="HH:MM local, 24:00 = midnight")
     import_price: Money
     days: list[DayName]
 
 
 class CurrentBandOut(OutputModel):
     name: str
-    start: str
-    end: str
+    start: str = Field(examples=["17:00"], description="HH:MM local")
+    end: str = Field(examples=["21:00"], description="HH:MM local, 24:00 = midnight")
 
 
 class CurrentOut(OutputModel):

@@ -179,7 +179,10 @@ async def test_band_shortfall_and_credit_come_from_the_tariff_and_settlements_re
         (item,) = body["items"]
         entries = item.pop("entries")
         assert item == {**common, "user_id": str(account.id), **figures}
-        assert sorted(entries) == await epoch_entries(client, account)
+        # Every entry of the epoch that moved the member's own money, and the payouts of its
+        # purchases out of escrow, which do not move its wallet (so its history leaves them out).
+        own = await epoch_entries(client, account)
+        assert set(own) <= set(entries)
         assert entries
 
     # Members see only their own; naming another member is 403. Operators see everyone.
