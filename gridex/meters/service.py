@@ -60,6 +60,7 @@ from gridex.meters.validation import (
     Window,
     parse_reading,
 )
+from gridex.regions.models import MeterApproval
 from gridex.regions.service import require_region
 
 # Commands an owner may send to their own meter; the others change what is metered or switch
@@ -155,13 +156,16 @@ async def register_meter(
     region = data.region or principal.user.region
     if not region:
         raise ValidationFailed("region is required", details={"field": "region"})
-    await require_region(session, region)
+    policy = (await require_region(session, region)).meter_approval
     await _unique_serial(session, data.serial)
     now = rt.clock.now()
+    # Under `operator` approval a member's claim to a serial waits for an operator, who checks
+    # that the device is theirs; staff registrations are that check already.
+    pending = policy is MeterApproval.operator and not is_staff(principal)
     meter = Meter(
         serial=data.serial,
         kind=data.kind,
-        status=MeterStatus.active,
+        status=MeterStatus.pending if pending else MeterStatus.active,
         region=region,
         owner_id=owner_id,
         capacity_w=_capacity_w(data.capacity_kw),
@@ -185,7 +189,12 @@ async def register_meter(
         meter,
         "meter.registered",
         at=now,
-        details={"serial": meter.serial, "owner_id": str(owner_id), "region": region},
+        details={
+            "serial": meter.serial,
+            "owner_id": str(owner_id),
+            "region": region,
+            "status": meter.status.value,
+        },
     )
     return meter
 
@@ -331,14 +340,22 @@ async def delete_meter(
 async def set_status(
     session: AsyncSession, rt: Runtime, principal: Principal, meter: Meter, status: MeterStatus
 ) -> Meter:
+    """Staff set a meter's status; ``active`` on a pending meter is its approval. Nobody sets a
+    meter back to ``pending``: that is only where a member's registration starts."""
     previous = meter.status
+    if status is MeterStatus.pending and previous is not MeterStatus.pending:
+        raise ValidationFailed(
+            "A meter becomes pending only when a member registers it", details={"field": "status"}
+        )
     meter.status = status
     meter.updated_at = rt.clock.now()
     _audit(
         session,
         principal,
         meter,
-        "meter.status_changed",
+        "meter.approved"
+        if previous is MeterStatus.pending and status is MeterStatus.active
+        else "meter.status_changed",
         at=meter.updated_at,
         details={"from": previous.value, "to": status.value},
     )
