@@ -106,10 +106,14 @@ class Settings(BaseSettings):
     # MQTT consumer: a stable client id per process keeps its persistent session across
     # restarts; run several consumers on one host with distinct ids.
     mqtt_client_id: str | None = None
-    # Empty: a plain (unshared) subscription, for one consumer on a broker that does not
-    # persist shared subscriptions over its restart (Mosquitto 2.0).
-    mqtt_shared_group: str = "gridex"
+    # Empty (the default): a plain persistent subscription, which the broker keeps, with the
+    # messages queued for it, over its own restart. A group name: an MQTT v5 shared
+    # subscription across several consumers, which Mosquitto 2.0 does not keep over a restart.
+    mqtt_shared_group: str = ""
     mqtt_session_expiry_seconds: int = Field(default=3600, ge=0)
+    # Fixed delay before the consumer reconnects after losing the broker (no growing backoff:
+    # devices come back within a second of a broker restart, and so must the consumer).
+    mqtt_reconnect_seconds: float = Field(default=1.0, gt=0, le=60)
     # A command not acknowledged by its device within this many seconds is `timeout`.
     meter_command_timeout_seconds: int = Field(default=60, ge=1)
 
