@@ -124,6 +124,10 @@ class Settings(BaseSettings):
     # derived from `secret_key`; in production every webhook is refused until it is set.
     payment_webhook_secret: str = ""
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # The stripe adapter (GRIDEX_PAYMENT_PROVIDER=stripe): the secret API key (sk_...) and the
+    # webhook endpoint's signing secret (whsec_...) that `Stripe-Signature` is checked with.
+    stripe_api_key: str = ""
+    stripe_webhook_secret: str = ""
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # A claim older than this is taken over by a retry (its work can never have committed, see
     # core/idempotency.py); keep it above the longest request.
@@ -183,6 +187,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"GRIDEX_{name.upper()} must be >= 0 with at most 6 decimals")
         if self.min_price > self.max_price:
             raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
+        return self
+
+    @model_validator(mode="after")
+    def _payment_provider(self) -> Settings:
+        if self.payment_provider == "stripe" and not (
+            self.stripe_api_key and self.stripe_webhook_secret
+        ):
+            raise ValueError(
+                "GRIDEX_PAYMENT_PROVIDER=stripe needs GRIDEX_STRIPE_API_KEY and "
+                "GRIDEX_STRIPE_WEBHOOK_SECRET"
+            )
         return self
 
     @field_validator("cors_origins", "trusted_proxies", "regions", mode="before")

@@ -11,7 +11,6 @@ from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.pagination import Page, PageDep, paginate
 from gridex.payments import service
 from gridex.payments.models import WithdrawalStatus
-from gridex.payments.providers import SIGNATURE_HEADER
 from gridex.payments.schemas import (
     DecisionIn,
     PaymentIntentCreatedOut,
@@ -74,10 +73,11 @@ async def list_withdrawals(
 
 @payments_router.post("/webhook")
 async def webhook(request: Request, session: SessionDep, rt: RuntimeDep) -> WebhookOut:
-    """The provider's callback, signed with `Gridex-Signature: t=<unix>,v1=<hex>`; a wrong or
-    stale (> 5 min) signature is 400 INVALID_SIGNATURE and changes nothing."""
+    """The provider's callback: the built-in provider's events signed with
+    `Gridex-Signature: t=<unix>,v1=<hex>`, or Stripe's own events with `Stripe-Signature`; a
+    wrong or stale (> 5 min) signature is 400 INVALID_SIGNATURE and changes nothing."""
     body = await request.body()
-    return await service.handle_webhook(session, rt, body, request.headers.get(SIGNATURE_HEADER))
+    return await service.handle_webhook(session, rt, body, request.headers)
 
 
 @payments_admin_router.post("/payments/{payment_id}/complete")
