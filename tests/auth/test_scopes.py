@@ -3,16 +3,25 @@ its scopes list there, and every other route refuses it, on every route of the a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from gridex.app import create_app
 from gridex.auth.models import Role
 from gridex.auth.scopes import ANY_SCOPE, ROUTE_SCOPES, SCOPES, key_may_call
+from gridex.core.clock import FrozenClock
 from gridex.core.runtime import Runtime
 from tests.authz.routes import operations
 from tests.factories import API, signed_in
+from tests.market.helpers import MARKET_SETTINGS, start_clock, trader
 from tests.meters.helpers import make_key, make_meter
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, object]:
+    return dict(MARKET_SETTINGS)
 
 
 def _refused_by_table(response: httpx.Response) -> bool:
@@ -83,3 +92,35 @@ async def test_trade_and_wallet_scopes_are_usable(
     assert (await client.get(f"{API}/wallet", headers=trade)).status_code == 403
     topup = await client.post(f"{API}/wallet/topups", json={"amount": "5"}, headers=trade)
     assert topup.status_code == 403
+
+
+def test_docs_list_the_same_routes() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "auth.md").read_text()
+    section = text[text.index("### Scopes") :]
+    for (method, path), scopes in ROUTE_SCOPES.items():
+        route = f"`{method} {path.removeprefix(API)}`"
+        for scope in scopes:
+            name = "any scope" if scope == ANY_SCOPE else f"`{scope}`"
+            row = next(line for line in section.splitlines() if line.startswith(f"| {name} |"))
+            assert route in row, (scope, route)
+
+
+async def test_trading_key_places_and_cancels_its_owners_order(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    start_clock(clock)
+    owner = await trader(client, runtime)
+    trade = await make_key(client, owner, ["market:trade"])
+    body = {"side": "buy", "type": "limit", "quantity_kwh": 1, "limit_price": "0.5"}
+    placed = await client.post(f"{API}/market/orders", json=body, headers=trade)
+    assert placed.status_code == 201, placed.text
+    assert placed.json()["reserved"] == "0.500000"
+    mine = await client.get(f"{API}/market/orders/{placed.json()['id']}", headers=owner.headers)
+    assert mine.status_code == 200
+    cancelled = await client.delete(f"{API}/market/orders/{placed.json()['id']}", headers=trade)
+    assert cancelled.json()["status"] == "cancelled"
+    # A read-only market key cannot trade.
+    reader = await make_key(client, owner, ["market:read"])
+    refused = await client.post(f"{API}/market/orders", json=body, headers=reader)
+    assert refused.status_code == 403
+    assert refused.json()["error"]["details"]["accepted_scopes"] == ["market:trade"]
