@@ -15,7 +15,7 @@ from tests.authz.routes import Operation, operations
 from tests.authz.table import AUTHZ, SUBJECTS, Ctx
 from tests.factories import signed_in
 from tests.market.helpers import MARKET_SETTINGS, start_clock
-from tests.meters.helpers import make_key
+from tests.meters.helpers import make_key, make_meter
 
 # Members first and staff last: a staff call may change or delete the object.
 ROLES = (Role.prosumer, Role.consumer, Role.investor, Role.operator, Role.admin)
@@ -49,7 +49,8 @@ async def test_other_users_and_keys_are_refused(
     start_clock(clock)
     others = {role: await signed_in(client, runtime, role) for role in ROLES}
     stranger = others[Role.prosumer]
-    await make_key_meter(client, stranger)
+    # The stranger owns a meter too, so that no refusal comes from having none.
+    await make_meter(client, stranger)
     keys = {scope: await make_key(client, stranger, [scope]) for scope in sorted(SCOPES)}
     failures: list[str] = []
     for op in _with_ids():
@@ -75,10 +76,3 @@ async def test_other_users_and_keys_are_refused(
                     f"(expected {'access' if expected_allowed else '403/404'})"
                 )
     assert failures == [], "\n".join(failures)
-
-
-async def make_key_meter(client: httpx.AsyncClient, account: object) -> None:
-    """The stranger owns a meter too, so that scope checks are not short-cut by having none."""
-    from tests.meters.helpers import make_meter
-
-    await make_meter(client, account)  # type: ignore[arg-type]
