@@ -145,9 +145,9 @@ async def test_every_timestamp_says_date_time(client: httpx.AsyncClient) -> None
         text = json.dumps(schema)
         # A clock time of day (a tariff band's `start`) says so: `HH:MM` in its description.
         clock_time = "HH:MM" in str(schema.get("description", ""))
-        if _TIMESTAMP.search(name) and '"string"' in text and '"date' not in text:
-            if not clock_time:
-                untyped.append(f"{where}.{name}")
+        time_like = _TIMESTAMP.search(name) and '"string"' in text
+        if time_like and '"date' not in text and not clock_time:
+            untyped.append(f"{where}.{name}")
 
     for name, schema in spec["components"]["schemas"].items():
         for prop, prop_schema in schema.get("properties", {}).items():

@@ -106,10 +106,14 @@ class Settings(BaseSettings):
     # MQTT consumer: a stable client id per process keeps its persistent session across
     # restarts; run several consumers on one host with distinct ids.
     mqtt_client_id: str | None = None
-    # Empty: a plain (unshared) subscription, for one consumer on a broker that does not
-    # persist shared subscriptions over its restart (Mosquitto 2.0).
-    mqtt_shared_group: str = "gridex"
+    # Empty (the default): a plain persistent subscription, which the broker keeps, with the
+    # messages queued for it, over its own restart. A group name: an MQTT v5 shared
+    # subscription across several consumers, which Mosquitto 2.0 does not keep over a restart.
+    mqtt_shared_group: str = ""
     mqtt_session_expiry_seconds: int = Field(default=3600, ge=0)
+    # Fixed delay before the consumer reconnects after losing the broker (no growing backoff:
+    # devices come back within a second of a broker restart, and so must the consumer).
+    mqtt_reconnect_seconds: float = Field(default=1.0, gt=0, le=60)
     # A command not acknowledged by its device within this many seconds is `timeout`.
     meter_command_timeout_seconds: int = Field(default=60, ge=1)
 
@@ -120,6 +124,10 @@ class Settings(BaseSettings):
     # derived from `secret_key`; in production every webhook is refused until it is set.
     payment_webhook_secret: str = ""
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # The stripe adapter (GRIDEX_PAYMENT_PROVIDER=stripe): the secret API key (sk_...) and the
+    # webhook endpoint's signing secret (whsec_...) that `Stripe-Signature` is checked with.
+    stripe_api_key: str = ""
+    stripe_webhook_secret: str = ""
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # A claim older than this is taken over by a retry (its work can never have committed, see
     # core/idempotency.py); keep it above the longest request.
@@ -179,6 +187,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"GRIDEX_{name.upper()} must be >= 0 with at most 6 decimals")
         if self.min_price > self.max_price:
             raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
+        return self
+
+    @model_validator(mode="after")
+    def _payment_provider(self) -> Settings:
+        if self.payment_provider == "stripe" and not (
+            self.stripe_api_key and self.stripe_webhook_secret
+        ):
+            raise ValueError(
+                "GRIDEX_PAYMENT_PROVIDER=stripe needs GRIDEX_STRIPE_API_KEY and "
+                "GRIDEX_STRIPE_WEBHOOK_SECRET"
+            )
         return self
 
     @field_validator("cors_origins", "trusted_proxies", "regions", mode="before")

@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 from gridex.core.schemas import AwareDatetime, InputModel, Kwh, Money, OutputModel, UtcDatetime
 from gridex.core.units import UnitError, kwh_to_wh, money_to_micros
 from gridex.market.models import EpochState, Mechanism, OrderStatus, OrderType, Side
+from gridex.regions.models import MeterApproval
 
 # One order's quantity: at most 1 GWh, far inside the engine's 2**61 Wh per side.
 MAX_ORDER_WH = 10**9
@@ -306,6 +307,11 @@ class RegionSettingsIn(InputModel):
         description="IANA time zone of the region's local time; UTC for a new region without one",
         examples=["Europe/Berlin"],
     )
+    meter_approval: MeterApproval | None = Field(
+        default=None,
+        description="`operator`: a member's new meter is `pending` until an operator approves "
+        "it; `auto` (a new region's default): active at once. Omitted: unchanged",
+    )
 
     @model_validator(mode="after")
     def _band(self) -> RegionSettingsIn:
@@ -317,6 +323,7 @@ class RegionSettingsIn(InputModel):
 class RegionSettingsOut(OutputModel):
     region: str
     timezone: str
+    meter_approval: MeterApproval
     mechanism: Mechanism
     min_price: Money
     max_price: Money

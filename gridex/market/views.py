@@ -22,12 +22,14 @@ from gridex.market.schemas import (
     SettlementOut,
     TradeOut,
 )
+from gridex.regions.models import Region
 
 
-def params_out(params: MarketParams, timezone: str) -> RegionSettingsOut:
+def params_out(params: MarketParams, region: Region) -> RegionSettingsOut:
     return RegionSettingsOut(
         region=params.region,
-        timezone=timezone,
+        timezone=region.timezone,
+        meter_approval=region.meter_approval,
         mechanism=params.mechanism,
         min_price=params.min_price_micros,
         max_price=params.max_price_micros,
