@@ -290,14 +290,11 @@ def _seed_demo() -> None:
 async def _demo_community(settings: Settings) -> list[str]:
     """Demo users, then their meters, readings, money and orders (each created once)."""
     from gridex.app import build_runtime
-    from gridex.demo import seed_activity
-    from gridex.users.bootstrap import seed_demo
+    from gridex.demo import create_community
 
-    lines = await seed_demo(settings)
     rt = build_runtime(settings)
     try:
-        lines += await seed_activity(rt)
+        return await create_community(rt)
     finally:
         await rt.pubsub.close()
         await rt.db.dispose()
-    return lines

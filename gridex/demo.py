@@ -28,7 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.models import User
 from gridex.auth.service import Principal
-from gridex.core.errors import GridexError
+from gridex.core.errors import Conflict, GridexError
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
 from gridex.ledger.installations import create_installation
@@ -42,7 +42,7 @@ from gridex.meters.schemas import MeterIn
 from gridex.meters.service import ingest_for_meter, register_meter
 from gridex.payments.schemas import TopupIn
 from gridex.payments.service import complete_intent, create_topup
-from gridex.users.bootstrap import DEMO_REGION
+from gridex.users.bootstrap import DEMO_REGION, seed_demo
 
 log = structlog.get_logger(__name__)
 
@@ -280,6 +280,22 @@ async def seed_activity(rt: Runtime) -> list[str]:
             f" @ {(order.limit_price or 0) / 1e6:.4f} for {order.epoch:%Y-%m-%d %H:%M} UTC"
         )
     return lines
+
+
+async def community_exists(rt: Runtime) -> bool:
+    async with rt.db.sessionmaker() as session:
+        found = await session.scalar(select(Meter.id).where(Meter.serial == DEMO_METERS[0].serial))
+    return found is not None
+
+
+async def create_community(rt: Runtime, *, refuse_existing: bool = False) -> list[str]:
+    """The whole demo community, as `gridex serve --demo` seeds it: the people
+    (``users.bootstrap.seed_demo``), then their meters, readings, money and orders. Each part
+    is created once; ``refuse_existing``: 409 when the community is already there."""
+    if refuse_existing and await community_exists(rt):
+        raise Conflict("The demo community exists already")
+    lines = await seed_demo(rt.settings)
+    return lines + await seed_activity(rt)
 
 
 async def _ingest(

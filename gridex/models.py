@@ -41,6 +41,7 @@ from gridex.meters.models import (
 )
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.regions.models import Region
+from gridex.runtimeconfig.models import RuntimeConfigVersion, RuntimeSetting
 
 __all__ = [
     "ApiKey",
@@ -78,6 +79,8 @@ __all__ = [
     "Region",
     "RegionSettings",
     "RejectedReading",
+    "RuntimeConfigVersion",
+    "RuntimeSetting",
     "SettlementCorrection",
     "SettlementPosition",
     "Trade",
