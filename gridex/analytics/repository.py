@@ -260,6 +260,36 @@ async def postings_of_type(
     return [(at, int(amount)) for at, amount in rows]
 
 
+async def shares_from_others(
+    session: AsyncSession, user_id: uuid.UUID, start: datetime, end: datetime
+) -> list[tuple[datetime, int]]:
+    """Revenue shares ``user_id`` received in [start, end) from trades sold by someone else
+    (a seller's share of its own sale is already in its settlement position)."""
+    rows = await session.execute(
+        select(Posting.created_at, Posting.amount_micros, JournalEntry.reference_id)
+        .join(JournalEntry, JournalEntry.id == Posting.entry_id)
+        .where(
+            Posting.account_id == account_id(AccountKind.available, user_id),
+            JournalEntry.type == "revenue_share",
+            Posting.created_at >= start,
+            Posting.created_at < end,
+        )
+    )
+    found = [(at, int(amount), uuid.UUID(ref)) for at, amount, ref in rows if ref]
+    own = (
+        set(
+            await session.scalars(
+                select(Trade.id).where(
+                    Trade.id.in_({ref for _, _, ref in found}), Trade.seller_id == user_id
+                )
+            )
+        )
+        if found
+        else set()
+    )
+    return [(at, amount) for at, amount, ref in found if ref not in own]
+
+
 async def account_movements(
     session: AsyncSession, kind: AccountKind, start: datetime, end: datetime
 ) -> dict[str, int]:

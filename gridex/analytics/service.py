@@ -648,8 +648,9 @@ async def revenue_report(
     end: datetime | None,
     region: str | None,
 ) -> RevenueReport:
-    """Money from settlement by month (UTC): sales after fees, revenue shares received, grid
-    credits and charges for delivery differences, and their net."""
+    """Money from settlement by month (UTC): sales after fees and shares (a seller's own share
+    of its sale included), revenue shares received from others' sales, grid credits and
+    charges for delivery differences, and their net."""
     user_id, region = await scope(session, principal, region)
     a, b = period(rt, start, end, timedelta(days=365))
     months: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -662,14 +663,7 @@ async def revenue_report(
         row["credits"] += p.credited_micros
         row["charges"] += p.charged_micros
     if user_id is not None:
-        shares = await repo.postings_of_type(
-            session,
-            account_id(AccountKind.available, user_id),
-            (EntryType.revenue_share.value,),
-            a,
-            b,
-        )
-        for at, amount in shares:
+        for at, amount in await repo.shares_from_others(session, user_id, a, b):
             months[_month(at)]["shares"] += amount
     else:
         for epoch in await repo.region_epochs(session, region or "", a, b):
