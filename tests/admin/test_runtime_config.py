@@ -4,7 +4,7 @@ database without a restart; demo data on request."""
 from __future__ import annotations
 
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -58,7 +58,12 @@ async def test_a_change_applies_on_another_worker_and_is_audited(
         assert other.settings.gate_closure_seconds == 60
         assert other.settings.offline_after_intervals == 5
         later = (await second.get(f"{API}/market/epochs/current", headers=admin.headers)).json()
-        assert later["open"]["start"] <= open_epoch["start"]  # shorter gate: sooner epoch open
+        # A new epoch's gate closes 60 s before its start now (it was 300 s).
+        start = datetime.fromisoformat(later["open"]["start"])
+        assert datetime.fromisoformat(later["open"]["gate_closure"]) == start - timedelta(
+            seconds=60
+        )
+        assert open_epoch["gate_closure"] != later["open"]["gate_closure"]
 
         # Back to the environment's value with null.
         reset = await second.put(
