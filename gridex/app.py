@@ -14,6 +14,7 @@ from gridex import __version__
 from gridex.admin.routes import admin_router, departments_router, health_router, system_router
 from gridex.auth.deps import OWNS_METER
 from gridex.auth.routes import router as auth_router
+from gridex.billing.routes import billing_router
 from gridex.chain.node import close_chain
 from gridex.chain.routes import chain_admin_router, chain_router
 from gridex.chain.views import wallet_chain_fields
@@ -155,6 +156,7 @@ def _include_routes(app: FastAPI) -> None:
         ledger_admin_router,
         chain_router,
         chain_admin_router,
+        billing_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))

@@ -2,6 +2,7 @@
 
 from gridex.audit.models import AuditLog
 from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, User, WalletNonce
+from gridex.billing.models import BillingCycle, Dispute, Invoice, InvoiceLine, InvoicePayment
 from gridex.chain.models import (
     ChainHolder,
     ChainMismatch,
@@ -48,15 +49,20 @@ __all__ = [
     "AuditLog",
     "AuthSession",
     "Base",
+    "BillingCycle",
     "ChainHolder",
     "ChainMismatch",
     "ChainRecord",
     "ChainTransaction",
     "ChainTransactionUser",
     "ChainWallet",
+    "Dispute",
     "EmailOutbox",
     "Epoch",
     "IdempotencyKey",
+    "Invoice",
+    "InvoiceLine",
+    "InvoicePayment",
     "Installation",
     "InstallationShare",
     "JobLease",
