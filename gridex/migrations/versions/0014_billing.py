@@ -14,7 +14,6 @@ from alembic import op
 
 import gridex.core.db
 
-
 revision: str = "0014_billing"
 down_revision: str | None = "0012_order_owner_epoch_index"
 branch_labels: str | Sequence[str] | None = None
