@@ -310,8 +310,8 @@ def _chart(pdf: _Pdf, doc: Document, width: float) -> None:
         pdf.line(x0, y, x0 + plot_w, y)
         pdf.set_xy(pdf.l_margin, y - 2)
         pdf.cell(axis_w - 1.5, 4, f"{value:g}", align="R")
-    pdf.set_xy(pdf.l_margin, top - 5)
-    pdf.cell(axis_w, 4, "kWh", align="R")
+    pdf.set_xy(pdf.l_margin, top + height + 0.5)
+    pdf.cell(axis_w - 1.5, 3.5, "kWh", align="R")
     n = len(doc.daily)
     slot = plot_w / n
     bar = max(0.4, slot * 0.36)
@@ -332,7 +332,7 @@ def _nice_ceiling(value: float) -> float:
     if value <= 0:
         return 1.0
     magnitude = 10 ** len(str(int(value)))
-    for step in (0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0):
+    for step in (0.1, 0.2, 0.4, 0.6, 0.8, 1.0):
         if value <= step * magnitude:
             return float(step * magnitude)
     return float(magnitude)

@@ -151,7 +151,7 @@ def energy_lines(
         lines.append(
             Line(
                 LineKind.grid_import,
-                f"Grid import, {band.replace('_', ' ')} at {_price(price)}/kWh",
+                f"Grid import, {band.replace('_', ' ')} band",
                 energy_value(wh, price),
                 band=band,
                 quantity_wh=wh,
@@ -164,7 +164,7 @@ def energy_lines(
         lines.append(
             Line(
                 LineKind.grid_export,
-                f"Grid export credit at {_price(price)}/kWh",
+                "Grid export credit at the feed-in price",
                 -energy_value(wh, price),
                 quantity_wh=wh,
                 unit_price_micros=price,
