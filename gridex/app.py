@@ -39,6 +39,7 @@ from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
 from gridex.ledger.service import WALLET_CHAIN_VIEW
 from gridex.market.regions import band_prices
+from gridex.market.repository import cleared_prices
 from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.repository import owns_meter
@@ -49,6 +50,8 @@ from gridex.payments.routes import (
     wallet_payments_router,
 )
 from gridex.regions.service import ensure_regions
+from gridex.tariffs.reports import CLEARING_PRICES
+from gridex.tariffs.routes import tariffs_router
 from gridex.tariffs.service import DEFAULT_PRICES
 from gridex.users.routes import me_router, users_router
 
@@ -78,6 +81,7 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     runtime.extensions[WALLET_CHAIN_VIEW] = wallet_chain_fields
     runtime.extensions[OWNS_METER] = owns_meter
     runtime.extensions[DEFAULT_PRICES] = band_prices
+    runtime.extensions[CLEARING_PRICES] = cleared_prices
     register_jobs(runtime)
     return runtime
 
@@ -156,6 +160,7 @@ def _include_routes(app: FastAPI) -> None:
         ledger_admin_router,
         chain_router,
         chain_admin_router,
+        tariffs_router,
         billing_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
