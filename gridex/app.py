@@ -13,11 +13,13 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gridex import __version__
 from gridex.admin.routes import admin_router, departments_router, health_router, system_router
-from gridex.admin.service import DEMO_COMMUNITY
+from gridex.admin.service import DEMO_COMMUNITY, outstanding_invoices
 from gridex.analytics.cache import cache_of
 from gridex.analytics.routes import analytics_router, dashboard_router, reports_router
+from gridex.analytics.service import OUTSTANDING_INVOICES
 from gridex.auth.deps import OWNS_METER
 from gridex.auth.routes import router as auth_router
+from gridex.billing.routes import billing_router
 from gridex.chain.node import close_chain
 from gridex.chain.routes import chain_admin_router, chain_router
 from gridex.chain.views import wallet_chain_fields
@@ -43,6 +45,8 @@ from gridex.demo import create_community
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
 from gridex.ledger.service import WALLET_CHAIN_VIEW
+from gridex.market.regions import band_prices
+from gridex.market.repository import cleared_prices
 from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.repository import owns_meter
@@ -54,6 +58,9 @@ from gridex.payments.routes import (
 )
 from gridex.regions.service import ensure_regions
 from gridex.runtimeconfig import service as runtimeconfig
+from gridex.tariffs.reports import CLEARING_PRICES
+from gridex.tariffs.routes import tariffs_router
+from gridex.tariffs.service import DEFAULT_PRICES
 from gridex.users.routes import me_router, users_router
 
 
@@ -85,6 +92,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     runtime.extensions[WALLET_CHAIN_VIEW] = wallet_chain_fields
     runtime.extensions[OWNS_METER] = owns_meter
     runtime.extensions[DEMO_COMMUNITY] = partial(create_community, refuse_existing=True)
+    runtime.extensions[OUTSTANDING_INVOICES] = outstanding_invoices
+    runtime.extensions[DEFAULT_PRICES] = band_prices
+    runtime.extensions[CLEARING_PRICES] = cleared_prices
     register_jobs(runtime)
     return runtime
 
@@ -174,6 +184,8 @@ def _include_routes(app: FastAPI) -> None:
         analytics_router,
         dashboard_router,
         reports_router,
+        tariffs_router,
+        billing_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))

@@ -14,6 +14,8 @@ from gridex.admin import system
 from gridex.analytics import repository as analytics_repo
 from gridex.audit.service import record
 from gridex.auth.models import User
+from gridex.billing import service as billing
+from gridex.billing.models import InvoiceStatus
 from gridex.core.errors import Forbidden, ServiceUnavailable
 from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money, wh_to_kwh
@@ -117,3 +119,15 @@ async def create_demo_data(rt: Runtime, actor_id: uuid.UUID) -> list[str]:
         )
         await session.commit()
     return lines
+
+
+# --- outstanding invoices, for the platform's financial figures --------------------------------
+
+
+async def outstanding_invoices(session: AsyncSession) -> tuple[int, int]:
+    """(invoices not settled yet: issued, overdue or disputed; what they still owe in micros),
+    from billing's own figures; the app hands this to analytics (a sibling of billing)."""
+    figures = await billing.analytics(session, None, None)
+    unsettled = (InvoiceStatus.issued, InvoiceStatus.overdue, InvoiceStatus.disputed)
+    count = sum(figures.by_status.get(status.value, 0) for status in unsettled)
+    return count, figures.outstanding_micros

@@ -189,6 +189,11 @@ class Settings(BaseSettings):
     # entry whose transaction committed late is not skipped.
     chain_mirror_window_seconds: int = Field(default=3600, ge=0)
 
+    # Billing: the tax rate applied to each invoice's subtotal (0.2 = 20 %, at most 6 decimals)
+    # and how many days after issue an invoice falls due.
+    tax_rate: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
+    invoice_due_days: int = Field(default=14, ge=0, le=365)
+
     @model_validator(mode="after")
     def _market_settings(self) -> Settings:
         if 60 % self.epoch_minutes:
@@ -199,6 +204,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"GRIDEX_{name.upper()} must be >= 0 with at most 6 decimals")
         if self.min_price > self.max_price:
             raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
+        if self.tax_rate != self.tax_rate.quantize(Decimal("0.000001")):
+            raise ValueError("GRIDEX_TAX_RATE must have at most 6 decimals")
         return self
 
     @field_validator("cors_origins", "trusted_proxies", "regions", mode="before")

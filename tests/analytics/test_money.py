@@ -124,7 +124,7 @@ async def test_money_figures_after_a_settled_trade(
         1,
     )
     assert f["deposits"] == "10.000000"  # the buyer's funding, as a top-up
-    assert f["outstanding_invoices"] is None
+    assert f["outstanding_invoices"] == {"count": 0, "amount": "0.000000"}
     stats = (await client.get(f"{API}/admin/stats", headers=admin.headers)).json()
     assert stats["ledger"] == {"trial_balance": "0.000000", "balanced": True}
     assert stats["users"]["total"] == 5
