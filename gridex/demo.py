@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.auth.models import User
 from gridex.auth.service import Principal
 from gridex.core.clock import utc_iso
-from gridex.core.errors import GridexError
+from gridex.core.errors import Conflict, GridexError
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
 from gridex.ledger.installations import create_installation
@@ -47,7 +47,7 @@ from gridex.payments.service import complete_intent, create_topup
 from gridex.tariffs import repository as tariff_repository
 from gridex.tariffs.rules import WEEKDAYS, Band
 from gridex.tariffs.service import create_schedule
-from gridex.users.bootstrap import DEMO_REGION
+from gridex.users.bootstrap import DEMO_REGION, seed_demo
 
 log = structlog.get_logger(__name__)
 
@@ -305,6 +305,28 @@ async def seed_activity(rt: Runtime, progress: Callable[[str], None] | None = No
         )
     done("orders")
     return lines
+
+
+async def community_exists(rt: Runtime) -> bool:
+    async with rt.db.sessionmaker() as session:
+        found = await session.scalar(select(Meter.id).where(Meter.serial == DEMO_METERS[0].serial))
+    return found is not None
+
+
+async def create_community(
+    rt: Runtime,
+    *,
+    refuse_existing: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
+    """The whole demo community, as `gridex serve --demo` seeds it: the people
+    (``users.bootstrap.seed_demo``), then their meters, readings, money and orders. Each part
+    is created once; ``refuse_existing``: 409 when the community is already there.
+    ``progress`` is told each of the ``SEED_STEPS`` steps of the activity as it is done."""
+    if refuse_existing and await community_exists(rt):
+        raise Conflict("The demo community exists already")
+    lines = await seed_demo(rt.settings)
+    return lines + await seed_activity(rt, progress)
 
 
 async def _tariff(

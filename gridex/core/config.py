@@ -103,6 +103,8 @@ class Settings(BaseSettings):
     ingest_max_readings: int = Field(default=10_000, ge=1)
     # kg CO2e avoided per kWh produced locally instead of drawn from the grid.
     grid_emission_factor_kg_per_kwh: Decimal = Decimal("0.4")
+    # Per region, overriding the default above (JSON object: {"north": "0.25"}).
+    region_emission_factors: dict[str, Decimal] = Field(default_factory=dict)
     # MQTT consumer: a stable client id per process keeps its persistent session across
     # restarts; run several consumers on one host with distinct ids.
     mqtt_client_id: str | None = None
@@ -151,6 +153,24 @@ class Settings(BaseSettings):
     # meter has not reported the whole interval (settlement then uses what is in).
     settlement_grace_seconds: int = Field(default=900, ge=0)
 
+    # --- Alert thresholds (read by the alerts domain; changeable at runtime) ------------------
+    # A wallet whose available balance falls below this raises `low_balance`.
+    alert_low_balance: Decimal = Decimal("5.000000")
+    # An interval above this multiple of the meter's usual consumption is a `consumption_spike`.
+    alert_consumption_spike_factor: Decimal = Decimal("3")
+    # Generation this many percent below the meter's usual output is a `generation_drop`.
+    alert_generation_drop_percent: int = Field(default=50, ge=1, le=100)
+    # Voltage outside [min, max] is `voltage_out_of_range` (230 V +-10 %, EN 50160).
+    alert_voltage_min_v: Decimal = Decimal("207")
+    alert_voltage_max_v: Decimal = Decimal("253")
+
+    # --- Runtime configuration (gridex/runtimeconfig) and analytics --------------------------
+    # Each process compares its runtime settings with the database's version at most this often
+    # (a change published over pub/sub applies at once; this bounds a missed event).
+    runtime_config_ttl_seconds: float = Field(default=2.0, ge=0)
+    # Analytics answers are cached this long (in Redis when configured, shared by workers).
+    analytics_cache_seconds: float = Field(default=30.0, ge=0)
+
     # --- Chain (gridex/chain) ---------------------------------------------------------------
     # litesvm: the SPL programs in process, state in `gridex-chain.bin` in the data dir; rpc: a
     # Solana JSON-RPC endpoint; off: no mirror, the chain endpoints answer 503.
@@ -177,6 +197,11 @@ class Settings(BaseSettings):
     # entry whose transaction committed late is not skipped.
     chain_mirror_window_seconds: int = Field(default=3600, ge=0)
 
+    # Billing: the tax rate applied to each invoice's subtotal (0.2 = 20 %, at most 6 decimals)
+    # and how many days after issue an invoice falls due.
+    tax_rate: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
+    invoice_due_days: int = Field(default=14, ge=0, le=365)
+
     @model_validator(mode="after")
     def _market_settings(self) -> Settings:
         if 60 % self.epoch_minutes:
@@ -187,6 +212,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"GRIDEX_{name.upper()} must be >= 0 with at most 6 decimals")
         if self.min_price > self.max_price:
             raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
+        if self.tax_rate != self.tax_rate.quantize(Decimal("0.000001")):
+            raise ValueError("GRIDEX_TAX_RATE must have at most 6 decimals")
         return self
 
     @model_validator(mode="after")

@@ -5,7 +5,7 @@
 stored as plain strings, so ``pending`` needs no change to the meters table.
 
 Revision ID: 0017_hardening
-Revises: 0013_tariffs
+Revises: 0016_runtime_config
 """
 
 from collections.abc import Sequence
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0017_hardening"
-down_revision: str | None = "0013_tariffs"
+down_revision: str | None = "0016_runtime_config"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
