@@ -6,7 +6,7 @@ postings do not sum to zero (django-hordak style); on SQLite that check runs in 
 (gridex.ledger.service.check_balanced), which every entry passes.
 
 Revision ID: 0004
-Revises: 0003
+Revises: 0001
 Create Date: 2026-11-24 02:18:44.765132
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import gridex.core.db
 
 revision: str = "0004"
-down_revision: str | None = "0003"
+down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """market: region settings, epochs, orders, trades
 
 Revision ID: 0005_market
-Revises: 0004
+Revises: 0001
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import gridex.core.db
 
 revision: str = "0005_market"
-down_revision: str | None = "0004"
+down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

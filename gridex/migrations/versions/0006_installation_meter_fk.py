@@ -11,7 +11,7 @@ first, which would cascade to ``installation_shares`` (foreign keys are on, and 
 in a transaction, where they cannot be turned off): the shares are kept aside and put back.
 
 Revision ID: 0006_installation_meter_fk
-Revises: 0005_market
+Revises: 0003, 0004
 Create Date: 2026-11-24 04:50:00.000000
 """
 

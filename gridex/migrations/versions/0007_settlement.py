@@ -2,7 +2,7 @@
 reading corrections
 
 Revision ID: 0007_settlement
-Revises: 0006_installation_meter_fk
+Revises: 0005_market
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from alembic import op
 import gridex.core.db
 
 revision: str = "0007_settlement"
-down_revision: str | None = "0006_installation_meter_fk"
+down_revision: str | None = "0005_market"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

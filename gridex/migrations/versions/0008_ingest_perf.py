@@ -6,7 +6,7 @@ corrections, for meters they have just loaded, and meters are never deleted (onl
 so the key adds no protection there; readings keep theirs.
 
 Revision ID: 0008_ingest_perf
-Revises: 0007_settlement
+Revises: 0003
 """
 
 from collections.abc import Sequence
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0008_ingest_perf"
-down_revision: str | None = "0007_settlement"
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
