@@ -44,9 +44,8 @@ def register_jobs(rt: Runtime) -> None:
     rt.jobs.add("market_resettlement", lambda: resettle_corrections(rt), every_seconds=30)
     rt.jobs.add("market_horizon", lambda: ensure_horizon(rt), every_seconds=300)
     chain_jobs.register(rt)
-    # The month's invoices once it has ended in each region; safe to repeat (idempotent, a
-    # changed month yields credit notes), so it runs hourly.
-    rt.jobs.add("billing_cycle", lambda: billing_jobs.generate_last_month(rt), every_seconds=3600)
+    # Each region's month once it has ended in its time, then a daily re-read for credit notes.
+    rt.jobs.add("billing_cycle", lambda: billing_jobs.generate_due(rt), every_seconds=900)
     rt.jobs.add("billing_overdue", lambda: billing_jobs.mark_overdue(rt), every_seconds=3600)
     rt.jobs.add("idempotency_purge", lambda: idempotency.purge_expired(rt), every_seconds=3600)
     if rt.settings.demo_simulation and rt.settings.env != "production":

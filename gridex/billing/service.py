@@ -205,6 +205,31 @@ async def generate_cycle(
     return result
 
 
+# How often the monthly job re-reads a generated month for corrections (credit notes).
+RECHECK = timedelta(days=1)
+
+
+async def generate_due(session: AsyncSession, rt: Runtime) -> CycleResult:
+    """The monthly job: for each region, its previous month in its own time, generated once the
+    month has ended there, and re-read once a day after that so that corrections become credit
+    notes. Cheap when there is nothing to do (one row read per region)."""
+    now = rt.clock.now()
+    total = CycleResult("", [])
+    for region in await list_regions(session):
+        tz = ZoneInfo(region.timezone)
+        first = now.astimezone(tz).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        period = rules.period_of(first - timedelta(days=1), tz)
+        cycle = await session.get(BillingCycle, (region.name, period))
+        if cycle is not None and cycle.generated_at > now - RECHECK:
+            continue
+        result = await generate_cycle(session, rt, period, actor_id=None, region=region.name)
+        total.regions.append(f"{region.name}:{period}")
+        total.issued += result.issued
+        total.corrections += result.corrections
+        total.unchanged += result.unchanged
+    return total
+
+
 async def _lock_cycle(
     session: AsyncSession, month: Month, now: datetime, actor_id: uuid.UUID | None
 ) -> BillingCycle:

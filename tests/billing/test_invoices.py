@@ -410,3 +410,22 @@ async def test_current_cycle_and_estimate(
     assert timedelta(hours=743) == datetime(2026, 3, 31, 22, tzinfo=UTC) - datetime(
         2026, 2, 28, 23, tzinfo=UTC
     )
+
+
+async def test_the_monthly_job_issues_once_the_local_month_is_over(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    member = await _setup(client, runtime, clock)
+    clock.set(datetime(2026, 3, 31, 21, 30, tzinfo=UTC))  # 23:30 in Berlin
+    await _send(client, member, READINGS[:-2])
+    # Berlin's previous month is February: nothing to bill.
+    assert await jobs.generate_due(runtime) == 0
+    clock.set(datetime(2026, 3, 31, 22, 30, tzinfo=UTC))  # 00:30 on 1 April in Berlin
+    await _send(client, member, READINGS[-2:-1])
+    assert await jobs.generate_due(runtime) == 1
+    assert await jobs.generate_due(runtime) == 0  # generated: re-read only a day later
+    clock.set(datetime(2026, 4, 2, 0, 0, tzinfo=UTC))
+    assert await jobs.generate_due(runtime) == 0  # re-read: nothing changed
+    await login(client, member)
+    (invoice,) = await _invoices(client, member)
+    assert invoice["total"] == "2.854582"
