@@ -46,6 +46,8 @@ from gridex.payments.routes import (
     payments_router,
     wallet_payments_router,
 )
+from gridex.realtime.routes import ws_router
+from gridex.realtime.service import close_hub
 from gridex.regions.service import ensure_regions
 from gridex.users.routes import me_router, users_router
 
@@ -105,6 +107,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if mqtt is not None:
                 await mqtt.stop()
             rt.jobs.shutdown()
+            await close_hub(rt)
             await close_chain(rt)
             await rt.pubsub.close()
             await rt.db.dispose()
@@ -155,6 +158,7 @@ def _include_routes(app: FastAPI) -> None:
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))
+    app.include_router(ws_router)
 
 
 def _add_middleware(app: FastAPI, rt: Runtime) -> None:

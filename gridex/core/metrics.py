@@ -8,6 +8,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -29,6 +30,28 @@ RATE_LIMIT_FALLBACKS = Counter(
 )
 EVENTS_DROPPED = Counter(
     "gridex_events_dropped_total", "Real-time events that could not be published", ["type"]
+)
+
+
+WS_CONNECTIONS = Gauge(
+    "gridex_ws_connections",
+    "Open WebSocket connections (signed in) on /ws",
+    multiprocess_mode="livesum",
+)
+WS_SUBSCRIPTIONS = Gauge(
+    "gridex_ws_channels",
+    "Channels this worker subscribes to on the internal pub/sub for its sockets",
+    multiprocess_mode="livesum",
+)
+WS_MESSAGES = Counter(
+    "gridex_ws_messages_total", "Event messages queued for WebSocket clients (one per socket)"
+)
+WS_DROPPED = Counter(
+    "gridex_ws_messages_dropped_total",
+    "Event messages not delivered because the socket's send queue was full (it is closed)",
+)
+WS_CLOSED = Counter(
+    "gridex_ws_closed_total", "WebSocket connections closed by the server, by close code", ["code"]
 )
 
 
