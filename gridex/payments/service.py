@@ -159,6 +159,11 @@ async def handle_webhook(
     outcome = "ignored"
     if event.type in (SUCCEEDED, FAILED):
         outcome = await _complete(session, intent, event, now)
+    if outcome == "credited":
+        reference = ledger.Reference(ReferenceType.payment, intent.id)
+        await ledger.wallet_changed(
+            session, rt, intent.user_id, reason="topup", reference=reference, at=now
+        )
     if not await _remember_event(session, event, intent.id, outcome, now):
         return _DUPLICATE
     return WebhookOut(received=True, duplicate=False, outcome=outcome)
@@ -359,6 +364,14 @@ async def refund(
     )
     session.add(row)
     await session.flush()
+    await ledger.wallet_changed(
+        session,
+        rt,
+        intent.user_id,
+        reason="refund",
+        reference=ledger.Reference(ReferenceType.refund, refund_id),
+        at=now,
+    )
     _audit(
         session,
         at=now,
@@ -400,6 +413,14 @@ async def request_withdrawal(
     )
     session.add(withdrawal)
     await session.flush()
+    await ledger.wallet_changed(
+        session,
+        rt,
+        user_id,
+        reason="withdrawal_requested",
+        reference=ledger.Reference(ReferenceType.withdrawal, withdrawal.id),
+        at=now,
+    )
     _audit(
         session,
         at=now,
@@ -476,6 +497,10 @@ async def _decide(
             reference=reference,
         )
     await session.flush()
+    reason = f"withdrawal_{status.value}"
+    await ledger.wallet_changed(
+        session, rt, withdrawal.user_id, reason=reason, reference=reference, at=now
+    )
     _audit(
         session,
         at=now,

@@ -295,3 +295,59 @@ async def test_a_slow_client_is_closed_and_the_others_get_everything(
         await fast.send('{"op": "ping"}')
         assert (await receive(fast))["type"] == "pong"
         await fast.close()
+
+
+async def test_wallet_and_meter_status_changes_reach_the_sockets(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    alice = await signed_in(client, runtime, region="north")
+    operator = await signed_in(client, runtime, Role.operator, region="north")
+    meter = await make_meter(client, alice, region="north")
+    async with serving(runtime) as base:
+        ws = await signed_in_socket(base, alice.access_token)
+        await subscribe(ws, f"meter:{meter['id']}")
+
+        intent = await client.post(
+            f"{API}/wallet/topups", json={"amount": "12"}, headers=alice.headers
+        )
+        assert intent.status_code == 201, intent.text
+        done = await client.post(
+            f"{API}/admin/payments/{intent.json()['id']}/complete", headers=operator.headers
+        )
+        assert done.status_code == 200, done.text
+        topup = await receive_until(ws, lambda m: m["type"] == "wallet_updated")
+        assert topup["channel"] == "user"
+        assert topup["data"] == {
+            "reason": "topup",
+            "reference_type": "payment",
+            "reference_id": intent.json()["id"],
+            "available": "12.000000",
+            "reserved": "0.000000",
+        }
+        held = await client.post(
+            f"{API}/wallet/withdrawals",
+            json={"amount": "5", "destination": "IBAN DE89 3704"},
+            headers=alice.headers,
+        )
+        assert held.status_code == 201, held.text
+        hold = await receive_until(ws, lambda m: m["type"] == "wallet_updated")
+        assert (hold["data"]["reason"], hold["data"]["available"], hold["data"]["reserved"]) == (
+            "withdrawal_requested",
+            "7.000000",
+            "5.000000",
+        )
+
+        changed = await client.put(
+            f"{API}/meters/{meter['id']}/status",
+            json={"status": "maintenance"},
+            headers=operator.headers,
+        )
+        assert changed.status_code == 200, changed.text
+        status = await receive_until(ws, lambda m: m["type"] == "meter_status_changed")
+        assert status["channel"] == f"meter:{meter['id']}"
+        assert status["data"] == {
+            "meter_id": meter["id"],
+            "from": "active",
+            "status": "maintenance",
+        }
+        await ws.close()

@@ -48,10 +48,10 @@ def workers(database_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
         "GRIDEX_LOG_LEVEL": "WARNING",
     }
     ports = [_free_port(), _free_port()]
+    serve = [sys.executable, "-m", "uvicorn", "gridex.asgi:app", "--host", "127.0.0.1"]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "gridex.asgi:app", "--host", "127.0.0.1"]
-            + ["--port", str(port), "--log-level", "warning"],
+            [*serve, "--port", str(port), "--log-level", "warning"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
