@@ -2,38 +2,55 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, WebSocket
+from collections.abc import Coroutine
+from typing import Any, cast
+
+from fastapi import APIRouter
+from starlette.datastructures import QueryParams
+from starlette.routing import WebSocketRoute
+from starlette.types import Receive, Scope, Send
 
 from gridex.core.runtime import Runtime
 from gridex.realtime import service
 
-ws_router = APIRouter()
 
+class _AsgiSocket:
+    """The ASGI connection as the protocol's :class:`service.Socket`. Plain ASGI rather than
+    Starlette's ``WebSocket``: every event goes out through :meth:`send`, and this is its
+    shortest path."""
 
-class _StarletteSocket:
-    """Starlette's WebSocket as the protocol's :class:`service.Socket`."""
-
-    def __init__(self, websocket: WebSocket) -> None:
-        self._ws = websocket
+    def __init__(self, receive: Receive, send: Send) -> None:
+        self._receive = receive
+        self._send = send
 
     async def receive(self) -> str | bytes | None:
-        message = await self._ws.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
-        text: str | None = message.get("text")
-        return text if text is not None else bytes(message.get("bytes") or b"")
+        while True:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                return None
+            if message["type"] == "websocket.receive":
+                text: str | None = message.get("text")
+                return text if text is not None else bytes(message.get("bytes") or b"")
 
-    async def send(self, text: str) -> None:
-        await self._ws.send({"type": "websocket.send", "text": text})
+    def send(self, text: str) -> Coroutine[Any, Any, None]:
+        return cast(Coroutine[Any, Any, None], self._send({"type": "websocket.send", "text": text}))
 
     async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code, reason)
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
 
-@ws_router.websocket("/ws")
-async def websocket_events(websocket: WebSocket) -> None:
+class _Endpoint:
     """Live events: sign in with ``?token=`` or a first ``{"op": "auth", "token"}`` message,
     then subscribe to channels (docs/realtime.md)."""
-    rt: Runtime = websocket.app.state.runtime
-    await websocket.accept()
-    await service.serve(rt, _StarletteSocket(websocket), websocket.query_params.get("token"))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        await send({"type": "websocket.accept"})
+        rt: Runtime = scope["app"].state.runtime
+        token = QueryParams(scope.get("query_string", b"")).get("token")
+        await service.serve(rt, _AsgiSocket(receive, send), token)
+
+
+ws_router = APIRouter()
+ws_router.routes.append(WebSocketRoute("/ws", _Endpoint(), name="websocket_events"))

@@ -2,10 +2,10 @@
 
 One :class:`Hub` per process holds one pub/sub subscription that grows and shrinks with the
 channels its sockets watch: a channel is subscribed once per worker however many sockets share
-it, and each event is encoded once and queued to every socket of the channel. Each socket has a
-bounded send queue drained by its own writer task, so a client that reads slowly fills only its
-own queue; when that overflows the socket is closed (:data:`CLOSE_TOO_SLOW`) and the others go
-on untouched.
+it, and each event is encoded once and handed to every socket of the channel. A socket that
+keeps up is written to at once; one that falls behind gets a bounded send queue and a task that
+drains it, so a client that reads slowly fills only its own queue; when that overflows the
+socket is closed (:data:`CLOSE_TOO_SLOW`) and the others go on untouched.
 
 The protocol (docs/realtime.md): sign in with ``?token=<access token>`` or a first message
 ``{"op": "auth", "token": ...}``; then ``subscribe`` / ``unsubscribe`` a channel (``market``,
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import uuid
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -49,13 +50,13 @@ HUB = "realtime.hub"  # the runtime extension that holds the process's hub
 
 
 class Socket(Protocol):
-    """What the protocol needs of a WebSocket (the route adapts Starlette's)."""
+    """What the protocol needs of a WebSocket (the route adapts the ASGI connection)."""
 
     async def receive(self) -> str | bytes | None:
         """The next message, or None once the client is gone."""
         ...
 
-    async def send(self, text: str) -> None: ...
+    def send(self, text: str) -> Coroutine[Any, Any, None]: ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -64,8 +65,50 @@ def _frame(type: str, data: dict[str, Any], at: datetime) -> str:
     return orjson.dumps({"type": type, "data": data, "ts": utc_iso(at)}).decode()
 
 
+# A speed trick (bench/ws.py): a socket that keeps up is written to right away, inside the
+# fan-out loop, by running its send coroutine up to its first suspension; only a socket whose
+# send has to wait (its transport is full) gets a task, and its later messages queue behind it.
+# The server's send coroutine nearly always finishes without suspending, so this spares each
+# delivery a task wake-up (an event, a handle and a task step), and each idle socket a parked
+# task. It is what asyncio's eager tasks (Python 3.12) do.
+_DONE = object()
+
+
+def _step(coro: Coroutine[Any, Any, None]) -> object:
+    """Run ``coro`` until it finishes (:data:`_DONE`) or suspends (what it waits on)."""
+    try:
+        return coro.send(None)
+    except StopIteration:
+        return _DONE
+
+
+def _set_once(future: asyncio.Future[None], _: object) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+async def _finish(coro: Coroutine[Any, Any, None], waiting: object) -> None:
+    """Drive a coroutine that :func:`_step` left suspended on ``waiting`` to its end."""
+    try:
+        while True:
+            if isinstance(waiting, asyncio.Future):
+                # Wait for it without awaiting it (``coro`` already did, and takes its outcome
+                # when it resumes).
+                resumed = asyncio.get_running_loop().create_future()
+                waiting.add_done_callback(functools.partial(_set_once, resumed))
+                await resumed
+            else:  # a bare yield (sleep(0))
+                await asyncio.sleep(0)
+            waiting = _step(coro)
+            if waiting is _DONE:
+                return
+    except asyncio.CancelledError:
+        coro.close()
+        raise
+
+
 class Connection:
-    """One signed-in socket: its channels and its bounded send queue, drained by one task."""
+    """One signed-in socket: its channels and its bounded send queue."""
 
     def __init__(self, socket: Socket, principal: Principal, queue_size: int) -> None:
         self.socket = socket
@@ -76,22 +119,32 @@ class Connection:
         self.channels: set[str] = set()
         self._limit = queue_size
         self._queue: deque[str] = deque()
-        self._wake = asyncio.Event()
         self._closing: tuple[int, str] | None = None
-        self.writer = asyncio.get_running_loop().create_task(self._write())
+        self._gone = False
+        # The task that drains the queue while the socket is behind; None while it keeps up.
+        self.writer: asyncio.Task[None] | None = None
 
     @property
     def closing(self) -> bool:
         return self._closing is not None
 
     def offer(self, text: str) -> bool:
-        """Queue ``text``; False when the queue is full (the caller closes the socket)."""
-        if self._closing is not None:
+        """Send or queue ``text``; False when the queue is full (the caller closes the socket)."""
+        if self._closing is not None or self._gone:
             return True  # on its way out: nothing more is sent, and that is no overflow
-        if len(self._queue) >= self._limit:
-            return False
-        self._queue.append(text)
-        self._wake.set()
+        if self.writer is not None:
+            if len(self._queue) >= self._limit:
+                return False
+            self._queue.append(text)
+            return True
+        coro = self.socket.send(text)
+        try:
+            waiting = _step(coro)
+        except Exception:  # the client is gone; the receive loop ends the connection
+            self._gone = True
+            return True
+        if waiting is not _DONE:
+            self.writer = asyncio.get_running_loop().create_task(self._drain(coro, waiting))
         return True
 
     def shut(self, code: int, reason: str) -> None:
@@ -99,22 +152,33 @@ class Connection:
         if self._closing is None:
             self._closing = (code, reason)
             self._queue.clear()
-            self._wake.set()
             WS_CLOSED.labels(str(code)).inc()
+            if self.writer is None:
+                self.writer = asyncio.get_running_loop().create_task(self._drain(None, None))
 
-    async def _write(self) -> None:
+    async def _drain(self, coro: Coroutine[Any, Any, None] | None, waiting: object) -> None:
         queue, send = self._queue, self.socket.send
         try:
-            while True:
-                while queue:
-                    await send(queue.popleft())
-                if self._closing is not None:
-                    await self.socket.close(*self._closing)
-                    return
-                self._wake.clear()
-                await self._wake.wait()
+            if coro is not None:
+                await _finish(coro, waiting)
+            while queue and self._closing is None:
+                await send(queue.popleft())
+            if self._closing is not None:
+                await self.socket.close(*self._closing)
         except Exception:  # the client went away mid-send: the receive loop ends the connection
-            return
+            self._gone = True
+        finally:
+            if self._closing is None:
+                self.writer = None
+
+    async def stop(self) -> None:
+        """Wait (up to 5 s) for a server-side close to go out, then drop the writer."""
+        writer = self.writer
+        if writer is not None and self._closing is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(writer), timeout=5)
+        if writer is not None:
+            writer.cancel()
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +291,7 @@ class Hub:
         """The client is gone: forget the socket and stop its writer."""
         empty = self._detach(conn)
         WS_CONNECTIONS.dec()
-        conn.writer.cancel()
+        await conn.stop()
         if empty:
             await self._drop_channels(empty)
 
@@ -446,9 +510,6 @@ async def serve(rt: Runtime, socket: Socket, token: str | None) -> None:
                     hub.close_connection(conn, CLOSE_TOO_SLOW, "send queue overflow")
             except ChannelForbidden as exc:
                 hub.close_connection(conn, CLOSE_FORBIDDEN, str(exc)[:120])
-        if conn.closing:  # closed by the server: let the close frame go out
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(conn.writer), timeout=5)
     finally:
         await hub.disconnected(conn)
 

@@ -229,6 +229,7 @@ async def test_events_reach_market_epoch_user_and_meter_channels(
             headers=seller.headers,
         )
         assert response.status_code in (200, 201), response.text
+        assert response.json()["accepted"] == 1, response.text
         received = await receive_until(watcher, lambda m: m["type"] == "reading_received")
         assert received["channel"] == f"meter:{meter['id']}"
         assert received["data"] == {"meter_id": meter["id"], "timestamp": utc_iso(end)}

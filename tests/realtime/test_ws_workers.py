@@ -113,14 +113,16 @@ async def test_an_event_in_one_process_reaches_a_socket_on_the_other(
     # The socket lives on the second process; the reading and the logout go to the first.
     ws = await signed_in_socket(ws_base, login.json()["access_token"])
     assert (await subscribe(ws, f"meter:{meter_id}"))["type"] == "subscribed"
-    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    now = datetime.now(UTC)  # these processes run on the real clock
+    end = now.replace(minute=now.minute - now.minute % 15, second=0, microsecond=0)
     stored = await http.post(
         f"{API}/meters/{meter_id}/readings",
         json={"readings": [reading(end, 0.2, 0.0)]},
         headers=headers,
     )
     assert stored.status_code in (200, 201), stored.text
-    got = await receive_until(ws, lambda m: m["type"] == "reading_received")
+    assert stored.json()["accepted"] == 1, stored.text
+    got = await receive_until(ws, lambda m: m["type"] == "reading_received", seconds=30)
     assert got["data"] == {"meter_id": meter_id, "timestamp": utc_iso(end)}
     assert got["channel"] == f"meter:{meter_id}"
 
