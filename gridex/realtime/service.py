@@ -494,6 +494,7 @@ async def serve(rt: Runtime, socket: Socket, token: str | None) -> None:
         return
     hub = hub_of(rt)
     conn = Connection(socket, principal, rt.settings.ws_send_queue)
+    del principal  # the connection keeps what it needs; the account row can go
     await hub.attach(conn)
     now = rt.clock.now
     conn.offer(_frame("welcome", {"user_id": str(conn.user_id), "channels": ["user"]}, now()))
