@@ -16,6 +16,10 @@ memory per connection, deliveries per second of a burst of events (from the firs
 last client receiving the last event), and the event-to-client latency of events paced at 10/s.
 
     python bench/ws.py [--counts 1000,5000,10000] [--burst 50] [--paced 20]
+
+A second line per count on stderr gives the floor's own latency and memory, and the server CPU
+time per delivery of both servers (a figure the machine's other load disturbs least).
+``BENCH_WS_PROFILE=<file>`` writes a cProfile of the gridex server to ``<file>``.
 """
 
 from __future__ import annotations
