@@ -19,11 +19,18 @@ from gridex.admin.schemas import (
 from gridex.audit.service import audit_query
 from gridex.auth.deps import AdminPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import AuthenticationRequired, error_response
+from gridex.core.errors import (
+    AuthenticationRequired,
+    Conflict,
+    Forbidden,
+    ServiceUnavailable,
+    ValidationFailed,
+    error_response,
+)
 from gridex.core.metrics import render as render_metrics
 from gridex.core.pagination import Page, PageDep, paginate
 from gridex.core.responses import OrjsonResponse
-from gridex.core.schemas import AwareDatetime, error_responses
+from gridex.core.schemas import AwareDatetime, raises
 from gridex.core.security import constant_time_equal
 from gridex.mail.service import outbox_query
 from gridex.runtimeconfig import service as runtimeconfig
@@ -87,7 +94,7 @@ async def get_runtime_config(
     return RuntimeConfigOut.model_validate(await runtimeconfig.get_config(session, rt))
 
 
-@admin_router.put("/config", responses=error_responses(409))
+@admin_router.put("/config", responses=raises(ValidationFailed))
 async def put_runtime_config(
     admin: AdminPrincipal,
     session: SessionDep,
@@ -113,7 +120,9 @@ async def admin_stats(_: AdminPrincipal, session: SessionDep, rt: RuntimeDep) ->
 
 
 @admin_router.post(
-    "/demo-data", status_code=status.HTTP_201_CREATED, responses=error_responses(409)
+    "/demo-data",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Forbidden, Conflict, ServiceUnavailable),
 )
 async def demo_data(admin: AdminPrincipal, rt: RuntimeDep) -> DemoDataOut:
     """Create the demo community of `gridex serve --demo` (refused in production: 403; once

@@ -30,8 +30,12 @@ from gridex.billing.schemas import (
     ResolveIn,
 )
 from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from gridex.core.idempotency import IdempotencyConflict, IdempotencyInProgress
 from gridex.core.pagination import Page, PageDep, paginate
-from gridex.core.schemas import error_responses
+from gridex.core.schemas import raises
+from gridex.ledger.errors import InsufficientFunds
+from gridex.regions.service import UnknownRegion
 
 billing_router = APIRouter(prefix="/billing", tags=["billing"])
 
@@ -77,7 +81,7 @@ async def list_invoices(
     return Page.build([InvoiceSummaryOut.model_validate(r) for r in rows], total, page)
 
 
-@billing_router.get("/invoices/{invoice_id}", responses=error_responses(404))
+@billing_router.get("/invoices/{invoice_id}", responses=raises(NotFound))
 async def get_invoice(
     invoice_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
 ) -> InvoiceOut:
@@ -90,7 +94,7 @@ async def get_invoice(
 @billing_router.get(
     "/invoices/{invoice_id}/pdf",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}}, **error_responses(404)},
+    responses={200: {"content": {"application/pdf": {}}}, **raises(NotFound)},
 )
 async def invoice_pdf(
     invoice_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
@@ -109,7 +113,9 @@ async def invoice_pdf(
 @billing_router.post(
     "/invoices/{invoice_id}/pay",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(404, 409),
+    responses=raises(
+        NotFound, Conflict, InsufficientFunds, IdempotencyConflict, IdempotencyInProgress
+    ),
 )
 @idempotent
 async def pay_invoice(
@@ -123,7 +129,7 @@ async def pay_invoice(
 @billing_router.post(
     "/invoices/{invoice_id}/dispute",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(404, 409, 422),
+    responses=raises(NotFound, Conflict, ValidationFailed),
 )
 async def dispute_invoice(
     invoice_id: uuid.UUID,
@@ -132,6 +138,8 @@ async def dispute_invoice(
     session: SessionDep,
     rt: RuntimeDep,
 ) -> DisputeOut:
+    """Dispute your invoice with a reason: it is not payable until staff resolve it (a credit
+    note may follow); 409 when it is a credit note, void or already disputed."""
     dispute = await service.dispute_invoice(session, rt, principal.user, invoice_id, body.reason)
     return DisputeOut.model_validate(dispute)
 
@@ -159,7 +167,7 @@ def _estimate_lines(lines: list[Line]) -> list[EstimateLineOut]:
     ]
 
 
-@billing_router.get("/current-cycle", responses=error_responses(404, 422))
+@billing_router.get("/current-cycle", responses=raises(NotFound, UnknownRegion))
 async def current_billing_cycle(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep, region: str | None = None
 ) -> CurrentCycleOut:
@@ -183,7 +191,7 @@ async def current_billing_cycle(
     )
 
 
-@billing_router.get("/estimate", responses=error_responses(404, 422))
+@billing_router.get("/estimate", responses=raises(NotFound, UnknownRegion))
 async def billing_estimate(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep, region: str | None = None
 ) -> EstimateOut:
@@ -205,7 +213,10 @@ async def billing_estimate(
 # --- operators ---------------------------------------------------------------------------------
 
 
-@billing_router.post("/cycles/{period}/generate", responses=error_responses(409, 422))
+@billing_router.post(
+    "/cycles/{period}/generate",
+    responses=raises(Forbidden, Conflict, ValidationFailed, UnknownRegion),
+)
 async def generate_billing_cycle(
     period: Period,
     staff: StaffPrincipal,
@@ -220,7 +231,7 @@ async def generate_billing_cycle(
     return CycleOut.model_validate(result)
 
 
-@billing_router.get("/overdue")
+@billing_router.get("/overdue", responses=raises(Forbidden))
 async def billing_overdue(
     _: StaffPrincipal, session: SessionDep, page: PageDep, region: str | None = None
 ) -> Page[InvoiceSummaryOut]:
@@ -229,7 +240,7 @@ async def billing_overdue(
     return Page.build([InvoiceSummaryOut.model_validate(r) for r in rows], total, page)
 
 
-@billing_router.get("/analytics")
+@billing_router.get("/analytics", responses=raises(Forbidden))
 async def billing_analytics(
     _: StaffPrincipal,
     session: SessionDep,
@@ -256,7 +267,7 @@ async def billing_analytics(
     )
 
 
-@billing_router.get("/export.csv", response_class=StreamingResponse)
+@billing_router.get("/export.csv", response_class=StreamingResponse, responses=raises(Forbidden))
 async def export_invoices_csv(
     _: StaffPrincipal,
     rt: RuntimeDep,
@@ -272,7 +283,10 @@ async def export_invoices_csv(
     )
 
 
-@billing_router.post("/disputes/{dispute_id}/resolve", responses=error_responses(404, 409, 422))
+@billing_router.post(
+    "/disputes/{dispute_id}/resolve",
+    responses=raises(Forbidden, NotFound, Conflict, ValidationFailed),
+)
 async def resolve_dispute(
     dispute_id: uuid.UUID,
     body: ResolveIn,
