@@ -12,6 +12,7 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gridex import __version__
 from gridex.admin.routes import admin_router, departments_router, health_router, system_router
+from gridex.alerts.routes import alerts_router
 from gridex.auth.deps import OWNS_METER
 from gridex.auth.routes import router as auth_router
 from gridex.chain.node import close_chain
@@ -41,6 +42,7 @@ from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.repository import owns_meter
 from gridex.meters.routes import meters_router, readings_router, telemetry_router
+from gridex.notifications.routes import notifications_router
 from gridex.payments.routes import (
     payments_admin_router,
     payments_router,
@@ -152,6 +154,8 @@ def _include_routes(app: FastAPI) -> None:
         ledger_admin_router,
         chain_router,
         chain_admin_router,
+        alerts_router,
+        notifications_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))

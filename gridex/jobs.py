@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gridex.alerts.jobs import evaluate as evaluate_alerts
 from gridex.auth.jobs import purge_expired
 from gridex.chain import jobs as chain_jobs
 from gridex.core import idempotency
@@ -16,6 +17,7 @@ from gridex.market.jobs import (
     settle_due,
 )
 from gridex.meters.jobs import expire_commands, mark_offline
+from gridex.notifications.jobs import notify_facts
 
 
 def register_jobs(rt: Runtime) -> None:
@@ -43,6 +45,14 @@ def register_jobs(rt: Runtime) -> None:
     rt.jobs.add("market_resettlement", lambda: resettle_corrections(rt), every_seconds=30)
     rt.jobs.add("market_horizon", lambda: ensure_horizon(rt), every_seconds=300)
     chain_jobs.register(rt)
+    rt.jobs.add(
+        "alerts", lambda: evaluate_alerts(rt), every_seconds=rt.settings.alerts_interval_seconds
+    )
+    rt.jobs.add(
+        "notifications",
+        lambda: notify_facts(rt),
+        every_seconds=rt.settings.notifications_interval_seconds,
+    )
     rt.jobs.add("idempotency_purge", lambda: idempotency.purge_expired(rt), every_seconds=3600)
     if rt.settings.demo_simulation and rt.settings.env != "production":
         rt.jobs.add("demo_simulation", lambda: simulate(rt), every_seconds=60)

@@ -1,5 +1,6 @@
 """Every domain's tables, imported in one place for Alembic and ``create_all``."""
 
+from gridex.alerts.models import Alert, MeterWatch
 from gridex.audit.models import AuditLog
 from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, User, WalletNonce
 from gridex.chain.models import (
@@ -39,10 +40,12 @@ from gridex.meters.models import (
     ReadingCorrection,
     RejectedReading,
 )
+from gridex.notifications.models import FactCursor, FactReceipt, Notification
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.regions.models import Region
 
 __all__ = [
+    "Alert",
     "ApiKey",
     "AuditLog",
     "AuthSession",
@@ -55,6 +58,8 @@ __all__ = [
     "ChainWallet",
     "EmailOutbox",
     "Epoch",
+    "FactCursor",
+    "FactReceipt",
     "IdempotencyKey",
     "Installation",
     "InstallationShare",
@@ -67,7 +72,9 @@ __all__ = [
     "MeterReading",
     "MeterRollup",
     "MeterStatusEvent",
+    "MeterWatch",
     "MirroredEntry",
+    "Notification",
     "OtpCode",
     "PaymentEvent",
     "PaymentIntent",
