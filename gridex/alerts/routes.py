@@ -63,13 +63,13 @@ async def list_alerts(
 
 
 @alerts_router.get("/summary")
-async def summary(principal: CurrentPrincipal, session: SessionDep) -> SummaryOut:
+async def alerts_summary(principal: CurrentPrincipal, session: SessionDep) -> SummaryOut:
     """The unresolved alerts the caller sees, by status, severity and type."""
     return await service.summary(session, principal)
 
 
 @alerts_router.get("/stats")
-async def stats(
+async def alerts_stats(
     principal: CurrentPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
@@ -82,7 +82,7 @@ async def stats(
 
 
 @alerts_router.get("/unresolved")
-async def unresolved(
+async def unresolved_alerts(
     principal: StaffPrincipal,
     session: SessionDep,
     page: PageDep,
@@ -99,7 +99,7 @@ async def unresolved(
 
 
 @alerts_router.get("/analytics")
-async def analytics(
+async def alerts_analytics(
     principal: StaffPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
@@ -113,7 +113,7 @@ async def analytics(
 
 
 @alerts_router.post("/bulk-acknowledge")
-async def bulk_acknowledge(
+async def bulk_acknowledge_alerts(
     body: BulkAcknowledgeIn, principal: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> BulkAcknowledgeOut:
     """Acknowledge many alerts at once; an id the caller cannot see is 404, nothing changes."""
@@ -128,7 +128,7 @@ async def get_alert(
 
 
 @alerts_router.post("/{alert_id}/acknowledge")
-async def acknowledge(
+async def acknowledge_alert(
     alert_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> AlertOut:
     """`open -> acknowledged`, with who and when; a resolved alert is 409 CONFLICT."""
@@ -136,7 +136,7 @@ async def acknowledge(
 
 
 @alerts_router.post("/{alert_id}/resolve")
-async def resolve(
+async def resolve_alert(
     alert_id: uuid.UUID,
     principal: CurrentPrincipal,
     session: SessionDep,

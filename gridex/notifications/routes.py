@@ -37,23 +37,27 @@ async def list_notifications(
 
 
 @notifications_router.get("/unread-count")
-async def unread_count(principal: CurrentPrincipal, session: SessionDep) -> UnreadCountOut:
+async def unread_notifications_count(
+    principal: CurrentPrincipal, session: SessionDep
+) -> UnreadCountOut:
     return UnreadCountOut(count=await service.unread_count(session, principal))
 
 
 @notifications_router.post("/read-all")
-async def read_all(principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep) -> ReadAllOut:
+async def read_all_notifications(
+    principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
+) -> ReadAllOut:
     return ReadAllOut(marked=await service.mark_all_read(session, rt, principal))
 
 
 @notifications_router.get("/preferences")
-async def get_preferences(principal: CurrentPrincipal) -> NotificationPreferencesOut:
+async def get_notification_preferences(principal: CurrentPrincipal) -> NotificationPreferencesOut:
     """The channels (`in_app`, `email`, `websocket`) each event type reaches the caller on."""
     return service.preferences(principal.user)
 
 
 @notifications_router.put("/preferences")
-async def put_preferences(
+async def put_notification_preferences(
     body: NotificationPreferencesIn,
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -64,7 +68,7 @@ async def put_preferences(
 
 
 @notifications_router.post("/test")
-async def send_test(
+async def send_test_notification(
     principal: CurrentPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
@@ -75,7 +79,7 @@ async def send_test(
 
 
 @notifications_router.post("/{notification_id}/read")
-async def mark_read(
+async def mark_notification_read(
     notification_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> NotificationOut:
     return NotificationOut.model_validate(
