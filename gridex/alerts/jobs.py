@@ -49,7 +49,16 @@ from gridex.meters.models import (
     RejectedReading,
 )
 from gridex.meters.rollups import bucket_start
-from gridex.notifications.facts import Source, advance, follow, window_start
+from gridex.notifications.facts import (
+    Source,
+    advance,
+    cast_str,
+    follow,
+    unseen,
+    uuid_key,
+    window_start,
+)
+from gridex.notifications.jobs import SETTLEMENT_BATCH
 
 log = structlog.get_logger(__name__)
 
@@ -83,6 +92,13 @@ DueInvoices = Callable[
 ]
 
 
+# Each source's rows are read past the ones already handled (an anti-join on the receipts), so
+# that a burst of more facts than one batch at the same instant (a mass outage) still drains.
+STATUS_SOURCE = "alerts:meter_status_events"
+REJECTIONS_SOURCE = "alerts:rejected_readings"
+MISMATCHES_SOURCE = "alerts:chain_mismatches"
+
+
 def _lookback(rt: Runtime) -> timedelta:
     return timedelta(seconds=rt.settings.alert_lookback_seconds)
 
@@ -100,7 +116,10 @@ async def _status_events(session: AsyncSession, since: datetime) -> Sequence[_St
     rows = await session.execute(
         select(MeterStatusEvent, Meter)
         .join(Meter, Meter.id == MeterStatusEvent.meter_id)
-        .where(MeterStatusEvent.at >= since)
+        .where(
+            MeterStatusEvent.at >= since,
+            unseen(STATUS_SOURCE, uuid_key(session, MeterStatusEvent.id)),
+        )
         .order_by(MeterStatusEvent.at, MeterStatusEvent.id)
         .limit(BATCH)
     )
@@ -108,7 +127,7 @@ async def _status_events(session: AsyncSession, since: datetime) -> Sequence[_St
 
 
 STATUS_EVENTS: Source[_StatusFact] = Source(
-    "alerts:meter_status_events",
+    STATUS_SOURCE,
     _status_events,
     key=lambda f: f.event.id.hex,
     at=lambda f: f.event.at,
@@ -159,7 +178,11 @@ async def liveness(rt: Runtime, session: AsyncSession) -> int:
 async def _rejections(session: AsyncSession, since: datetime) -> Sequence[RejectedReading]:
     rows = await session.scalars(
         select(RejectedReading)
-        .where(RejectedReading.received_at >= since, RejectedReading.meter_id.is_not(None))
+        .where(
+            RejectedReading.received_at >= since,
+            RejectedReading.meter_id.is_not(None),
+            unseen(REJECTIONS_SOURCE, uuid_key(session, RejectedReading.id)),
+        )
         .order_by(RejectedReading.received_at, RejectedReading.id)
         .limit(BATCH)
     )
@@ -167,7 +190,7 @@ async def _rejections(session: AsyncSession, since: datetime) -> Sequence[Reject
 
 
 REJECTIONS: Source[RejectedReading] = Source(
-    "alerts:rejected_readings",
+    REJECTIONS_SOURCE,
     _rejections,
     key=lambda r: r.id.hex,
     at=lambda r: r.received_at,
@@ -413,7 +436,7 @@ async def _shortfalls(
         .join(Epoch, Epoch.id == SettlementPosition.epoch_id)
         .where(SettlementPosition.updated_at >= since, SettlementPosition.charged_micros > 0)
         .order_by(SettlementPosition.updated_at)
-        .limit(BATCH)
+        .limit(SETTLEMENT_BATCH)
     )
     return [(p, e) for p, e in rows.all()]
 
@@ -464,7 +487,10 @@ async def shortfalls(rt: Runtime, session: AsyncSession) -> int:
 async def _mismatches(session: AsyncSession, since: datetime) -> Sequence[ChainMismatch]:
     rows = await session.scalars(
         select(ChainMismatch)
-        .where(ChainMismatch.found_at >= since)
+        .where(
+            ChainMismatch.found_at >= since,
+            unseen(MISMATCHES_SOURCE, cast_str(ChainMismatch.id)),
+        )
         .order_by(ChainMismatch.found_at, ChainMismatch.id)
         .limit(BATCH)
     )
@@ -472,7 +498,7 @@ async def _mismatches(session: AsyncSession, since: datetime) -> Sequence[ChainM
 
 
 MISMATCHES: Source[ChainMismatch] = Source(
-    "alerts:chain_mismatches", _mismatches, key=lambda m: str(m.id), at=lambda m: m.found_at
+    MISMATCHES_SOURCE, _mismatches, key=lambda m: str(m.id), at=lambda m: m.found_at
 )
 
 

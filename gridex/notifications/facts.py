@@ -49,6 +49,11 @@ def uuid_key(session: AsyncSession, column: Any) -> ColumnElement[str]:
     return cast(column, String)
 
 
+def cast_str(column: Any) -> ColumnElement[str]:
+    """An integer id column as its receipt key ``str(id)``."""
+    return cast(column, String)
+
+
 async def claim(
     session: AsyncSession, source: str, facts: Sequence[tuple[str, datetime]]
 ) -> set[str]:

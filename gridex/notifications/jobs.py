@@ -25,6 +25,10 @@ log = structlog.get_logger(__name__)
 
 # Facts read per source and run; the rest wait for the next run.
 BATCH = 2000
+# Settlement positions are read without an anti-join on their receipts (their key includes the
+# time of the last re-settlement), so a window must hold fewer than this many: every position of
+# every epoch settled within the look-back window.
+SETTLEMENT_BATCH = 50_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +104,7 @@ TRADES = Feed(
 async def _cleared(session: AsyncSession, since: datetime) -> Sequence[Epoch]:
     rows = await session.scalars(
         select(Epoch)
-        .where(Epoch.cleared_at >= since)
+        .where(Epoch.cleared_at >= since, unseen("epochs_cleared", uuid_key(session, Epoch.id)))
         .order_by(Epoch.cleared_at, Epoch.id)
         .limit(BATCH)
     )
@@ -174,7 +178,7 @@ async def _settled(
         .join(Epoch, Epoch.id == SettlementPosition.epoch_id)
         .where(SettlementPosition.updated_at >= since)
         .order_by(SettlementPosition.updated_at)
-        .limit(BATCH)
+        .limit(SETTLEMENT_BATCH)
     )
     return [(p, e) for p, e in rows.all()]
 
@@ -225,7 +229,8 @@ SETTLEMENT = Feed(
     Source(
         "settlement_positions",
         _settled,
-        # A re-settlement replaces the row: a new fact, a new notification.
+        # A re-settlement replaces the row: a new fact, a new notification. (Read without an
+        # anti-join: a window holds fewer positions than SETTLEMENT_BATCH.)
         key=lambda r: f"{r[0].epoch_id.hex}:{r[0].user_id.hex}:{r[0].updated_at.isoformat()}",
         at=lambda r: r[0].updated_at,
     ),
@@ -239,7 +244,11 @@ SETTLEMENT = Feed(
 async def _decided(session: AsyncSession, since: datetime) -> Sequence[Withdrawal]:
     rows = await session.scalars(
         select(Withdrawal)
-        .where(Withdrawal.decided_at >= since, Withdrawal.status != WithdrawalStatus.pending)
+        .where(
+            Withdrawal.decided_at >= since,
+            Withdrawal.status != WithdrawalStatus.pending,
+            unseen("withdrawals_decided", uuid_key(session, Withdrawal.id)),
+        )
         .order_by(Withdrawal.decided_at, Withdrawal.id)
         .limit(BATCH)
     )
@@ -275,7 +284,8 @@ WITHDRAWALS = Feed(
     Source(
         "withdrawals_decided",
         _decided,
-        key=lambda w: f"{w.id.hex}:{w.status}",
+        # A withdrawal is decided once: one notification each.
+        key=lambda w: w.id.hex,
         at=lambda w: cast(datetime, w.decided_at),
     ),
     _withdrawal_drafts,

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from gridex.alerts import jobs as alert_jobs
 from gridex.alerts import service as alert_service
 from gridex.alerts.jobs import evaluate
 from gridex.alerts.models import Alert
@@ -321,3 +322,22 @@ async def test_staff_see_by_region_and_owners_only_their_own(
         response = await client.post(f"{path}/acknowledge", headers=who.headers)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "NOT_FOUND"
+
+
+async def test_a_burst_larger_than_a_batch_drains_over_runs(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Five meters go offline at the same instant and a run reads two facts: the receipts, not
+    the time cursor, say which are done, so the next runs take the rest."""
+    monkeypatch.setattr(alert_jobs, "BATCH", 2)
+    clock.set(NOW)
+    owner = await signed_in(client, runtime)
+    for _ in range(5):
+        await send(client, owner, await make_meter(client, owner), reading(NOW))
+    clock.set(NOW + timedelta(minutes=46))
+    assert await mark_offline(runtime) == 5
+    counts = []
+    for _ in range(4):
+        await evaluate(runtime)
+        counts.append(await count_alerts(runtime, type="device_offline"))
+    assert counts == [2, 4, 5, 5]
