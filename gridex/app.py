@@ -15,6 +15,7 @@ from gridex.admin.routes import admin_router, departments_router, health_router,
 from gridex.alerts.routes import alerts_router
 from gridex.auth.deps import OWNS_METER
 from gridex.auth.routes import router as auth_router
+from gridex.billing.routes import billing_router
 from gridex.chain.node import close_chain
 from gridex.chain.routes import chain_admin_router, chain_router
 from gridex.chain.views import wallet_chain_fields
@@ -38,6 +39,8 @@ from gridex.core.security import PasswordHasher
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
 from gridex.ledger.service import WALLET_CHAIN_VIEW
+from gridex.market.regions import band_prices
+from gridex.market.repository import cleared_prices
 from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.repository import owns_meter
@@ -49,6 +52,9 @@ from gridex.payments.routes import (
     wallet_payments_router,
 )
 from gridex.regions.service import ensure_regions
+from gridex.tariffs.reports import CLEARING_PRICES
+from gridex.tariffs.routes import tariffs_router
+from gridex.tariffs.service import DEFAULT_PRICES
 from gridex.users.routes import me_router, users_router
 
 
@@ -76,6 +82,8 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     # What a lower domain needs from a higher one, handed down here at the edge.
     runtime.extensions[WALLET_CHAIN_VIEW] = wallet_chain_fields
     runtime.extensions[OWNS_METER] = owns_meter
+    runtime.extensions[DEFAULT_PRICES] = band_prices
+    runtime.extensions[CLEARING_PRICES] = cleared_prices
     register_jobs(runtime)
     return runtime
 
@@ -156,6 +164,8 @@ def _include_routes(app: FastAPI) -> None:
         chain_admin_router,
         alerts_router,
         notifications_router,
+        tariffs_router,
+        billing_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))

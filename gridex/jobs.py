@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gridex.alerts.jobs import evaluate as evaluate_alerts
 from gridex.auth.jobs import purge_expired
+from gridex.billing import jobs as billing_jobs
 from gridex.chain import jobs as chain_jobs
 from gridex.core import idempotency
 from gridex.core.runtime import Runtime
@@ -53,6 +54,10 @@ def register_jobs(rt: Runtime) -> None:
         lambda: notify_facts(rt),
         every_seconds=rt.settings.notifications_interval_seconds,
     )
+    # The month's invoices once it has ended in each region; safe to repeat (idempotent, a
+    # changed month yields credit notes), so it runs hourly.
+    rt.jobs.add("billing_cycle", lambda: billing_jobs.generate_last_month(rt), every_seconds=3600)
+    rt.jobs.add("billing_overdue", lambda: billing_jobs.mark_overdue(rt), every_seconds=3600)
     rt.jobs.add("idempotency_purge", lambda: idempotency.purge_expired(rt), every_seconds=3600)
     if rt.settings.demo_simulation and rt.settings.env != "production":
         rt.jobs.add("demo_simulation", lambda: simulate(rt), every_seconds=60)

@@ -3,6 +3,7 @@
 from gridex.alerts.models import Alert, MeterWatch
 from gridex.audit.models import AuditLog
 from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, User, WalletNonce
+from gridex.billing.models import BillingCycle, Dispute, Invoice, InvoiceLine, InvoicePayment
 from gridex.chain.models import (
     ChainHolder,
     ChainMismatch,
@@ -43,6 +44,7 @@ from gridex.meters.models import (
 from gridex.notifications.models import FactCursor, FactReceipt, Notification
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.regions.models import Region
+from gridex.tariffs.models import TariffOverride, TariffSchedule
 
 __all__ = [
     "Alert",
@@ -50,12 +52,14 @@ __all__ = [
     "AuditLog",
     "AuthSession",
     "Base",
+    "BillingCycle",
     "ChainHolder",
     "ChainMismatch",
     "ChainRecord",
     "ChainTransaction",
     "ChainTransactionUser",
     "ChainWallet",
+    "Dispute",
     "EmailOutbox",
     "Epoch",
     "FactCursor",
@@ -63,6 +67,9 @@ __all__ = [
     "IdempotencyKey",
     "Installation",
     "InstallationShare",
+    "Invoice",
+    "InvoiceLine",
+    "InvoicePayment",
     "JobLease",
     "JournalEntry",
     "LedgerAccount",
@@ -87,6 +94,8 @@ __all__ = [
     "RejectedReading",
     "SettlementCorrection",
     "SettlementPosition",
+    "TariffOverride",
+    "TariffSchedule",
     "Trade",
     "User",
     "WalletNonce",

@@ -196,6 +196,10 @@ class Settings(BaseSettings):
     # reading_rejected: this many rejected readings of one meter within the window.
     alert_rejections_threshold: int = Field(default=5, ge=1)
     alert_rejections_window_minutes: int = Field(default=60, ge=1)
+    # Billing: the tax rate applied to each invoice's subtotal (0.2 = 20 %, at most 6 decimals)
+    # and how many days after issue an invoice falls due.
+    tax_rate: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
+    invoice_due_days: int = Field(default=14, ge=0, le=365)
 
     @model_validator(mode="after")
     def _market_settings(self) -> Settings:
@@ -207,6 +211,8 @@ class Settings(BaseSettings):
                 raise ValueError(f"GRIDEX_{name.upper()} must be >= 0 with at most 6 decimals")
         if self.min_price > self.max_price:
             raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
+        if self.tax_rate != self.tax_rate.quantize(Decimal("0.000001")):
+            raise ValueError("GRIDEX_TAX_RATE must have at most 6 decimals")
         return self
 
     @model_validator(mode="after")

@@ -36,7 +36,7 @@ from gridex.market.models import (
     OrderType,
     Side,
 )
-from gridex.market.regions import MarketParams, default_band, params_of
+from gridex.market.regions import MarketParams, default_band_at, params_of
 from gridex.market.schemas import NewOrder, OrderChange, OrderOut
 from gridex.market.service import get_or_create_epoch, own_order
 from gridex.market.views import order_event, order_out
@@ -195,9 +195,13 @@ async def _context(
 ) -> repository.OrderContext:
     """The entry rules' verdicts about ``order`` at ``now`` (see
     :func:`repository.order_context`)."""
-    request = repository.OrderRequest(
-        order, now, default_band(rt), rt.settings.epoch_minutes, session_id
-    )
+    # A region without settings takes its band from its tariff at the order's epoch.
+    region = order.region
+    if region is None:
+        user = await session.get(User, order.user_id)
+        region = user.region if user is not None else None
+    band = await default_band_at(session, rt, region, order.epoch_start)
+    request = repository.OrderRequest(order, now, band, rt.settings.epoch_minutes, session_id)
     try:
         return await repository.order_context(
             session,

@@ -199,6 +199,24 @@ async def last_cleared(session: AsyncSession, region: str) -> Epoch | None:
     )
 
 
+async def cleared_prices(
+    session: AsyncSession, region: str, since: datetime, until: datetime
+) -> list[tuple[datetime, int, int]]:
+    """``(start, price_micros, volume_wh)`` of the region's epochs that cleared with a trade,
+    starting in ``[since, until)``, oldest first (the tariffs' forecast and analytics)."""
+    rows = await session.execute(
+        select(Epoch.start, Epoch.price_micros, Epoch.volume_wh)
+        .where(
+            Epoch.region == region,
+            Epoch.start >= since,
+            Epoch.start < until,
+            Epoch.price_micros.is_not(None),
+        )
+        .order_by(Epoch.start)
+    )
+    return [(start, int(price or 0), int(volume or 0)) for start, price, volume in rows]
+
+
 # --- meters -------------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from gridex.core.config import REGION_NAME
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, PageDep
-from gridex.core.schemas import AwareDatetime
+from gridex.core.schemas import AwareDatetime, error_responses
 from gridex.market import epoch_trades, orders, service
 from gridex.market.models import EpochState, OrderStatus, Side
 from gridex.market.schemas import (
@@ -29,6 +29,7 @@ from gridex.market.schemas import (
     EpochTradesOut,
     HistoryOut,
     MarketDataOut,
+    MemberSettlementOut,
     OrderBookOut,
     OrderDetailOut,
     OrderIn,
@@ -39,6 +40,7 @@ from gridex.market.schemas import (
     RegionSettingsOut,
     TradeOut,
 )
+from gridex.market.settlement import positions
 
 market_router = APIRouter(prefix="/market", tags=["market"])
 
@@ -221,6 +223,24 @@ async def own_trades(
     epoch: AwareDatetime | None = None,
 ) -> Page[TradeOut]:
     return await service.own_trades(session, rt, principal, page, epoch)
+
+
+@market_router.get("/settlements", responses=error_responses(403))
+async def settlements(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    region: RegionQuery = None,
+    user_id: uuid.UUID | None = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    to: AwareDatetime | None = None,
+) -> Page[MemberSettlementOut]:
+    """Your settlement per settled epoch, latest first: energy sold, bought, delivered and
+    consumed, proceeds, fee, shortfall charge, feed-in credit, revenue shares, net and the
+    ledger entries. Operators and admins: every member's, or `user_id`'s."""
+    return await positions.settlements(
+        session, principal, page, user_id=user_id, region=region, since=from_, until=to
+    )
 
 
 @market_router.get("/trades/recent")

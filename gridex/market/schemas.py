@@ -314,8 +314,9 @@ class RegionSettingsOut(OutputModel):
     min_price: Money
     max_price: Money
     fee_bps: int
-    source: Literal["region", "default"] = Field(
-        description="`default`: the region has no settings and uses the deployment's"
+    source: Literal["region", "tariff", "default"] = Field(
+        description="`tariff`: the region has no settings and its band is its tariff's feed-in"
+        " .. import price now; `default`: no settings and no tariff, the deployment's"
     )
     updated_at: UtcDatetime | None
 
@@ -334,3 +335,38 @@ class EpochTradesOut(OutputModel):
     region: str
     trades_hash: str
     trades: list[EpochTradeOut]
+
+
+class MemberSettlementOut(OutputModel):
+    """One member's settlement in one epoch, as last settled (re-settlements included).
+
+    Energy: what the member sold and bought, what its meters delivered (exported) and consumed
+    (imported) in the epoch, and the delivery shortfall / unconsumed energy. Money: ``proceeds``
+    (paid for its sales, after the fee and revenue shares passed on), ``fee`` (the platform's
+    fee on its sales), ``revenue_shares`` (received as a share holder of installations),
+    ``shortfall_charge`` (paid to the grid at the import price), ``feed_in_credit`` (from the
+    grid at the feed-in price), ``purchases`` (paid at clearing for what it bought) and
+    ``net`` = proceeds + revenue_shares + feed_in_credit - shortfall_charge - purchases.
+    ``entries``: the ledger entries of the epoch that touch the member.
+    """
+
+    epoch: UtcDatetime
+    region: str
+    user_id: uuid.UUID
+    sold_kwh: Kwh
+    bought_kwh: Kwh
+    delivered_kwh: Kwh
+    consumed_kwh: Kwh
+    shortfall_kwh: Kwh
+    unconsumed_kwh: Kwh
+    proceeds: Money
+    fee: Money
+    revenue_shares: Money
+    shortfall_charge: Money
+    feed_in_credit: Money
+    purchases: Money
+    net: Money
+    grid_import_price: Money | None
+    feed_in_price: Money | None
+    settled_at: UtcDatetime | None
+    entries: list[uuid.UUID]

@@ -32,7 +32,7 @@ def params_out(params: MarketParams, timezone: str) -> RegionSettingsOut:
         min_price=params.min_price_micros,
         max_price=params.max_price_micros,
         fee_bps=params.fee_bps,
-        source="region" if params.source == "region" else "default",
+        source=params.source,
         updated_at=params.updated_at,
     )
 
