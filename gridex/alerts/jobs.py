@@ -14,8 +14,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any, cast
+from datetime import date, datetime, timedelta
+from typing import Any, Protocol, cast
 
 import structlog
 from sqlalchemy import and_, func, select
@@ -71,24 +71,32 @@ EXPORTING = (MeterKind.production, MeterKind.bidirectional)
 # --- invoices: a later domain's facts, handed in by the app -----------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class OverdueInvoice:
-    id: uuid.UUID
-    user_id: uuid.UUID
-    number: str
-    amount_due_micros: int
-    due_date: str  # yyyy-mm-dd
-    region: str | None = None
+class OverdueInvoice(Protocol):
+    """What the rule reads of an overdue invoice (billing's ``Invoice`` rows are such)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def user_id(self) -> uuid.UUID: ...
+    @property
+    def number(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def due_date(self) -> date: ...
+    @property
+    def amount_due_micros(self) -> int: ...
 
 
 # Billing sits beside alerts, not below: the app puts its functions under these names.
 # ``OVERDUE_INVOICES(session, now)``: every invoice overdue now.
-# ``DUE_INVOICES(session, user_ids, now)``: per user, micros of invoices issued and not paid.
+# ``DUE_INVOICES(session, user_ids, now)``: per user, micros of invoices issued and not paid
+# (``user_ids`` None: every user who owes some).
 OVERDUE_INVOICES = "alerts.overdue_invoices"
 DUE_INVOICES = "alerts.due_invoices"
 OverdueInvoices = Callable[[AsyncSession, datetime], Awaitable[Sequence[OverdueInvoice]]]
 DueInvoices = Callable[
-    [AsyncSession, Sequence[uuid.UUID], datetime], Awaitable[dict[uuid.UUID, int]]
+    [AsyncSession, Sequence[uuid.UUID] | None, datetime], Awaitable[dict[uuid.UUID, int]]
 ]
 
 
@@ -627,8 +635,9 @@ LOW_BALANCE_CURSOR = "alerts:low_balance"
 async def low_balance(rt: Runtime, session: AsyncSession) -> int:
     """``low_balance`` for a user whose available balance is negative (a debt, which blocks
     new buy orders and withdrawals) or below what their issued, unpaid invoices ask. Users are
-    looked at when their balance moved (ledger postings past a cursor) or while they have an
-    unresolved ``low_balance``; the alert resolves when the balance covers again."""
+    looked at when their balance moved (ledger postings past a cursor), while they owe on an
+    invoice or have an unresolved ``low_balance``; the alert resolves when the balance covers
+    again."""
     now = rt.clock.now()
     since = await window_start(session, LOW_BALANCE_CURSOR, now, _lookback(rt))
     touched = set(
@@ -640,7 +649,12 @@ async def low_balance(rt: Runtime, session: AsyncSession) -> int:
         )
     )
     open_alerts = {a.subject_id: a for a in await unresolved_of(session, AlertType.low_balance)}
-    users = sorted({cast(uuid.UUID, u) for u in touched} | {uuid.UUID(k) for k in open_alerts})
+    # Everyone who owes on an invoice is looked at too: an issued invoice moves no balance.
+    due_of = cast(DueInvoices | None, rt.extensions.get(DUE_INVOICES))
+    due = await due_of(session, None, now) if due_of is not None else {}
+    users = sorted(
+        {cast(uuid.UUID, u) for u in touched} | {uuid.UUID(k) for k in open_alerts} | set(due)
+    )
     await advance(session, LOW_BALANCE_CURSOR, now, now, _lookback(rt))
     if not users:
         return 0
@@ -667,8 +681,6 @@ async def low_balance(rt: Runtime, session: AsyncSession) -> int:
             )
         ).all()
     )
-    due_of = cast(DueInvoices | None, rt.extensions.get(DUE_INVOICES))
-    due = await due_of(session, users, now) if due_of is not None else {}
     regions = dict(
         (await session.execute(select(User.id, User.region).where(User.id.in_(users)))).all()
     )
@@ -729,9 +741,7 @@ async def overdue_invoices(rt: Runtime, session: AsyncSession) -> int:
     current = set()
     for inv in invoices:
         current.add(str(inv.id))
-        region = inv.region or await session.scalar(
-            select(User.region).where(User.id == inv.user_id)
-        )
+        region = inv.region
         await raise_alert(
             session,
             rt,
@@ -740,13 +750,13 @@ async def overdue_invoices(rt: Runtime, session: AsyncSession) -> int:
                 Severity.warning,
                 SubjectKind.invoice,
                 str(inv.id),
-                f"Invoice {inv.number} is overdue since {inv.due_date}: "
+                f"Invoice {inv.number} is overdue since {inv.due_date.isoformat()}: "
                 f"{micros_to_money(inv.amount_due_micros)} is unpaid",
                 user_id=inv.user_id,
                 region=region,
                 details={
                     "number": inv.number,
-                    "due_date": inv.due_date,
+                    "due_date": inv.due_date.isoformat(),
                     "amount_due": micros_to_money(inv.amount_due_micros),
                 },
             ),

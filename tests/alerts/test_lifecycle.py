@@ -4,15 +4,12 @@ unresolved and analytics; staff-only alerts; overdue invoices through the billin
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.alerts.jobs import OVERDUE_INVOICES, OverdueInvoice, evaluate
 from gridex.auth.models import Role
 from gridex.chain.models import ChainMismatch
 from gridex.core.clock import FrozenClock, utc_iso
@@ -198,30 +195,3 @@ async def test_chain_mismatch_is_for_staff_only(
     response = await client.get(f"{API}/alerts/{alert['id']}", headers=owner.headers)
     assert response.status_code == 404
     assert [n["type"] for n in await notifications_of(client, admin)] == ["chain_mismatch"]
-
-
-async def test_overdue_invoices_come_through_the_billing_plug(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
-) -> None:
-    clock.set(NOW)
-    owner = await signed_in(client, runtime)
-    overdue: list[OverdueInvoice] = [
-        OverdueInvoice(uuid.uuid4(), owner.id, "INV-2026-02-0001", 12_340_000, "2026-03-01")
-    ]
-
-    async def source(session: AsyncSession, now: datetime) -> Sequence[OverdueInvoice]:
-        return list(overdue)
-
-    runtime.extensions[OVERDUE_INVOICES] = source
-    await evaluate(runtime)
-    await evaluate(runtime)
-    [alert] = await alerts_of(client, owner)
-    assert alert["type"] == "invoice_overdue"
-    assert alert["subject"] == {"kind": "invoice", "id": str(overdue[0].id)}
-    assert alert["region"] == "north"
-    assert alert["details"]["amount_due"] == "12.340000"
-
-    overdue.clear()  # paid
-    await evaluate(runtime)
-    [paid] = await alerts_of(client, owner)
-    assert paid["status"] == "resolved"
