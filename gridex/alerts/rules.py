@@ -35,6 +35,12 @@ def _per_quarter(wh: int, minutes: int) -> float:
     return wh * minutes / 15
 
 
+def _expected(wh_per_minute: float, minutes: int) -> float:
+    """The profile's Wh for a reading of ``minutes``, to the mWh: a mean of whole Wh times the
+    minutes it was divided by gives those Wh back, not a float a hair above them."""
+    return round(wh_per_minute * minutes, 3)
+
+
 def consumption_spike(
     consumed_wh: int, minutes: int, profile: Profile | None, t: Thresholds
 ) -> dict[str, Any] | None:
@@ -43,7 +49,7 @@ def consumption_spike(
     profile has fewer than ``min_days`` days."""
     if profile is None or profile.days < t.min_days:
         return None
-    expected = profile.consumed_wh_per_minute * minutes
+    expected = _expected(profile.consumed_wh_per_minute, minutes)
     if consumed_wh > expected * t.spike_factor and consumed_wh - expected >= _per_quarter(
         t.spike_min_wh, minutes
     ):
@@ -64,7 +70,7 @@ def generation_drop(
     meters that seldom export never count); None otherwise."""
     if profile is None or profile.days < t.min_days:
         return None
-    expected = profile.produced_wh_per_minute * minutes
+    expected = _expected(profile.produced_wh_per_minute, minutes)
     if expected < _per_quarter(t.drop_min_expected_wh, minutes):
         return None
     if produced_wh < expected * t.drop_ratio:
