@@ -55,15 +55,6 @@ async def tariff_band(
     return low, high
 
 
-async def default_band_at(
-    session: AsyncSession, rt: Runtime, region: str | None, at: datetime
-) -> tuple[int, int]:
-    """The band of a region without settings at ``at``: its tariff's, else the deployment's."""
-    if region is None:
-        return default_band(rt)
-    return await tariff_band(session, rt, region, at) or default_band(rt)
-
-
 async def band_prices(session: AsyncSession, rt: Runtime, region: str) -> tuple[int, int]:
     """``(import, feed_in)`` of a region without a tariff: its band's ``max_price`` and
     ``min_price`` (the tariffs' default prices, handed to them by the app)."""

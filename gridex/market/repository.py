@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
+    delete,
     func,
     insert,
     literal,
@@ -50,6 +51,7 @@ from gridex.market.models import (
     Trade,
 )
 from gridex.meters.models import Meter, MeterStatus
+from gridex.tariffs.repository import tariff_in_force
 
 Lock = Literal["share", "update"] | None
 
@@ -363,6 +365,8 @@ class OrderContext:
     epoch: EpochTaken | None
     # The order given to order_context was inserted by the same statement.
     inserted: bool = False
+    # The region has a tariff schedule or override in force at the order's epoch.
+    tariff_in_force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +496,9 @@ def _order_context_query(shape: _Shape) -> Precompiled:
             epoch.c.gate_closure.label("epoch_gate_closure"),
             epoch.c.seq.label("epoch_seq"),
             region.label("resolved_region"),
+            tariff_in_force(region, bindparam("start", type_=Epoch.__table__.c.start.type)).label(
+                "tariff_in_force"
+            ),
             *(rule.condition(src).label(rule.verdict) for rule in rules),
         )
         .select_from(one)
@@ -638,7 +645,14 @@ def _context_of(row: Any, side: Side, with_insert: bool) -> OrderContext:
         available_micros=int(row.balance or 0),
     )
     inserted = with_insert and int(row.inserted) == 1
-    return OrderContext(found, settings, epoch, inserted=inserted)
+    return OrderContext(
+        found, settings, epoch, inserted=inserted, tariff_in_force=bool(row.tariff_in_force)
+    )
+
+
+async def delete_order(session: AsyncSession, order_id: uuid.UUID) -> None:
+    """Take out an order the order-entry statement inserted (before anything refers to it)."""
+    await session.execute(delete(MarketOrder).where(MarketOrder.id == order_id))
 
 
 # --- trades -------------------------------------------------------------------------------------

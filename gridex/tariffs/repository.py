@@ -5,11 +5,22 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import ColumnElement, Select, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.tariffs.models import TariffOverride, TariffSchedule
+
+
+def tariff_in_force(region: Any, at: Any) -> ColumnElement[bool]:
+    """SQL: whether ``region`` has a schedule or an override in force at ``at`` (SQL
+    expressions), for a statement that needs to know without a query of its own."""
+    schedule = exists().where(TariffSchedule.region == region, TariffSchedule.effective_from <= at)
+    override = exists().where(
+        TariffOverride.region == region, TariffOverride.starts_at <= at, TariffOverride.ends_at > at
+    )
+    return schedule | override
 
 
 async def schedules_between(
@@ -65,6 +76,7 @@ async def overrides_between(
                 TariffOverride.region == region,
                 TariffOverride.starts_at < end,
                 TariffOverride.ends_at > start,
+                TariffOverride.ends_at > TariffOverride.starts_at,  # not cancelled unstarted
             )
             .order_by(TariffOverride.created_at, TariffOverride.id)
         )
@@ -116,7 +128,7 @@ async def pending_override_counts(session: AsyncSession, at: datetime) -> dict[s
     """Per region, how many overrides are in force at ``at`` or start later."""
     rows = await session.execute(
         select(TariffOverride.region, func.count())
-        .where(TariffOverride.ends_at > at)
+        .where(TariffOverride.ends_at > at, TariffOverride.ends_at > TariffOverride.starts_at)
         .group_by(TariffOverride.region)
     )
     return {region: int(count) for region, count in rows}

@@ -42,7 +42,7 @@ From = Annotated[AwareDatetime | None, Query(alias="from")]
 
 
 @tariffs_router.get("/current")
-async def current(
+async def tariff_current(
     principal: CurrentPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
@@ -56,7 +56,7 @@ async def current(
 
 
 @tariffs_router.get("/current/{region}", responses=error_responses(404))
-async def current_in(
+async def tariff_current_in_region(
     region: RegionPath,
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -67,7 +67,7 @@ async def current_in(
 
 
 @tariffs_router.get("/history")
-async def history(
+async def tariff_history(
     principal: CurrentPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
@@ -81,7 +81,7 @@ async def history(
 
 
 @tariffs_router.get("/estimate")
-async def estimate(
+async def tariff_estimate(
     principal: CurrentPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
@@ -110,7 +110,7 @@ async def estimate(
 
 
 @tariffs_router.get("/forecast")
-async def forecast(
+async def tariff_forecast(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep, region: RegionQuery = None
 ) -> ForecastOut:
     """The next 24 hours per epoch: tariff prices and the recent clearing price of the same
@@ -119,7 +119,7 @@ async def forecast(
 
 
 @tariffs_router.get("/regions")
-async def regions_overview(
+async def tariff_regions(
     principal: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> list[RegionTariffOut]:
     """Operators: every region's prices now and what changes next."""
@@ -127,7 +127,7 @@ async def regions_overview(
 
 
 @tariffs_router.get("/analytics")
-async def analytics(
+async def tariff_analytics(
     principal: StaffPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
@@ -144,7 +144,7 @@ async def analytics(
 
 
 @tariffs_router.post("", status_code=status.HTTP_201_CREATED, responses=error_responses(409))
-async def create_schedule(
+async def create_tariff(
     body: TariffIn, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> ScheduleOut:
     """Admins: a new schedule for a region from `effective_from` (it supersedes the one in
@@ -165,7 +165,7 @@ async def create_schedule(
 
 
 @tariffs_router.post("/overrides", status_code=status.HTTP_201_CREATED)
-async def create_override(
+async def create_tariff_override(
     body: OverrideIn, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> OverrideOut:
     """Admins: prices for a window (from `starts_at`, default now, to `expires_at`) that win
@@ -185,7 +185,7 @@ async def create_override(
 
 
 @tariffs_router.delete("/overrides/{override_id}", responses=error_responses(409))
-async def cancel_override(
+async def cancel_tariff_override(
     override_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> OverrideOut:
     """Admins: end an override now."""

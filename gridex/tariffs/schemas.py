@@ -128,7 +128,7 @@ class BandIn(InputModel):
 
     @model_validator(mode="after")
     def _not_empty(self) -> BandIn:
-        if parse_clock(self.start) % 1440 == parse_clock(self.end, end=True) % 1440:
+        if parse_clock(self.start) == parse_clock(self.end, end=True):
             raise ValueError("a band's end must differ from its start")
         if isinstance(self.days, list) and not self.days:
             raise ValueError("days must name at least one day")

@@ -182,10 +182,12 @@ async def create_schedule(
     bands: list[Band],
     holidays: list[date],
     effective_from: datetime | date | None,
+    allow_past: bool = False,
 ) -> TariffSchedule:
     """Store a new schedule for ``region`` from ``effective_from`` (a date: local midnight of
     that day; None: now). It supersedes the schedule in force from then on; earlier prices are
-    history and cannot change, so ``effective_from`` may not lie in the past."""
+    history and cannot change, so ``effective_from`` may not lie in the past (``allow_past``:
+    only for seeding a region whose past nothing has priced yet, as the demo does)."""
     now = rt.clock.now()
     known = await regions.require_region(session, region)
     tz = region_tz(known.timezone)
@@ -195,7 +197,7 @@ async def create_schedule(
         starts = effective_from
     else:
         starts = local_midnight(tz, effective_from)
-    if starts < now:
+    if starts < now and not allow_past:
         raise ValidationFailed(
             "effective_from must not be in the past: earlier prices are history",
             details={"field": "effective_from"},

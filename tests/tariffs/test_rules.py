@@ -24,6 +24,7 @@ from gridex.tariffs.rules import (
     price_at,
     price_segments,
 )
+from gridex.tariffs.schemas import BandIn
 
 BERLIN = ZoneInfo("Europe/Berlin")
 SCHEDULE_ID = uuid.UUID(int=1)
@@ -289,3 +290,12 @@ def test_segments_are_contiguous_and_agree_with_the_point_lookup(
             segment.feed_in_price_micros,
             segment.source,
         ) == (point.band, point.import_price_micros, point.feed_in_price_micros, point.source)
+
+
+def test_a_whole_day_band_and_an_empty_one() -> None:
+    whole = BandIn.model_validate(
+        {"start": "00:00", "end": "24:00", "import_price": "0.25", "days": "weekend"}
+    ).band(300_000)
+    assert (whole.name, whole.spans(), whole.days) == ("off_peak", ((0, 1440),), WEEKEND)
+    with pytest.raises(ValueError, match="end must differ"):
+        BandIn.model_validate({"start": "07:00", "end": "07:00", "import_price": "0.25"})

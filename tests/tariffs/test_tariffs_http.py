@@ -441,3 +441,38 @@ async def test_forecast_regions_overview_and_analytics(
     # (8 x 0.20 + 4 x 0.42 + 12 x 0.30) / 24 = 0.286667
     assert body["time_weighted_import_price"] == "0.286667"
     assert body["market"]["epochs_cleared"] == 0
+
+
+async def test_an_override_cancelled_before_it_starts_never_applies(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    admin = await signed_in(client, runtime, Role.admin)
+    operator = await signed_in(client, runtime, Role.operator)
+    region = await zoned_region(runtime)
+    await create_tariff(client, admin, region, effective_from="2026-03-03")
+    body = {
+        "region": region,
+        "export_price": "0.01",
+        "reason": "Planned export curtailment",
+        "starts_at": "2026-03-05T10:00:00Z",
+        "expires_at": "2026-03-05T12:00:00Z",
+    }
+    response = await client.post(f"{API}/tariffs/overrides", json=body, headers=admin.headers)
+    assert response.status_code == 201, response.text
+    override = response.json()
+
+    async def pending() -> int:
+        response = await client.get(f"{API}/tariffs/regions", headers=operator.headers)
+        return int(next(r for r in response.json() if r["region"] == region)["pending_overrides"])
+
+    assert await pending() == 1
+    assert (await current(client, admin, region, "2026-03-05T11:00:00Z"))["export_price"] == (
+        "0.010000"
+    )
+    response = await client.delete(
+        f"{API}/tariffs/overrides/{override['id']}", headers=admin.headers
+    )
+    assert response.status_code == 200, response.text
+    assert await pending() == 0
+    during = await current(client, admin, region, "2026-03-05T11:00:00Z")
+    assert (during["export_price"], during["source"]) == ("0.080000", "schedule")
