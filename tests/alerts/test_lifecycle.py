@@ -3,6 +3,7 @@ unresolved and analytics; staff-only alerts; overdue invoices through the billin
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
+from gridex.alerts.models import AlertType, Severity, SubjectKind
+from gridex.alerts.service import Condition, raise_alert
 from gridex.auth.models import Role
 from gridex.chain.models import ChainMismatch
 from gridex.core.clock import FrozenClock, utc_iso
@@ -195,3 +198,32 @@ async def test_chain_mismatch_is_for_staff_only(
     response = await client.get(f"{API}/alerts/{alert['id']}", headers=owner.headers)
     assert response.status_code == 404
     assert [n["type"] for n in await notifications_of(client, admin)] == ["chain_mismatch"]
+
+
+async def test_two_workers_raising_the_same_condition_make_one_alert(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    clock.set(NOW)
+    owner = await signed_in(client, runtime)
+    condition = Condition(
+        AlertType.low_balance,
+        Severity.critical,
+        SubjectKind.user,
+        str(owner.id),
+        "in debt",
+        user_id=owner.id,
+        region="north",
+    )
+
+    async def worker() -> bool:
+        async with runtime.db.sessionmaker() as session:
+            raised = await raise_alert(session, runtime, condition)
+            await asyncio.sleep(0.05)  # both transactions are open at once
+            await session.commit()
+            return raised is not None
+
+    outcomes = await asyncio.gather(worker(), worker())
+    assert sorted(outcomes) == [False, True]
+    [alert] = await alerts_of(client, owner)
+    assert alert["occurrences"] == 2
+    assert len(await notifications_of(client, owner)) == 1
