@@ -22,7 +22,7 @@ from gridex.meters.jobs import mark_offline
 from gridex.meters.models import MeterStatusEvent
 from gridex.notifications.models import Notification
 from tests.alerts.helpers import alerts_of, notifications_of, run_jobs, send
-from tests.factories import Account, signed_in
+from tests.factories import API, Account, signed_in
 from tests.meters.helpers import NOW, make_meter, reading
 
 
@@ -341,3 +341,21 @@ async def test_a_burst_larger_than_a_batch_drains_over_runs(
         await evaluate(runtime)
         counts.append(await count_alerts(runtime, type="device_offline"))
     assert counts == [2, 4, 5, 5]
+
+
+async def test_a_threshold_changed_through_admin_config_is_what_the_rule_judges(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    clock.set(NOW + timedelta(minutes=1))
+    admin = await signed_in(client, runtime, Role.admin)
+    owner, meter = await owner_with_meter(client, runtime)
+    changed = await client.put(
+        f"{API}/admin/config", json={"alert_voltage_max": 240}, headers=admin.headers
+    )
+    assert changed.status_code == 200, changed.text
+    # 245 V is inside the default 207-253 V, outside the 207-240 V set at runtime.
+    await send(client, owner, meter, reading(NOW, voltage=245.0))
+    await run_jobs(runtime)
+    [alert] = await alerts_of(client, owner)
+    assert alert["type"] == "voltage_out_of_range"
+    assert alert["details"]["max"] == 240.0
