@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.audit.service import record
 from gridex.auth.models import Role, User
+from gridex.auth.service import Principal
 from gridex.billing import pdf, repository, rules
 from gridex.billing.models import (
     SETTLED_KINDS,
@@ -848,6 +849,21 @@ def invoices_query(
     region: str | None,
 ) -> Any:
     return repository.invoices_query(user_id=user_id, status=status, period=period, region=region)
+
+
+def visible_invoices_query(
+    principal: Principal,
+    *,
+    status: InvoiceStatus | None = None,
+    period: str | None = None,
+    user_id: uuid.UUID | None = None,
+    region: str | None = None,
+) -> Any:
+    """The invoices ``principal`` may list, newest first: a member its own (the ``user_id`` and
+    ``region`` filters are ignored), staff everyone's."""
+    if principal.user.role not in (Role.admin, Role.operator):
+        user_id, region = principal.user.id, None
+    return invoices_query(user_id=user_id, status=status, period=period, region=region)
 
 
 def payments_query(user_id: uuid.UUID) -> Any:
