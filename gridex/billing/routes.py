@@ -12,7 +12,6 @@ from fastapi import APIRouter, Path, Query, Response, status
 from fastapi.responses import StreamingResponse
 
 from gridex.auth.deps import CurrentPrincipal, StaffPrincipal, idempotent
-from gridex.auth.models import Role
 from gridex.billing import pdf, service
 from gridex.billing.models import Dispute, Invoice, InvoiceLine, InvoiceStatus
 from gridex.billing.rules import Line
@@ -73,10 +72,9 @@ async def list_invoices(
 ) -> Page[InvoiceSummaryOut]:
     """Own invoices and credit notes, newest first; staff see everyone's (``user_id``,
     ``region`` filters)."""
-    user = principal.user
-    if user.role not in (Role.admin, Role.operator):
-        user_id, region = user.id, None
-    query = service.invoices_query(user_id=user_id, status=status, period=period, region=region)
+    query = service.visible_invoices_query(
+        principal, status=status, period=period, user_id=user_id, region=region
+    )
     rows, total = await paginate(session, query, page)
     return Page.build([InvoiceSummaryOut.model_validate(r) for r in rows], total, page)
 

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.audit.service import record
 from gridex.auth.models import Role, User
+from gridex.auth.service import Principal
 from gridex.billing import pdf, repository, rules
 from gridex.billing.models import (
     SETTLED_KINDS,
@@ -850,6 +851,21 @@ def invoices_query(
     return repository.invoices_query(user_id=user_id, status=status, period=period, region=region)
 
 
+def visible_invoices_query(
+    principal: Principal,
+    *,
+    status: InvoiceStatus | None = None,
+    period: str | None = None,
+    user_id: uuid.UUID | None = None,
+    region: str | None = None,
+) -> Any:
+    """The invoices ``principal`` may list, newest first: a member its own (the ``user_id`` and
+    ``region`` filters are ignored), staff everyone's."""
+    if principal.user.role not in (Role.admin, Role.operator):
+        user_id, region = principal.user.id, None
+    return invoices_query(user_id=user_id, status=status, period=period, region=region)
+
+
 def payments_query(user_id: uuid.UUID) -> Any:
     return repository.payments_query(user_id)
 
@@ -916,3 +932,33 @@ async def pdf_document(session: AsyncSession, rt: Runtime, invoice: Invoice) -> 
         amount_due_micros=invoice.amount_due_micros,
         daily=[(str(d), int(a), int(b)) for d, a, b in invoice.daily],
     )
+
+
+# --- what other domains read: overdue and unpaid invoices ---------------------------------------
+
+
+async def overdue_invoices(session: AsyncSession, now: datetime) -> list[Invoice]:
+    """Every invoice that is ``overdue`` now (paid, disputed or voided ones are not)."""
+    rows = await session.scalars(
+        select(Invoice)
+        .where(Invoice.status == InvoiceStatus.overdue)
+        .order_by(Invoice.due_date, Invoice.number)
+    )
+    return list(rows)
+
+
+async def unpaid_by_user(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID] | None, now: datetime
+) -> dict[uuid.UUID, int]:
+    """Per user (of ``user_ids``, or every user when None), the micros still due on their
+    issued and overdue invoices; users who owe nothing are left out."""
+    query = select(Invoice).where(Invoice.status.in_([InvoiceStatus.issued, InvoiceStatus.overdue]))
+    if user_ids is not None:
+        query = query.where(Invoice.user_id.in_(user_ids))
+    rows = await session.scalars(query)
+    out: dict[uuid.UUID, int] = {}
+    for invoice in rows:
+        due = invoice.amount_due_micros
+        if due > 0:
+            out[invoice.user_id] = out.get(invoice.user_id, 0) + due
+    return out

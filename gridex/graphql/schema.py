@@ -5,11 +5,12 @@ uses for the same object, with the caller REST would see (a foreign object is ``
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import datetime
 from typing import Annotated, Any, cast, get_args
 
 import strawberry
+from pydantic import BaseModel
 from strawberry.extensions import (
     AddValidationRules,
     MaxAliasesLimiter,
@@ -20,13 +21,20 @@ from strawberry.scalars import JSON
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import Info
 
+from gridex.alerts import service as alerts
+from gridex.alerts.models import AlertStatus, AlertType
+from gridex.alerts.schemas import AlertOut
 from gridex.auth.schemas import UserOut
+from gridex.auth.service import Principal
+from gridex.billing import service as billing
+from gridex.billing.models import InvoiceStatus
+from gridex.billing.schemas import InvoiceSummaryOut
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, paginate
 from gridex.graphql.context import Context
 from gridex.graphql.errors import ErrorCodes
 from gridex.graphql.limits import MAX_DEPTH, CostLimit
-from gridex.graphql.pagination import Connection, connection, window
+from gridex.graphql.pagination import Connection, Window, connection, window
 from gridex.graphql.types import SCALARS, DateTime, from_model, object_type
 from gridex.ledger import service as ledger
 from gridex.ledger.schemas import WalletOut
@@ -37,6 +45,8 @@ from gridex.meters import service as meters
 from gridex.meters import telemetry
 from gridex.meters.models import MeterStatus
 from gridex.meters.schemas import Interval, MeterOut, PointsOut
+from gridex.notifications import repository as notifications
+from gridex.notifications.schemas import NotificationOut
 
 Info_ = Info[Context, None]
 
@@ -94,6 +104,20 @@ Trade = object_type(TradeOut)
 Epoch = object_type(EpochOut)
 User = object_type(UserOut)
 Wallet = object_type(WalletOut)
+Invoice = object_type(InvoiceSummaryOut)
+Alert = object_type(AlertOut)
+Notification = object_type(NotificationOut)
+
+
+async def _page_of(
+    info: Info_, query_of: Callable[[Principal], Any], out: type[BaseModel], at: Window
+) -> Connection[Any]:
+    """One page of the rows ``query_of(principal)`` selects, as REST lists them."""
+    ctx = info.context
+    principal = await ctx.principal()
+    async with ctx.db() as session:
+        rows, total = await paginate(session, query_of(principal), at)
+    return connection(Page.build([out.model_validate(r) for r in rows], total, at), at)
 
 
 @strawberry.type
@@ -199,6 +223,53 @@ class Query:
                 state=state,
             )
         return connection(page, at)
+
+    @strawberry.field(description="Own invoices and credit notes; operators and admins: all.")
+    async def invoices(
+        self,
+        info: Info_,
+        first: int | None = None,
+        after: str | None = None,
+        status: InvoiceStatus | None = None,
+        period: str | None = None,
+    ) -> Connection[Invoice]:
+        return await _page_of(
+            info,
+            lambda p: billing.visible_invoices_query(p, status=status, period=period),
+            InvoiceSummaryOut,
+            window(first, after),
+        )
+
+    @strawberry.field(description="Own alerts; operators those of their region, admins all.")
+    async def alerts(
+        self,
+        info: Info_,
+        first: int | None = None,
+        after: str | None = None,
+        status: AlertStatus | None = None,
+        type: AlertType | None = None,
+    ) -> Connection[Alert]:
+        return await _page_of(
+            info,
+            lambda p: alerts.alerts_query(p, status=status, type=type),
+            AlertOut,
+            window(first, after),
+        )
+
+    @strawberry.field(description="Own notifications, newest first.")
+    async def notifications(
+        self,
+        info: Info_,
+        first: int | None = None,
+        after: str | None = None,
+        unread: bool | None = None,
+    ) -> Connection[Notification]:
+        return await _page_of(
+            info,
+            lambda p: notifications.history_query(p.user.id, unread=unread),
+            NotificationOut,
+            window(first, after),
+        )
 
     @strawberry.field(description="The caller's balances.")
     async def wallet(self, info: Info_) -> Wallet:

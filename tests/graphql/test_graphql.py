@@ -19,7 +19,8 @@ from gridex.core.runtime import Runtime
 from gridex.graphql.context import Context
 from gridex.graphql.routes import graphql_router
 from gridex.graphql.schema import schema
-from tests.factories import API, Account, signed_in
+from tests.billing.test_invoices import _issued
+from tests.factories import API, Account, login, signed_in
 from tests.meters.helpers import NOW, make_key, make_meter, reading
 
 METERS = """
@@ -250,3 +251,39 @@ async def test_graphiql_is_served_in_development_only(
     development = SimpleNamespace(settings=SimpleNamespace(env="development"))
     assert graphql_router(cast(Runtime, development)).graphql_ide == "graphiql"
     assert graphql_router(runtime).graphql_ide is None
+
+
+OWN = """
+{
+  invoices { totalCount edges { node { id number total status } } }
+  notifications { totalCount edges { node { id type } } }
+  alerts { totalCount }
+}
+"""
+
+
+async def test_invoices_alerts_and_notifications_are_the_callers_own(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    member, operator, invoice = await _issued(client, runtime, clock)
+    await login(client, member)
+    sent = await client.post(f"{API}/notifications/test", headers=member.headers)
+    assert sent.status_code in (200, 201, 202), sent.text
+    other = await signed_in(client, runtime)
+
+    mine = (await gql(client, OWN, member))["data"]
+    (edge,) = mine["invoices"]["edges"]
+    assert edge["node"] == {k: invoice[k] for k in ("id", "number", "total", "status")}
+    listed = (await client.get(f"{API}/notifications", headers=member.headers)).json()
+    assert mine["notifications"]["totalCount"] == listed["total"] >= 1
+    assert [e["node"]["id"] for e in mine["notifications"]["edges"]] == [
+        n["id"] for n in listed["items"]
+    ]
+    alerts = (await client.get(f"{API}/alerts", headers=member.headers)).json()
+    assert mine["alerts"]["totalCount"] == alerts["total"]
+
+    theirs = (await gql(client, OWN, other))["data"]
+    assert theirs["invoices"]["totalCount"] == 0
+    assert theirs["notifications"]["totalCount"] == 0
+    staff = (await gql(client, OWN, await login(client, operator)))["data"]
+    assert invoice["id"] in {e["node"]["id"] for e in staff["invoices"]["edges"]}
