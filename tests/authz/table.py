@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from gridex.alerts.models import AlertType, Severity, SubjectKind
+from gridex.alerts.service import Condition, raise_alert
 from gridex.auth.models import Role
 from gridex.chain.models import ChainTransaction, ChainTransactionUser
 from gridex.core.runtime import Runtime
@@ -140,6 +142,11 @@ AUTHZ: dict[str, Rule] = {
     "POST /api/v1/billing/disputes/{dispute_id}/resolve": owned(
         "dispute", STAFF, body={"resolution": "the reading was right"}
     ),
+    # alerts (operators see their region's, admins all) and notifications
+    "GET /api/v1/alerts/{alert_id}": owned("alert", STAFF),
+    "POST /api/v1/alerts/{alert_id}/acknowledge": owned("alert", STAFF),
+    "POST /api/v1/alerts/{alert_id}/resolve": owned("alert", STAFF),
+    "POST /api/v1/notifications/{notification_id}/read": owned("notification"),
 }
 
 
@@ -280,6 +287,28 @@ async def _dispute(ctx: Ctx) -> dict[str, str]:
     return {"dispute_id": str(made["id"])}
 
 
+async def _alert(ctx: Ctx) -> dict[str, str]:
+    condition = Condition(
+        AlertType.low_balance,
+        Severity.critical,
+        SubjectKind.user,
+        str(ctx.victim.id),
+        "in debt",
+        user_id=ctx.victim.id,
+        region=REGION,
+    )
+    async with ctx.rt.db.sessionmaker() as session:
+        alert = await raise_alert(session, ctx.rt, condition)
+        await session.commit()
+    assert alert is not None
+    return {"alert_id": str(alert.id)}
+
+
+async def _notification(ctx: Ctx) -> dict[str, str]:
+    sent = await ctx.post("/notifications/test", ctx.victim, {"channels": ["in_app"]})
+    return {"notification_id": str(sent["notification"]["id"])}
+
+
 SUBJECTS: dict[str, Callable[[Ctx], Awaitable[dict[str, str]]]] = {
     "meter": _meter,
     "reading": _reading,
@@ -294,6 +323,8 @@ SUBJECTS: dict[str, Callable[[Ctx], Awaitable[dict[str, str]]]] = {
     "override": _override,
     "invoice": _invoice,
     "dispute": _dispute,
+    "alert": _alert,
+    "notification": _notification,
 }
 
 __all__ = ["AUTHZ", "SUBJECTS", "Ctx", "Rule"]
