@@ -11,12 +11,12 @@ from fastapi import APIRouter, Query
 from gridex.alerts import service
 from gridex.alerts.models import AlertStatus, AlertType, Severity
 from gridex.alerts.schemas import (
+    AlertAnalyticsOut,
     AlertOut,
-    AnalyticsOut,
+    AlertResolveIn,
+    AlertStatsOut,
     BulkAcknowledgeIn,
     BulkAcknowledgeOut,
-    ResolveIn,
-    StatsOut,
     SummaryOut,
 )
 from gridex.auth.deps import CurrentPrincipal, StaffPrincipal
@@ -75,7 +75,7 @@ async def alerts_stats(
     rt: RuntimeDep,
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
-) -> StatsOut:
+) -> AlertStatsOut:
     """Alerts raised in [from, to) (default: the last 30 days) that the caller sees."""
     start, end = _period(rt.clock.now(), from_, to)
     return await service.stats(session, principal, start, end)
@@ -106,7 +106,7 @@ async def alerts_analytics(
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
     region: str | None = None,
-) -> AnalyticsOut:
+) -> AlertAnalyticsOut:
     """Counts by type and region, mean time to acknowledge and to resolve."""
     start, end = _period(rt.clock.now(), from_, to)
     return await service.analytics(session, principal, start, end, region)
@@ -142,7 +142,7 @@ async def resolve_alert(
     principal: CurrentPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
-    body: ResolveIn | None = None,
+    body: AlertResolveIn | None = None,
 ) -> AlertOut:
     """Resolve with an optional note; an already resolved alert is 409 CONFLICT."""
     note = body.note if body else None

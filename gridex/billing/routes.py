@@ -16,17 +16,17 @@ from gridex.billing import pdf, service
 from gridex.billing.models import Dispute, Invoice, InvoiceLine, InvoiceStatus
 from gridex.billing.rules import Line
 from gridex.billing.schemas import (
-    AnalyticsOut,
+    BillingAnalyticsOut,
+    BillingEstimateLineOut,
+    BillingEstimateOut,
     CurrentCycleOut,
     CycleOut,
     DisputeIn,
     DisputeOut,
-    EstimateLineOut,
-    EstimateOut,
+    DisputeResolveIn,
     InvoiceOut,
     InvoiceSummaryOut,
     PaymentOut,
-    ResolveIn,
 )
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
@@ -151,9 +151,9 @@ async def list_invoice_payments(
     return Page.build([PaymentOut.model_validate(r) for r in rows], total, page)
 
 
-def _estimate_lines(lines: list[Line]) -> list[EstimateLineOut]:
+def _estimate_lines(lines: list[Line]) -> list[BillingEstimateLineOut]:
     return [
-        EstimateLineOut(
+        BillingEstimateLineOut(
             kind=line.kind.value,
             description=line.description,
             band=line.band,
@@ -192,10 +192,10 @@ async def current_billing_cycle(
 @billing_router.get("/estimate", responses=raises(NotFound, UnknownRegion))
 async def billing_estimate(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep, region: str | None = None
-) -> EstimateOut:
+) -> BillingEstimateOut:
     """The month's bill estimated from usage to date."""
     cycle = await service.current_cycle(session, rt, principal.user, region)
-    return EstimateOut(
+    return BillingEstimateOut(
         region=cycle.region,
         period=cycle.period,
         as_of=cycle.as_of,
@@ -245,10 +245,10 @@ async def billing_analytics(
     rt: RuntimeDep,
     region: str | None = None,
     period: PeriodQuery = None,
-) -> AnalyticsOut:
+) -> BillingAnalyticsOut:
     """Billed, settled through the wallet, paid, outstanding and overdue amounts; disputes."""
     a = await service.analytics(session, region, period)
-    return AnalyticsOut(
+    return BillingAnalyticsOut(
         region=region,
         period=period,
         currency=rt.settings.currency,
@@ -287,7 +287,7 @@ async def export_invoices_csv(
 )
 async def resolve_dispute(
     dispute_id: uuid.UUID,
-    body: ResolveIn,
+    body: DisputeResolveIn,
     staff: StaffPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
