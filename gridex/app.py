@@ -48,6 +48,7 @@ from gridex.payments.routes import (
 )
 from gridex.regions.service import ensure_regions
 from gridex.users.routes import me_router, users_router
+from gridex.web.routes import install_web
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -126,6 +127,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     install_error_handlers(app)
 
     _include_routes(app)
+    # The web app at `/`, over the same public API; after the API so no API path is shadowed.
+    install_web(app)
     _add_middleware(app, rt)
     return app
 
