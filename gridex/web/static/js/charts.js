@@ -1,7 +1,7 @@
 // Charts on the vendored uPlot (static/vendor/uplot, MIT). Each chart sits in a box whose height
 // the stylesheet reserves, so drawing or updating never moves the page; width follows the box.
 
-import { h, cur } from "./ui.js";
+import { cur, h, time } from "./ui.js";
 
 export const COLORS = {
   produced: "#b45309",
@@ -31,6 +31,15 @@ const axis = (label, extra = {}) => ({
   ticks: { stroke: "#d1d5db", width: 1 },
   ...extra,
 });
+
+/** Time ticks in the reader's 24-hour clock, with the date where a day begins. */
+const timeTicks = (_, ticks) =>
+  ticks.map((t) => {
+    const d = new Date(t * 1000);
+    return d.getHours() === 0 && d.getMinutes() === 0
+      ? d.toLocaleDateString(undefined, { month: "short", day: "numeric" })
+      : time(d);
+  });
 
 /** A chart box: `role=img` with a summary for screen readers, and the uPlot instance inside. */
 class Chart {
@@ -80,7 +89,7 @@ export function meterChart(box, points) {
   const opts = {
     legend: { live: false },
     scales: { x: { time: true }, y: { range: (_, lo, hi) => [0, Math.max(hi * 1.1, 0.05)] } },
-    axes: [axis(""), axis("kWh per interval", { size: 60 })],
+    axes: [axis("", { values: timeTicks }), axis("kWh per interval", { size: 60 })],
     series: [
       {},
       seriesOf("Produced (kWh)", COLORS.produced, { fill: "rgba(180,83,9,0.12)" }),
@@ -164,7 +173,7 @@ export function historyChart(box, items) {
       kwh: { range: (_, lo, hi) => [0, Math.max((hi || 0) * 1.2, 0.1)] },
     },
     axes: [
-      axis(""),
+      axis("", { values: timeTicks }),
       axis(`Price (${cur()}/kWh)`, { scale: "price", size: 64, values: (_, t) => t.map((v) => v.toFixed(3)) }),
       axis("Volume (kWh)", { scale: "kwh", side: 1, size: 56, grid: { show: false } }),
     ],

@@ -2,7 +2,7 @@
 
 import { api, currentSession, isMissingRoute, onSession, setUser, signOut } from "./api.js";
 import * as live from "./live.js";
-import { fill, h, setCurrency, toast } from "./ui.js";
+import { fill, h, toast } from "./ui.js";
 
 const STAFF = new Set(["operator", "admin"]);
 const PAGES = {
@@ -128,9 +128,7 @@ async function probeBilling() {
 
 async function started(session) {
   try {
-    const [me, wallet] = await Promise.all([api("me"), api("wallet").catch(() => null)]);
-    setUser(me);
-    if (wallet) setCurrency(wallet.currency);
+    setUser(await api("me"));
   } catch {
     return;
   }

@@ -165,15 +165,14 @@ export function explain(err) {
   return words ? words(err.details || {}, err.message) : err.message;
 }
 
-let toastTimer = 0;
-/** A short message in the polite live region (and visible for a few seconds). */
+/** A short message in the polite live region, visible for a few seconds (over the page, so
+ * nothing moves when it comes or goes). */
 export function toast(text, kind = "info") {
   const box = document.getElementById("toasts");
   const item = h("p", { class: `toast ${kind}` }, text);
   box.append(item);
   while (box.children.length > 3) box.firstElementChild.remove();
-  clearTimeout(toastTimer);
-  toastTimer = setTimeout(() => item.remove(), 6000);
+  setTimeout(() => item.remove(), 5000);
 }
 
 /**

@@ -2,7 +2,7 @@
 
 import { api } from "../api.js";
 import { chartBox, depthChart, depthData, historyChart, historyData } from "../charts.js";
-import { card, dayTime, figures, fill, guard, h, iso, kwh, price, table, time } from "../ui.js";
+import { card, dayTime, figures, fill, guard, h, iso, kwh, price, setCurrency, table, time } from "../ui.js";
 
 export async function regionPicker(ctx, onChange) {
   let regions = [];
@@ -50,7 +50,31 @@ export async function render(main, ctx) {
 
   const depthBox = chartBox("Depth chart of the next epoch's order book", "depth");
   const bookNote = h("p", { class: "summary" });
-  fill(book.body, bookNote, depthBox);
+  const bookEpochSelect = h("select", { id: "book-epoch", onchange: () => drawBook() });
+  fill(
+    book.body,
+    h("div", { class: "field inline" }, h("label", { for: "book-epoch" }, "Epoch"), bookEpochSelect),
+    bookNote,
+    depthBox,
+  );
+  let nextGate = null;
+  // The next open epoch and the three after it (orders may be placed ahead).
+  const drawEpochChoices = async () => {
+    const current = await api("market/epochs/current", { query: { region } });
+    if (!current.open) return;
+    nextGate = current.open.gate_closure;
+    const chosen = bookEpochSelect.value;
+    const start = Date.parse(current.open.start);
+    const length = Date.parse(current.open.end) - start;
+    fill(
+      bookEpochSelect,
+      [0, 1, 2, 3].map((i) => {
+        const s = new Date(start + i * length);
+        return h("option", { value: iso(s) }, `${time(s)}–${time(new Date(start + (i + 1) * length))}${i ? "" : " (next)"}`);
+      }),
+    );
+    if ([...bookEpochSelect.options].some((o) => o.value === chosen)) bookEpochSelect.value = chosen;
+  };
   const histBox = chartBox("Clearing price and volume of the cleared epochs", "history");
   const histNote = h("p", { class: "summary" });
   fill(history.body, histNote, histBox);
@@ -65,6 +89,7 @@ export async function render(main, ctx) {
   const drawStats = () =>
     guard(stats, async () => {
       const d = await api("market/data", { query: { region } });
+      setCurrency(d.currency);
       const oi = d.open_interest;
       fill(
         stats.body,
@@ -80,7 +105,7 @@ export async function render(main, ctx) {
 
   const drawBook = () =>
     guard(book, async () => {
-      const b = await api("market/orderbook", { query: { region } });
+      const b = await api("market/orderbook", { query: { region, epoch: bookEpochSelect.value || undefined } });
       const epoch = b.epoch;
       if (bookEpoch !== epoch && bookEpoch) ctx.subscribe(`epoch:${epoch}`);
       bookEpoch = epoch;
@@ -128,7 +153,10 @@ export async function render(main, ctx) {
       );
     });
 
-  const drawAll = () => Promise.all([drawStats(), drawBook(), drawHistory(), drawTape()]);
+  const drawAll = async () => {
+    await drawEpochChoices().catch(() => null);
+    await Promise.all([drawStats(), drawBook(), drawHistory(), drawTape()]);
+  };
   await drawAll();
   ctx.subscribe("market");
   if (bookEpoch) ctx.subscribe(`epoch:${bookEpoch}`);
@@ -136,6 +164,13 @@ export async function render(main, ctx) {
   ctx.on("order_placed", onBook);
   ctx.on("order_updated", onBook);
   ctx.on("epoch_cleared", drawAll);
+  // When the next epoch's gate closes, the choices move on by one.
+  ctx.every(() => {
+    if (nextGate && Date.parse(nextGate) < Date.now()) {
+      nextGate = null;
+      drawEpochChoices().then(drawBook);
+    }
+  }, 2_000);
   ctx.on("trade_executed", drawTape);
   ctx.poll(onBook, 5_000, 30_000);
   ctx.poll(() => Promise.all([drawHistory(), drawTape()]), 30_000);
