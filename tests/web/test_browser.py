@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +36,40 @@ expect.set_options(timeout=TIMEOUT_MS)
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[DemoServer]:
+    # One-minute epochs with a 10-second gate: a market that clears while the tests run.
     with DemoServer(
+        GRIDEX_EPOCH_MINUTES="1",
+        GRIDEX_GATE_CLOSURE_SECONDS="10",
         GRIDEX_RATE_LIMIT_AUTH="300/minute",
         GRIDEX_ARGON2_TIME_COST="1",
         GRIDEX_ARGON2_MEMORY_KIB="8192",
     ) as running:
+        place_crossing_orders(running)
         yield running
+
+
+def place_crossing_orders(server: DemoServer) -> None:
+    """Alice and Bob offer, Dave bids above them, in the next four epochs: trades to come."""
+    current = httpx.get(
+        f"{server.base}{API}/market/epochs/current", headers=api_login(server, "dave")
+    ).json()["open"]
+    start = datetime.fromisoformat(current["start"])
+    length = datetime.fromisoformat(current["end"]) - start
+    orders = [
+        ("alice", "sell", "0.040", "0.0950"),
+        ("bob", "sell", "0.030", "0.1000"),
+        ("dave", "buy", "0.050", "0.1300"),
+    ]
+    headers = {name: api_login(server, name) for name in ("alice", "bob", "dave")}
+    for i in range(4):
+        epoch = (start + i * length).isoformat()
+        for name, side, kwh, price in orders:
+            body = {"side": side, "quantity_kwh": kwh, "limit_price": price, "epoch": epoch}
+            placed = httpx.post(
+                f"{server.base}{API}/market/orders", json=body, headers=headers[name]
+            )
+            # The next epoch's gate may close between reading it and ordering.
+            assert placed.status_code == 201 or placed.json()["error"]["code"] == "GATE_CLOSED"
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +169,6 @@ def test_member_places_an_order_sees_it_in_the_book_and_a_live_update(
     page.get_by_role("button", name="Save").click()
     row = page.locator("#orders tbody tr", has_text="0.1234 USD/kWh")
     expect(row).to_contain_text("0.150 kWh")
-    screenshot(page, shots / "member-home.png")
 
     # The market page shows it in that epoch's book, marked as mine.
     page.get_by_role("link", name="Market").click()
@@ -157,7 +186,7 @@ def test_member_places_an_order_sees_it_in_the_book_and_a_live_update(
         json={
             "side": "sell",
             "type": "limit",
-            "quantity_kwh": "0.200",
+            "quantity_kwh": "0.060",
             "limit_price": "0.0900",
             "epoch": epoch,
         },
@@ -166,10 +195,7 @@ def test_member_places_an_order_sees_it_in_the_book_and_a_live_update(
     assert placed.status_code == 201, placed.text
     offer = levels.locator("tr", has_text="0.0900 USD/kWh")
     expect(offer).to_contain_text("offer")
-    expect(offer).to_contain_text("0.200 kWh")
-    expect(page.locator("#book .summary")).to_contain_text("offers 0.200 kWh")
-    wait_for_chart(page)
-    screenshot(page, shots / "market.png")
+    expect(offer).to_contain_text("0.060 kWh")
 
     # Cancel from home: the order leaves the table and its reservation is released.
     page.get_by_role("link", name="My home").click()
@@ -205,7 +231,6 @@ def test_operator_sees_the_region_and_approves_a_withdrawal(
 
     request = page.locator("#withdrawals tr", has_text="1.25 USD")
     expect(request).to_contain_text("IBAN DE00 TEST")
-    screenshot(page, shots / "operator.png")
     request.get_by_role("button", name="Approve").click()
     expect(page.locator("#withdrawals")).to_contain_text("No withdrawals wait for approval.")
     mine = httpx.get(f"{server.base}{API}/wallet/withdrawals", headers=carol).json()["items"]
@@ -319,3 +344,40 @@ def test_phone_width_fits_without_sideways_scrolling(
         assert page.evaluate("document.activeElement.textContent") == "Skip to content"
     finally:
         context.close()
+
+
+def test_a_trading_market_seen_by_a_member_and_the_operator(
+    page: Page, server: DemoServer, shots: Path
+) -> None:
+    """Once epochs have cleared: trades on the member's home, the clearing history and the tape
+    on the market page, clearing results for the operator. Saves the screenshots."""
+    dave = api_login(server, "dave")
+    deadline = time.monotonic() + 180
+    cleared: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and len(cleared) < 2:
+        history = httpx.get(f"{server.base}{API}/market/history", headers=dave).json()["items"]
+        cleared = [h for h in history if h["price"] is not None]
+        time.sleep(2)
+    assert cleared, "no epoch cleared with trades"
+    price = f"{float(cleared[0]['price']):.4f} USD/kWh"
+
+    sign_in(page, "dave")
+    expect(page.get_by_role("heading", name="Hello Dave")).to_be_visible()
+    expect(page.locator("#trades tbody tr").first).to_contain_text("buy")
+    expect(page.locator("#settlements")).to_contain_text("Today bought")
+    wait_for_chart(page)
+    screenshot(page, shots / "member-home.png")
+
+    page.get_by_role("link", name="Market").click()
+    expect(page.locator("#market-stats")).to_contain_text("Last clearing price")
+    expect(page.locator("#history .summary")).to_contain_text("cleared epochs")
+    expect(page.locator("#tape tbody tr").first).to_contain_text("USD/kWh")
+    expect(page.locator("#tape")).to_contain_text(price)
+    wait_for_chart(page)
+    screenshot(page, shots / "market.png")
+
+    page.get_by_role("button", name="Sign out").click()
+    sign_in(page, "operator")
+    epochs = page.locator("#op-epochs")
+    expect(epochs.locator("tr", has_text=price).first).to_contain_text("cleared")
+    screenshot(page, shots / "operator.png")

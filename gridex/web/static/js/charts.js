@@ -23,7 +23,7 @@ function markFirstDraw() {
 
 const axisFont = "12px system-ui, sans-serif";
 const axis = (label, extra = {}) => ({
-  label,
+  label: label || undefined, // no label, no space kept for one
   font: axisFont,
   labelFont: axisFont,
   stroke: "#374151",
@@ -168,7 +168,17 @@ export function historyChart(box, items) {
   const opts = {
     legend: { live: false },
     scales: {
-      x: { time: true },
+      // The window the rows cover (at least the last two hours), not the span of the rows
+      // alone: a single cleared epoch would otherwise stretch over years.
+      x: {
+        time: true,
+        range: (u) => {
+          const xs = u.data[0];
+          const now = Date.now() / 1000;
+          const from = Math.min(xs.length ? xs[0] - 900 : now, now - 2 * 3600);
+          return [from, Math.max(now, xs.length ? xs[xs.length - 1] + 900 : now)];
+        },
+      },
       price: { range: (_, lo, hi) => [Math.max(0, (lo ?? 0) * 0.9), (hi ?? 0.2) * 1.1 || 0.2] },
       kwh: { range: (_, lo, hi) => [0, Math.max((hi || 0) * 1.2, 0.1)] },
     },

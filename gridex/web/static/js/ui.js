@@ -42,10 +42,13 @@ export function cur() {
 
 const num = (v) => (typeof v === "number" ? v : Number.parseFloat(v));
 
-/** Money from the API's decimal string: "59.97 USD" (two decimals; the exact value in a title). */
-export function money(value, digits = 2) {
+/** Money from the API's decimal string: "59.97 USD"; amounts under one unit keep up to four
+ * decimals, so a small trade's 0.0018 USD does not read as nothing. */
+export function money(value) {
   if (value === null || value === undefined) return "–";
-  return `${num(value).toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits })} ${currency}`;
+  const n = num(value);
+  const max = Math.abs(n) < 1 ? 4 : 2;
+  return `${n.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: max })} ${currency}`;
 }
 
 /** A price per kWh: "0.1218 USD/kWh". */

@@ -1,7 +1,7 @@
 // A member's home: epochs with the gate countdown, my meter's last 24 h, wallet, orders (place,
 // modify, cancel), trades, settlements and notifications as they arrive.
 
-import { api, list } from "../api.js";
+import { api, isMissingRoute, list } from "../api.js";
 import { chartBox, meterChart } from "../charts.js";
 import {
   card,
@@ -38,15 +38,15 @@ export async function render(main, ctx) {
   const wallet = card("Wallet", { id: "wallet" });
   const meter = card("My meter, last 24 hours", { id: "meter", wide: true });
   const orders = card("My orders", { id: "orders", wide: true });
-  const trades = card("Recent trades", { id: "trades" });
-  const settlements = card("Settlements", { id: "settlements" });
+  const trades = card("My recent trades", { id: "trades", wide: true });
+  const settlements = card("Per epoch: sold, bought, settled", { id: "settlements", wide: true });
   const notes = notificationsCard(ctx);
 
   fill(
     main,
     h("h1", {}, `Hello ${ctx.user?.first_name || ctx.user?.username || ""}`.trim()),
     region ? null : h("p", { class: "banner warn" }, "Your account has no region yet: ask your operator to add you to one to trade."),
-    h("div", { class: "grid" }, epochs, wallet, trades, meter, orders, notes.card, settlements),
+    h("div", { class: "grid" }, epochs, wallet, notes.card, meter, orders, trades, settlements),
   );
 
   let current = null;
@@ -394,35 +394,83 @@ export async function render(main, ctx) {
         trades.body,
         table(
           "My recent trades",
-          ["Epoch", "Side", "Quantity", "Price", "Value", "Status"],
-          items.map((t) => [dayTime(t.epoch), t.side, kwh(t.quantity_kwh), price(t.price), money(t.value), t.settlement_status]),
+          ["Epoch", "Side", "Quantity", "Price", "Value", "Fee", "Settlement"],
+          items.map((t) => [
+            dayTime(t.epoch),
+            h("span", { class: `side ${t.side}` }, t.side),
+            kwh(t.quantity_kwh),
+            price(t.price),
+            money(t.value),
+            money(t.fee),
+            t.settlement_status,
+          ]),
           "No trades yet: they appear when an epoch clears with your orders in it.",
         ),
       );
     });
 
   // ---- settlements (per epoch and today in total)
+  const isToday = (epoch) => new Date(epoch).toDateString() === new Date().toDateString();
+  const settledView = (items) => {
+    const todays = items.filter((x) => isToday(x.epoch));
+    const sum = (key) => todays.reduce((acc, x) => acc + Number(x[key] || 0), 0);
+    return [
+      figures([
+        ["Today sold", kwh(sum("sold_kwh"))],
+        ["Today bought", kwh(sum("bought_kwh"))],
+        ["Today delivered", kwh(sum("delivered_kwh"))],
+        ["Today net", money(sum("net"))],
+      ]),
+      table(
+        "Settlements per epoch",
+        ["Epoch", "Sold", "Bought", "Delivered", "Net"],
+        items.map((x) => [dayTime(x.epoch), kwh(x.sold_kwh), kwh(x.bought_kwh), kwh(x.delivered_kwh), money(x.net)]),
+        "No settled epochs yet.",
+      ),
+    ];
+  };
+  // Where the deployment has no settlement list, the same view from my trades: per epoch what
+  // I sold (earned: value less fee) and bought (paid), and whether it is settled yet.
+  const tradesView = (trades) => {
+    const byEpoch = new Map();
+    for (const t of trades) {
+      const row = byEpoch.get(t.epoch) ?? { epoch: t.epoch, sold: 0, bought: 0, earned: 0, paid: 0, status: new Set() };
+      if (t.side === "sell") {
+        row.sold += t.quantity_kwh;
+        row.earned += Number(t.value) - Number(t.fee);
+      } else {
+        row.bought += t.quantity_kwh;
+        row.paid += Number(t.value);
+      }
+      row.status.add(t.settlement_status);
+      byEpoch.set(t.epoch, row);
+    }
+    const rows = [...byEpoch.values()];
+    const todays = rows.filter((r) => isToday(r.epoch));
+    const sum = (key) => todays.reduce((acc, r) => acc + r[key], 0);
+    return [
+      figures([
+        ["Today sold", kwh(sum("sold"))],
+        ["Today bought", kwh(sum("bought"))],
+        ["Today earned", money(sum("earned"))],
+        ["Today paid", money(sum("paid"))],
+      ]),
+      table(
+        "My trades per epoch",
+        ["Epoch", "Sold", "Bought", "Earned", "Paid", "Settlement"],
+        rows.map((r) => [dayTime(r.epoch), kwh(r.sold), kwh(r.bought), money(r.earned), money(r.paid), [...r.status].join(", ")]),
+        "Nothing traded yet.",
+      ),
+    ];
+  };
   const drawSettlements = () =>
     guard(settlements, async () => {
-      const items = await list("market/settlements", { per_page: 20 });
-      const today = new Date().toDateString();
-      const todays = items.filter((s) => new Date(s.epoch).toDateString() === today);
-      const sum = (key) => todays.reduce((acc, s) => acc + Number(s[key] || 0), 0);
-      fill(
-        settlements.body,
-        figures([
-          ["Today sold", kwh(sum("sold_kwh"))],
-          ["Today bought", kwh(sum("bought_kwh"))],
-          ["Today delivered", kwh(sum("delivered_kwh"))],
-          ["Today net", money(sum("net"))],
-        ]),
-        table(
-          "Settlements per epoch",
-          ["Epoch", "Sold", "Bought", "Delivered", "Net"],
-          items.map((s) => [dayTime(s.epoch), kwh(s.sold_kwh), kwh(s.bought_kwh), kwh(s.delivered_kwh), money(s.net)]),
-          "No settled epochs yet.",
-        ),
-      );
+      try {
+        fill(settlements.body, ...settledView(await list("market/settlements", { per_page: 20 })));
+      } catch (err) {
+        if (!isMissingRoute(err)) throw err;
+        fill(settlements.body, ...tradesView(await list("market/trades", { per_page: 100 })));
+      }
     });
 
   await Promise.all([drawEpochs(), drawWallet(), drawMeter(), drawBand()]);

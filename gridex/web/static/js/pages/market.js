@@ -127,13 +127,14 @@ export async function render(main, ctx) {
 
   const drawHistory = () =>
     guard(history, async () => {
-      const to = new Date();
-      const from = new Date(to.getTime() - 24 * 3600 * 1000);
+      // Up to an hour ahead: an epoch clears at its gate, before its delivery ends.
+      const to = new Date(Date.now() + 3600 * 1000);
+      const from = new Date(Date.now() - 24 * 3600 * 1000);
       const page = await api("market/history", { query: { region, from: iso(from), to: iso(to), per_page: 100 } });
       const items = page.items.filter((r) => r.price !== null || r.volume_kwh > 0);
       const last = items.length ? items.reduce((a, b) => (Date.parse(a.epoch) > Date.parse(b.epoch) ? a : b)) : null;
       histNote.textContent = last
-        ? `${items.length} cleared epochs; the last, ${time(last.epoch)}: ${price(last.price)}, ${kwh(last.volume_kwh)}.`
+        ? `${items.length} cleared ${items.length === 1 ? "epoch" : "epochs"}; the last, ${time(last.epoch)}: ${price(last.price)}, ${kwh(last.volume_kwh)}.`
         : "No epoch has cleared with trades in the last 24 hours yet.";
       if (hist) hist.update(historyData(items));
       else hist = historyChart(histBox, items);

@@ -144,7 +144,7 @@ export async function render(main, ctx) {
         epochErr,
         table(
           "Epochs of the last 6 hours and the next hour",
-          ["Epoch", "State", "Price", "Volume", "Bids / offers", "Trades", ""],
+          ["Epoch", "State", "Price", "Volume", "Orders (buy / sell)", "Trades", ""],
           items.map((e) => [
             `${dayTime(e.start)}–${time(e.end)}`,
             e.state,
