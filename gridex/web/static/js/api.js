@@ -91,6 +91,11 @@ async function refreshTokens() {
   return refreshing;
 }
 
+/** Refresh the token pair now (the WebSocket was refused with the current one). */
+export function renewTokens() {
+  return refreshTokens();
+}
+
 /** A fresh access token, refreshed shortly before it expires. */
 export async function accessToken() {
   if (!session) return null;

@@ -2,7 +2,9 @@
 // goes into a URL), subscribe to channels, reconnect with backoff. Where the deployment has no
 // `/ws` the pages keep themselves fresh by polling instead (see `poll` in main.js).
 
-import { accessToken } from "./api.js";
+import { accessToken, renewTokens } from "./api.js";
+
+const CLOSE_AUTH = 4401; // the server's close code for missing, bad or revoked credentials
 
 const handlers = new Map(); // type -> Set(fn)
 const channels = new Set();
@@ -71,22 +73,32 @@ async function connect() {
     return retry();
   }
   socket = ws;
-  ws.addEventListener("open", () => {
-    ws.send(JSON.stringify({ op: "auth", token }));
-    for (const channel of channels) ws.send(JSON.stringify({ op: "subscribe", channel }));
-    everOpen = true;
-    failures = 0;
-    setState("live");
-  });
+  // The token goes in the first message, not the URL (URLs end up in logs).
+  ws.addEventListener("open", () => ws.send(JSON.stringify({ op: "auth", token })));
   ws.addEventListener("message", (event) => {
+    let message;
     try {
-      dispatch(JSON.parse(event.data));
+      message = JSON.parse(event.data);
     } catch {
-      // Not JSON: nothing the app understands.
+      return; // not JSON: nothing the app understands
     }
+    if (message.type === "welcome") {
+      // Signed in: now the channels the pages asked for.
+      for (const channel of channels) ws.send(JSON.stringify({ op: "subscribe", channel }));
+      everOpen = true;
+      failures = 0;
+      setState("live");
+    }
+    dispatch(message);
   });
-  ws.addEventListener("close", () => {
+  ws.addEventListener("close", (event) => {
     if (socket === ws) socket = null;
+    // Refused credentials (expired, or the session was revoked): a fresh pair before trying
+    // again; if that fails too the session is over and the app returns to sign-in.
+    if (event.code === CLOSE_AUTH && wanted) {
+      renewTokens().then(retry, () => stop());
+      return;
+    }
     retry();
   });
 }

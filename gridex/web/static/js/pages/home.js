@@ -478,7 +478,8 @@ export async function render(main, ctx) {
 
   // ---- live: events over /ws when the deployment has it, else polling
   const refreshMoney = () => Promise.all([drawWallet(), drawOrders(), drawTrades()]);
-  for (const type of ["order_updated", "trade_executed", "epoch_cleared"]) ctx.on(type, refreshMoney);
+  for (const type of ["order_placed", "order_updated", "trade_executed", "epoch_cleared"]) ctx.on(type, refreshMoney);
+  ctx.on("wallet_updated", drawWallet);
   ctx.on("settlement_completed", () => Promise.all([drawWallet(), drawTrades(), drawSettlements()]));
   ctx.on("epoch_cleared", drawEpochs);
   ctx.on("reading_received", (d) => {

@@ -173,6 +173,7 @@ export async function render(main, ctx) {
     }
   }, 2_000);
   ctx.on("trade_executed", drawTape);
-  ctx.poll(onBook, 5_000, 30_000);
+  // Other members' orders are private events (their own user channel): the public book is polled.
+  ctx.poll(onBook, 5_000, 5_000);
   ctx.poll(() => Promise.all([drawHistory(), drawTape()]), 30_000);
 }
