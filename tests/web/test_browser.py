@@ -12,6 +12,7 @@ import re
 import time
 from collections.abc import Iterator
 from datetime import datetime
+from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +49,8 @@ def server() -> Iterator[DemoServer]:
         yield running
 
 
-def place_crossing_orders(server: DemoServer) -> None:
-    """Alice and Bob offer, Dave bids above them, in the next four epochs: trades to come."""
+def place_crossing_orders(server: DemoServer, epochs: int = 4) -> None:
+    """Alice and Bob offer, Dave bids above them, in the next epochs: trades to come."""
     current = httpx.get(
         f"{server.base}{API}/market/epochs/current", headers=api_login(server, "dave")
     ).json()["open"]
@@ -61,7 +62,7 @@ def place_crossing_orders(server: DemoServer) -> None:
         ("dave", "buy", "0.050", "0.1300"),
     ]
     headers = {name: api_login(server, name) for name in ("alice", "bob", "dave")}
-    for i in range(4):
+    for i in range(epochs):
         epoch = (start + i * length).isoformat()
         for name, side, kwh, price in orders:
             body = {"side": side, "quantity_kwh": kwh, "limit_price": price, "epoch": epoch}
@@ -375,6 +376,21 @@ def test_a_trading_market_seen_by_a_member_and_the_operator(
     expect(page.locator("#tape")).to_contain_text(price)
     wait_for_chart(page)
     screenshot(page, shots / "market.png")
+
+    # A live update: the next clearing shows on the page without a reload (pushed over /ws
+    # where the deployment has it, else found by the page's polling).
+    state = page.wait_for_function(
+        "() => ['live', 'unavailable'].includes(window.gridex.liveState())"
+        " && window.gridex.liveState()"
+    ).json_value()
+    if find_spec("gridex.realtime") is not None:
+        assert state == "live"
+    summary = page.locator("#history .summary")
+    before = summary.inner_text()
+    page.evaluate("() => { window.sameDocument = true; }")
+    place_crossing_orders(server, epochs=2)
+    expect(summary).not_to_have_text(before, timeout=150_000)
+    assert page.evaluate("() => window.sameDocument") is True  # updated in place
 
     page.get_by_role("button", name="Sign out").click()
     sign_in(page, "operator")
