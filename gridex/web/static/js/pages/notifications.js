@@ -30,7 +30,7 @@ export function notificationsCard(ctx) {
                 "p",
                 { class: "note-meta" },
                 h("time", { datetime: n.created_at }, dayTime(n.created_at)),
-                n.read_at
+                n.read_at || !n.id // a live-only notification (not stored) has nothing to mark
                   ? null
                   : h(
                       "button",
@@ -83,7 +83,7 @@ export function notificationsCard(ctx) {
     });
 
   ctx.on("notification", (data) => {
-    if (!data?.id || notes.some((n) => n.id === data.id)) return;
+    if (!data || (data.id && notes.some((n) => n.id === data.id))) return;
     notes.unshift({ ...data, read_at: data.read_at ?? null, created_at: data.created_at ?? new Date().toISOString() });
     el.hidden = false;
     draw();

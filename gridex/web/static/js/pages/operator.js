@@ -202,6 +202,10 @@ export async function render(main, ctx) {
   await drawAll();
   ctx.subscribe("market");
   ctx.on("alert_raised", drawAlerts);
+  // Operators hear of their region's alerts as notifications.
+  ctx.on("notification", (data) => {
+    if (data?.data?.alert_id) drawAlerts();
+  });
   ctx.on("device_offline", drawMeters);
   ctx.on("device_online", drawMeters);
   ctx.on("epoch_cleared", drawEpochs);
