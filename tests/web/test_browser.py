@@ -11,7 +11,7 @@ import os
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from importlib.util import find_spec
 from pathlib import Path
 from typing import Any
@@ -240,6 +240,38 @@ def test_operator_sees_the_region_and_approves_a_withdrawal(
     if not _has_route(server, "/alerts"):
         # The alerts module is not in this build: the section is hidden, not broken.
         expect(page.locator("#alerts")).to_be_hidden()
+        return
+    # Alice's meter sends five readings from the future: each is rejected, and the alerts job
+    # raises the meter's `reading_rejected` for the region's operators.
+    alice = api_login(server, "alice")
+    meter = httpx.get(f"{server.base}{API}/meters", headers=alice).json()["items"][0]
+    future = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(days=2)
+    readings = [
+        {
+            "timestamp": (future + i * timedelta(minutes=15)).isoformat(),
+            "energy_consumed_kwh": 0.1,
+            "energy_produced_kwh": 0.0,
+        }
+        for i in range(5)
+    ]
+    sent = httpx.post(
+        f"{server.base}{API}/meters/{meter['id']}/readings",
+        json={"readings": readings},
+        headers=alice,
+    ).json()
+    assert len(sent["rejected"]) == 5, sent
+    alert = page.locator("#alerts tr", has_text=meter["serial"])
+    expect(alert).to_contain_text("reading rejected", timeout=120_000)
+    screenshot(page, shots / "operator-alert.png")
+    alert.get_by_role("button", name=re.compile("^Acknowledge")).click()
+    expect(page.locator("#alerts")).to_contain_text("No open alerts.")
+    operator = api_login(server, "operator")
+    seen = httpx.get(
+        f"{server.base}{API}/alerts",
+        params={"type": "reading_rejected", "meter_id": meter["id"]},
+        headers=operator,
+    ).json()["items"]
+    assert [a["status"] for a in seen] == ["acknowledged"]
 
 
 def _has_route(server: DemoServer, prefix: str) -> bool:

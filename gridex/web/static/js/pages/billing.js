@@ -8,7 +8,7 @@ const STATUS = { issued: "to pay", paid: "paid", overdue: "overdue", disputed: "
 
 export async function render(main, ctx) {
   const tariff = card("Tariff in force", { id: "tariff" });
-  const forecast = card("Prices for the next hours", { id: "forecast" });
+  const forecast = card("Prices for the next hours", { id: "forecast", wide: true });
   const invoices = card("My invoices", { id: "invoices", wide: true });
   for (const c of [tariff, forecast, invoices]) c.hidden = true;
   const none = h("p", { class: "muted", hidden: true }, "Bills and tariffs are not offered by this deployment yet.");
