@@ -143,6 +143,19 @@ def test_member_places_an_order_sees_it_in_the_book_and_a_live_update(
     wait_for_chart(page)
     expect(page.locator("#meter")).to_contain_text("DEMO-CAROL-01: produced 0.000 kWh, consumed")
 
+    if _has_route(server, "/notifications") and find_spec("gridex.realtime") is not None:
+        # A notification arrives over /ws while the page is open (the list is not polled).
+        page.wait_for_function("() => window.gridex.liveState() === 'live'")
+        carol = api_login(server, "carol")
+        sent = httpx.post(
+            f"{server.base}{API}/notifications/test",
+            json={"channels": ["in_app", "websocket"]},
+            headers=carol,
+        )
+        assert sent.status_code == 200, sent.text
+        note = page.locator("#notifications li", has_text="Test notification")
+        expect(note).to_contain_text("this channel reaches you")
+
     form = page.get_by_role("form", name="Place an order")
     # The epoch after next: its gate is at least one epoch away, whatever the time of day.
     epoch = page.locator("#o-epoch option").nth(1).get_attribute("value")
