@@ -11,6 +11,9 @@ outbox transaction confirmed on LiteSVM (journal read, planning, signing, the da
 both outbox steps, execution by the SPL programs, the snapshot). ``trades_per_s`` = trades /
 seconds.
 
+``hot_account_share``: the largest share of the settlement transactions that write one account
+(fee payer included); the settlement lanes keep it near 1/8 instead of 1.
+
 ``raw_tx_per_s``: the same process building, signing and sending single SPL
 ``transfer_checked`` transactions (one transfer each) to a fresh LiteSVM with the same
 instruction builder, no database. ``ratio`` = trades_per_s / raw_tx_per_s (a settlement
@@ -27,11 +30,13 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
 from solders.keypair import Keypair
 from solders.message import Message
+from solders.pubkey import Pubkey
 from solders.transaction import Transaction
 from sqlalchemy import func, select, update
 
@@ -44,8 +49,9 @@ from gridex.app import build_runtime
 from gridex.chain.jobs import mirror
 from gridex.chain.litesvm import LiteSVMBackend
 from gridex.chain.models import ChainTransaction
+from gridex.chain.node import chain_of
 from gridex.chain.repository import outbox_depth
-from gridex.chain.tokens import Platform
+from gridex.chain.tokens import Platform, unpack
 from gridex.core.clock import FrozenClock, utc_iso
 from gridex.core.config import Settings
 from gridex.core.migrate import upgrade
@@ -132,6 +138,7 @@ async def run(db_name: str, url: str, data_dir: Path) -> dict[str, object]:
                 select(func.count()).where(ChainTransaction.status != "confirmed")
             )
         assert pending == 0, pending
+        hot = await _hot_account_share(rt)
         return {
             "db": db_name,
             "trades": TRADES,
@@ -139,15 +146,39 @@ async def run(db_name: str, url: str, data_dir: Path) -> dict[str, object]:
             "trades_per_s": round(TRADES / seconds),
             "settlement_transactions": int(count),
             "cu_per_transfer": round(int(units) / int(transfers), 1),
+            "hot_account_share": hot,
         }
     finally:
         await rt.db.dispose()
 
 
+async def _hot_account_share(rt: Runtime) -> float:
+    """The largest share of the epoch's settlement transactions that write one account (the
+    fee payer included): 1.0 means one account serialises the whole batch on a chain that runs
+    transactions in parallel."""
+    chain = chain_of(rt)
+    async with rt.db.sessionmaker() as session:
+        rows = (
+            await session.execute(
+                select(ChainTransaction.instructions, ChainTransaction.lane).where(
+                    ChainTransaction.kind == "settlement"
+                )
+            )
+        ).all()
+    writes: Counter[Pubkey] = Counter()
+    for instructions, lane in rows:
+        payer = chain.keypair if lane is None else chain.lane_payers[lane]
+        writable = {payer.pubkey()} | {
+            m.pubkey for i in unpack(instructions) for m in i.accounts if m.is_writable
+        }
+        writes.update(writable)
+    return round(max(writes.values()) / len(rows), 3)
+
+
 async def raw_transfers(data_dir: Path) -> float:
     """Single ``transfer_checked`` transactions per second: build, sign, send."""
     payer = Keypair()
-    backend = LiteSVMBackend(data_dir, fee_payer=payer.pubkey())
+    backend = LiteSVMBackend(data_dir, fee_payers=[payer.pubkey()])
     await backend.ensure_funded(payer.pubkey(), 10**12)
     platform = Platform.of(payer.pubkey())
     blockhash = await backend.blockhash()

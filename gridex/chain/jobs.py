@@ -10,7 +10,7 @@ from prometheus_client import Gauge
 from gridex.chain.outbox import process_outbox
 from gridex.chain.reconcile import Reconciliation, reconcile
 from gridex.chain.repository import outbox_depth
-from gridex.chain.service import ensure_ready, mirror_journal
+from gridex.chain.service import ensure_ready, fund_lane_payers, mirror_journal
 from gridex.core.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -41,8 +41,10 @@ async def mirror(rt: Runtime) -> int:
 
 
 async def reconcile_now(rt: Runtime) -> int:
-    """Reconcile and record differences; returns how many accounts differ."""
+    """Reconcile and record differences; returns how many accounts differ. Also keeps the
+    lanes' fee payers funded."""
     chain = await ensure_ready(rt)
+    await fund_lane_payers(chain)
     async with rt.db.sessionmaker() as session:
         result = await reconcile(session, chain, rt.clock.now())
         await session.commit()

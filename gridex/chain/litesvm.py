@@ -47,10 +47,12 @@ T = TypeVar("T")
 class LiteSVMBackend:
     name = "litesvm"
 
-    def __init__(self, data_dir: Path, *, cluster: str = "litesvm", fee_payer: Pubkey) -> None:
+    def __init__(
+        self, data_dir: Path, *, cluster: str = "litesvm", fee_payers: list[Pubkey]
+    ) -> None:
         self.cluster = cluster
         self.path = data_dir / SNAPSHOT_FILE
-        self._fee_payer = fee_payer
+        self._fee_payers = fee_payers
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="litesvm")
         self._seen: deque[Signature] = deque(maxlen=_REMEMBERED)
         self._seen_set: set[Signature] = set()
@@ -100,9 +102,10 @@ class LiteSVMBackend:
 
     def _tracked(self) -> list[tuple[Pubkey, Account]]:
         accounts = list(self._svm.get_program_accounts(TOKEN_PROGRAM_ID))
-        payer = self._svm.get_account(self._fee_payer)
-        if payer is not None:
-            accounts.append((self._fee_payer, payer))
+        for address in self._fee_payers:
+            payer = self._svm.get_account(address)
+            if payer is not None:
+                accounts.append((address, payer))
         return accounts
 
     def snapshot(self) -> bytes:

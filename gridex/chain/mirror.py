@@ -21,6 +21,25 @@ left over is burned. Settlement entries of one epoch go together, with the epoch
 the Wh each seller delivered are minted to the seller and moved to the buyer in the same
 transaction as the credits (delivery versus payment), with a memo of the epoch's start and
 ``trades_hash``.
+
+**Lanes.** The platform's escrow, fees and energy pool are split into lanes (see
+:mod:`gridex.chain.tokens`): money a buyer puts into escrow goes to the buyer's lane, and the
+settlement payouts and revenue shares of the buyer's trades leave from it, so each lane's escrow
+holds what its buyers still owe and is never negative. Those payouts are planned per (epoch,
+lane): a lane's transactions write only that lane's escrow, fees and energy pool, are paid for
+by that lane's fee payer, and share no writable platform account with another lane, so a chain
+that runs transactions in parallel runs the lanes in parallel. The epoch's delivered energy is
+minted into the lanes' pools by one transaction ahead of them (the only one of the batch that
+writes the energy mint); each lane transaction moves a seller's delivered Wh from its pool to
+the seller and on to the buyer, with the payment. Lane transactions only take money out of
+escrow, which earlier transactions (the clearing's) put there, so they may run ahead of other
+transactions planned after them without any balance going short.
+
+Energy follows the same idea per trade: the mirror keeps the Wh it has delivered on chain for
+each trade (``chain_trade_energy``). A trade's settlement payout delivers what its seller
+delivered; a re-settlement of the epoch after a reading correction re-checks every trade the
+mirror has delivered and moves only the difference (more Wh minted to the seller and moved to
+the buyer, or fewer: the excess burned from the buyer).
 """
 
 from __future__ import annotations
@@ -45,23 +64,58 @@ SETTLEMENT_TYPES = frozenset(
         EntryType.settlement_credit.value,
     }
 )
+# A re-settlement's adjustment of an epoch: it travels with its epoch and re-checks its energy.
+RESETTLEMENT_TYPE = EntryType.adjustment.value
+# Entries that only take money out of a lane's escrow: planned per (epoch, lane).
+LANE_TYPES = frozenset({EntryType.settlement_payout.value, EntryType.revenue_share.value})
 # Solana's packet limit on a serialised transaction.
 MAX_TX_BYTES = 1232
 _FIXED_KEYS = 7  # platform, escrow, fees, two mints, token and memo programs
+_LANE_KEYS = 2  # a lane's fee payer and energy pool
 _INSTRUCTION_BYTES = 18  # a token instruction: program, 3-4 account indexes, 10 data bytes
 _OVERHEAD = 1 + 64 + 3 + 1 + 32 + 1  # signature count and one signature, header, blockhash
+_SIGNATURE = 64
 
 
-def holder_of(kind: str, user_id: uuid.UUID | None) -> str | None:
-    """The chain holder of a ledger account, or None for money outside the platform."""
+def lane_holder(name: str, lane: int) -> str:
+    """The chain holder of lane ``lane`` of the platform's ``escrow`` or ``fees``: lane 0 is
+    the plain name (the original account), the others ``<name>:<lane>``."""
+    return name if lane == 0 else f"{name}:{lane}"
+
+
+def platform_lane(holder: str) -> tuple[str, int] | None:
+    """(``escrow`` | ``fees``, lane) of a platform holder; None for a user."""
+    name, _, lane = holder.partition(":")
+    if name not in (ESCROW, FEES):
+        return None
+    return name, int(lane or 0)
+
+
+def holder_of(kind: str, user_id: uuid.UUID | None, lane: int = 0) -> str | None:
+    """The chain holder of a ledger account (a platform account's in ``lane``), or None for
+    money outside the platform."""
     if user_id is not None:
         return str(user_id)
-    return PLATFORM_HOLDERS.get(kind)
+    name = PLATFORM_HOLDERS.get(kind)
+    return None if name is None else lane_holder(name, lane)
 
 
 def on_chain(holder: str, ledger_micros: int) -> int:
     """What ``holder`` holds on chain when its mirrored ledger balance is ``ledger_micros``."""
-    return ledger_micros if holder in (ESCROW, FEES) else max(0, ledger_micros)
+    return ledger_micros if platform_lane(holder) else max(0, ledger_micros)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A trade's delivered energy as it stands now. ``first``: the trade's settlement payout,
+    which delivers it on chain for the first time; otherwise a re-check after re-settlement,
+    which only moves the difference for a trade the mirror has already delivered."""
+
+    trade_id: uuid.UUID
+    seller: str
+    buyer: str
+    wh: int
+    first: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,18 +127,24 @@ class JournalItem:
     type: str
     moves: dict[str, int]
     epoch_id: uuid.UUID | None = None
-    # (seller, buyer, Wh delivered) of the trade this entry pays, if any.
-    energy: tuple[str, str, int] | None = None
+    deliveries: tuple[Delivery, ...] = ()
+    # The lane of a payout or revenue share (its buyer's), planned with its lane.
+    lane: int | None = None
 
 
 @dataclass
 class TxPlan:
-    """One transaction to be: net credit changes per holder and energy per (seller, buyer)."""
+    """One transaction to be: net credit changes per holder and energy per (seller, buyer)
+    (negative when a re-settlement takes energy back from the buyer)."""
 
     epoch_id: uuid.UUID | None
     credits: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     energy: dict[tuple[str, str], int] = field(default_factory=lambda: defaultdict(int))
     users: set[str] = field(default_factory=set)
+    # A lane's transaction: paid by the lane's payer, energy taken from the lane's pool.
+    lane: int | None = None
+    # The energy minted into each lane's pool ahead of the lanes' transactions.
+    pools: dict[int, int] = field(default_factory=dict)
 
     @property
     def kind(self) -> TxKind:
@@ -99,24 +159,32 @@ class TxPlan:
 
     @property
     def empty(self) -> bool:
-        return not any(self.credits.values()) and not any(self.energy.values())
+        return not any((*self.credits.values(), *self.energy.values(), *self.pools.values()))
 
     def estimated_bytes(self, memo_bytes: int) -> int:
-        sellers = {seller for seller, _ in self.energy}
-        instructions = len(self.credits) + len(sellers) + len(self.energy)
-        keys = _FIXED_KEYS + 2 * len(self.users)
-        return _OVERHEAD + 32 * keys + _INSTRUCTION_BYTES * instructions + memo_bytes + 8
+        sellers = {seller for (seller, _), wh in self.energy.items() if wh > 0}
+        instructions = len(self.credits) + len(sellers) + len(self.energy) + len(self.pools)
+        keys = _FIXED_KEYS + 2 * len(self.users) + len(self.pools)
+        overhead = _OVERHEAD
+        if self.lane is not None:
+            keys += _LANE_KEYS
+            overhead += _SIGNATURE
+        return overhead + 32 * keys + _INSTRUCTION_BYTES * instructions + memo_bytes + 8
 
 
 @dataclass
 class Planner:
     """Turns journal items into transaction plans, moving ``balances`` (holder -> mirrored
-    ledger micros) and ``energy`` (holder -> Wh received) as it goes."""
+    ledger micros), ``energy`` (holder -> Wh received) and ``trade_energy`` (trade -> Wh
+    delivered on chain) as it goes."""
 
     balances: dict[str, int]
     energy: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    trade_energy: dict[uuid.UUID, int] = field(default_factory=dict)
     memo_bytes: int = 100
     plans: list[TxPlan] = field(default_factory=list)
+    # The plan each (epoch, lane) is filling.
+    lanes: dict[tuple[uuid.UUID | None, int], TxPlan] = field(default_factory=dict)
 
     def add(self, item: JournalItem) -> None:
         deltas: dict[str, int] = {}
@@ -126,38 +194,77 @@ class Planner:
             change = on_chain(holder, before + amount) - on_chain(holder, before)
             if change:
                 deltas[holder] = change
-        delivered = item.energy if item.energy and item.energy[2] > 0 else None
-        if not deltas and delivered is None:
-            return
-        users = {h for h in deltas if h not in (ESCROW, FEES)}
-        if delivered is not None:
-            users |= {delivered[0], delivered[1]}
-        plan = self._plan_for(item.epoch_id, users)
-        for holder, change in deltas.items():
-            plan.credits[holder] += change
-        if delivered is not None:
-            seller, buyer, wh = delivered
-            plan.energy[(seller, buyer)] += wh
-            self.energy[buyer] += wh
-        plan.users |= users
+        energy = self._energy_changes(item.deliveries)
+        # A payout to a user in debt shows less on chain than it takes from escrow: the rest is
+        # burned, which writes the credit mint, so such an item leaves its lane.
+        lane = item.lane if not sum(deltas.values()) else None
+        # A re-check may change many trades: one energy change per part, so each fits the room
+        # a plan keeps for an item.
+        parts = [(deltas, energy[:1])] + [({}, [change]) for change in energy[1:]]
+        for credits, moves in parts:
+            if not credits and not moves:
+                continue
+            users = {h for h in credits if platform_lane(h) is None}
+            users |= {h for seller, buyer, _ in moves for h in (seller, buyer)}
+            plan = self._plan_for(item.epoch_id, lane, users)
+            for holder, change in credits.items():
+                plan.credits[holder] += change
+            for seller, buyer, wh in moves:
+                plan.energy[(seller, buyer)] += wh
+                self.energy[buyer] += wh
+            plan.users |= users
 
-    def _plan_for(self, epoch_id: uuid.UUID | None, users: set[str]) -> TxPlan:
-        """The open plan if this item fits in it, else a new one."""
-        if self.plans:
-            last = self.plans[-1]
-            if last.epoch_id == epoch_id:
-                trial = TxPlan(epoch_id, last.credits, last.energy, last.users | users)
-                # Room for this item's instructions too (one credit and two energy at most).
-                if trial.estimated_bytes(self.memo_bytes) + 3 * _INSTRUCTION_BYTES <= (
-                    MAX_TX_BYTES
-                ):
-                    return last
-        plan = TxPlan(epoch_id)
+    def _energy_changes(self, deliveries: Iterable[Delivery]) -> list[tuple[str, str, int]]:
+        """(seller, buyer, Wh to move) for each delivery that changes what is on chain."""
+        out = []
+        for delivery in deliveries:
+            before = self.trade_energy.get(delivery.trade_id)
+            if before is None and not delivery.first:
+                continue  # not delivered on chain yet: its payout will deliver it as it is then
+            self.trade_energy[delivery.trade_id] = delivery.wh
+            if delivery.wh != (before or 0):
+                out.append((delivery.seller, delivery.buyer, delivery.wh - (before or 0)))
+        return out
+
+    def _plan_for(self, epoch_id: uuid.UUID | None, lane: int | None, users: set[str]) -> TxPlan:
+        """The open plan if this item fits in it, else a new one. A lane's item goes to its
+        (epoch, lane)'s plan; any other item only to the last plan, if that is not a lane's."""
+        if lane is not None:
+            open_plan = self.lanes.get((epoch_id, lane))
+        else:
+            last = self.plans[-1] if self.plans else None
+            open_plan = last if last is not None and last.lane is None else None
+        if open_plan is not None and open_plan.epoch_id == epoch_id:
+            trial = TxPlan(
+                epoch_id, open_plan.credits, open_plan.energy, open_plan.users | users, lane
+            )
+            # Room for this item's instructions too (one credit and two energy at most).
+            if trial.estimated_bytes(self.memo_bytes) + 3 * _INSTRUCTION_BYTES <= MAX_TX_BYTES:
+                return open_plan
+        plan = TxPlan(epoch_id, lane=lane)
         self.plans.append(plan)
+        if lane is not None:
+            self.lanes[(epoch_id, lane)] = plan
         return plan
 
     def result(self) -> list[TxPlan]:
-        return [plan for plan in self.plans if not plan.empty]
+        """The plans in sending order: before an epoch's first lane plan, the plan that mints
+        the energy its lane plans deliver into the lanes' pools."""
+        pools: dict[uuid.UUID | None, dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        for plan in self.plans:
+            if plan.lane is not None:
+                delivered = sum(wh for wh in plan.energy.values() if wh > 0)
+                if delivered:
+                    pools[plan.epoch_id][plan.lane] += delivered
+        out: list[TxPlan] = []
+        for plan in self.plans:
+            if plan.lane is not None and plan.epoch_id in pools:
+                out.append(
+                    TxPlan(plan.epoch_id, pools=dict(sorted(pools.pop(plan.epoch_id).items())))
+                )
+            if not plan.empty:
+                out.append(plan)
+        return out
 
 
 def delivered_by_trade(

@@ -11,7 +11,7 @@ import enum
 import uuid
 from datetime import datetime
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, SmallInteger, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from gridex.core.db import Base
@@ -88,6 +88,8 @@ class ChainTransaction(Base):
     memo: Mapped[str | None] = mapped_column(String(200))
     # Token movements in the transaction (credit and energy), for throughput figures.
     transfers: Mapped[int] = mapped_column(Integer, default=0)
+    # A settlement lane's transaction is paid for by that lane's fee payer (else the platform).
+    lane: Mapped[int | None] = mapped_column(SmallInteger)
     signature: Mapped[str | None] = mapped_column(String(100), unique=True)
     # The signed transaction last sent, and the block height after which it can never land.
     signed: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -124,6 +126,16 @@ class ChainHolder(Base):
     ledger_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     # Energy tokens the mirror has moved to this holder (Wh).
     energy_wh: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class ChainTradeEnergy(Base):
+    """The energy the mirror has delivered on chain for a trade (Wh minted to its seller and
+    moved to its buyer), so that a re-settlement moves only the difference."""
+
+    __tablename__ = "chain_trade_energy"
+
+    trade_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    wh: Mapped[int] = mapped_column(BigInteger)
 
 
 class MirroredEntry(Base):

@@ -15,7 +15,7 @@ from gridex.chain.backend import ChainBackend
 from gridex.chain.keys import KeyVault, load_platform_keypair
 from gridex.chain.litesvm import LiteSVMBackend
 from gridex.chain.rpc import RpcBackend
-from gridex.chain.tokens import Platform
+from gridex.chain.tokens import LANES, Platform, lane_payer
 from gridex.core.config import Settings
 from gridex.core.errors import ServiceUnavailable
 from gridex.core.runtime import Runtime
@@ -36,6 +36,8 @@ class Chain:
     vault: KeyVault
     # Serialises this process's chain writers (the outbox job and bootstrap).
     lock: asyncio.Lock
+    # Fee payers of the settlement lanes (see gridex.chain.tokens), derived from ``keypair``.
+    lane_payers: tuple[Keypair, ...] = ()
     # Mints and platform accounts checked (or made) in this process.
     ready: bool = False
 
@@ -45,9 +47,12 @@ def open_chain(settings: Settings) -> Chain:
     if settings.chain == "off":
         raise ChainDisabled()
     keypair = load_platform_keypair(settings.data_dir, settings.chain_keypair)
+    payers = tuple(lane_payer(keypair, lane) for lane in range(LANES))
     backend: ChainBackend
     if settings.chain == "litesvm":
-        backend = LiteSVMBackend(settings.data_dir, fee_payer=keypair.pubkey())
+        backend = LiteSVMBackend(
+            settings.data_dir, fee_payers=[keypair.pubkey(), *(p.pubkey() for p in payers)]
+        )
     else:
         backend = RpcBackend(
             settings.chain_rpc_url,
@@ -62,6 +67,7 @@ def open_chain(settings: Settings) -> Chain:
         platform=Platform.of(keypair.pubkey()),
         vault=KeyVault(settings.secret_key, settings.chain_previous_secret_keys),
         lock=asyncio.Lock(),
+        lane_payers=payers,
     )
 
 

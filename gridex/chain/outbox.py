@@ -64,7 +64,10 @@ class Batch:
 
 
 async def _signers(session: AsyncSession, chain: Chain, row: repository.Due) -> list[Keypair]:
-    """The platform, and the custodial keys of a new wallet's setup transaction."""
+    """The fee payer first (a lane's payer, or the platform), the platform, and the custodial
+    keys of a new wallet's setup transaction."""
+    if row.lane is not None:
+        return [chain.lane_payers[row.lane], chain.keypair]
     if not row.signers:
         return [chain.keypair]
     users = [uuid.UUID(u) for u in row.signers.split()]
@@ -91,8 +94,9 @@ async def _sign(
     if memo is None:
         memo = tx_memo(row.id)
         instructions.append(chain.platform.memo(memo))
-    message = Message.new_with_blockhash(instructions, chain.platform.authority, blockhash.hash)
-    tx = Transaction(await _signers(session, chain, row), message, blockhash.hash)
+    signers = await _signers(session, chain, row)
+    message = Message.new_with_blockhash(instructions, signers[0].pubkey(), blockhash.hash)
+    tx = Transaction(signers, message, blockhash.hash)
     signed = bytes(tx)
     if len(signed) > MAX_TX_BYTES:
         raise ValueError(f"transaction {row.id} is {len(signed)} bytes, over {MAX_TX_BYTES}")

@@ -75,17 +75,19 @@ async def reconcile(
     ledger = await _ledger_balances(session)
     user_ids = [uuid.UUID(h) for h in ledger if h not in (ESCROW, FEES)]
     wallets = await repository.wallets(session, user_ids)
-    addresses: dict[str, Pubkey] = {
-        ESCROW: chain.platform.escrow,
-        FEES: chain.platform.fees,
-    }
+    # The platform's escrow and fees are the sums of their lanes' accounts.
+    addresses: list[tuple[str, Pubkey]] = [
+        *((ESCROW, address) for address in chain.platform.escrows),
+        *((FEES, address) for address in chain.platform.fee_accounts),
+    ]
     for user_id, wallet in wallets.items():
-        addresses[str(user_id)] = chain.platform.credit_account(Pubkey.from_string(wallet.address))
-    names = sorted(addresses)
-    accounts = await chain.backend.accounts([addresses[n] for n in names])
-    on_chain_now = {
-        n: token_amount(a.data if a else None) for n, a in zip(names, accounts, strict=True)
-    }
+        owner = Pubkey.from_string(wallet.address)
+        addresses.append((str(user_id), chain.platform.credit_account(owner)))
+    accounts = await chain.backend.accounts([address for _, address in addresses])
+    on_chain_now: dict[str, int] = {}
+    for (name, _), account in zip(addresses, accounts, strict=True):
+        amount = token_amount(account.data if account else None)
+        on_chain_now[name] = on_chain_now.get(name, 0) + amount
     result = Reconciliation(checked_at=now, accounts=len(ledger))
     for holder, balance in sorted(ledger.items()):
         expected = on_chain(holder, balance)

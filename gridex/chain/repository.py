@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.chain.models import (
     ChainHolder,
     ChainRecord,
+    ChainTradeEnergy,
     ChainTransaction,
     ChainWallet,
     MirroredEntry,
@@ -42,18 +43,32 @@ async def unmirrored_entries(
     return list(await session.scalars(query))
 
 
+class EntryPosting(NamedTuple):
+    amount_micros: int
+    kind: str
+    # The account's owner (a user's account), or None (a platform account).
+    owner: uuid.UUID | None
+    # For a platform account, the user on whose behalf it moved (the buyer, for escrow).
+    on_behalf_of: uuid.UUID | None
+
+
 async def postings_by_entry(
     session: AsyncSession, entry_ids: list[uuid.UUID]
-) -> dict[uuid.UUID, list[tuple[int, str, uuid.UUID | None]]]:
-    """Per entry: (amount, account kind, account owner) of each posting."""
+) -> dict[uuid.UUID, list[EntryPosting]]:
     rows = await session.execute(
-        select(Posting.entry_id, Posting.amount_micros, LedgerAccount.kind, LedgerAccount.user_id)
+        select(
+            Posting.entry_id,
+            Posting.amount_micros,
+            LedgerAccount.kind,
+            LedgerAccount.user_id,
+            Posting.user_id,
+        )
         .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
         .where(Posting.entry_id.in_(entry_ids))
     )
-    out: dict[uuid.UUID, list[tuple[int, str, uuid.UUID | None]]] = defaultdict(list)
-    for entry_id, amount, kind, user_id in rows:
-        out[entry_id].append((int(amount), kind, user_id))
+    out: dict[uuid.UUID, list[EntryPosting]] = defaultdict(list)
+    for entry_id, amount, kind, owner, tag in rows:
+        out[entry_id].append(EntryPosting(int(amount), kind, owner, tag))
     return out
 
 
@@ -82,17 +97,25 @@ async def epochs(session: AsyncSession, epoch_ids: Iterable[uuid.UUID]) -> dict[
     return {e.id: e for e in await session.scalars(select(Epoch).where(Epoch.id.in_(ids)))}
 
 
+class EpochTrade(NamedTuple):
+    id: uuid.UUID
+    seller_id: uuid.UUID
+    buyer_id: uuid.UUID
+    seq: int
+    quantity_wh: int
+
+
 async def epoch_delivery(
     session: AsyncSession, epoch_id: uuid.UUID
-) -> tuple[list[tuple[uuid.UUID, uuid.UUID, int, int]], dict[uuid.UUID, int]]:
-    """The epoch's trades (id, seller, seq, Wh) and each seller's delivered Wh
-    (``min(sold, exported)`` of its settlement position)."""
+) -> tuple[list[EpochTrade], dict[uuid.UUID, int]]:
+    """The epoch's trades and each seller's delivered Wh (``min(sold, exported)`` of its
+    settlement position)."""
     rows = await session.execute(
-        select(Trade.id, Trade.seller_id, Trade.seq, Trade.quantity_wh).where(
+        select(Trade.id, Trade.seller_id, Trade.buyer_id, Trade.seq, Trade.quantity_wh).where(
             Trade.epoch_id == epoch_id
         )
     )
-    epoch_trades = [(t, s, int(seq), int(q)) for t, s, seq, q in rows]
+    epoch_trades = [EpochTrade(t, s, b, int(seq), int(q)) for t, s, b, seq, q in rows]
     positions = await session.execute(
         select(
             SettlementPosition.user_id, SettlementPosition.sold_wh, SettlementPosition.exported_wh
@@ -100,6 +123,31 @@ async def epoch_delivery(
     )
     delivered = {user: min(int(sold), int(exported)) for user, sold, exported in positions}
     return epoch_trades, delivered
+
+
+async def trade_energy(
+    session: AsyncSession, trade_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, int]:
+    """The Wh the mirror has delivered on chain per trade (trades it has not: absent)."""
+    ids = list(set(trade_ids))
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(ChainTradeEnergy.trade_id, ChainTradeEnergy.wh).where(
+            ChainTradeEnergy.trade_id.in_(ids)
+        )
+    )
+    return {t: int(wh) for t, wh in rows}
+
+
+async def save_trade_energy(session: AsyncSession, values: dict[uuid.UUID, int]) -> None:
+    if not values:
+        return
+    statement = conflict_insert(session, ChainTradeEnergy)
+    statement = statement.on_conflict_do_update(
+        index_elements=["trade_id"], set_={"wh": statement.excluded.wh}
+    )
+    await session.execute(statement, [{"trade_id": t, "wh": wh} for t, wh in values.items()])
 
 
 async def holders(session: AsyncSession, names: Iterable[str]) -> dict[str, ChainHolder]:
@@ -173,6 +221,7 @@ class Due(NamedTuple):
     epoch_id: uuid.UUID | None
     memo: str | None
     next_attempt_at: datetime
+    lane: int | None
 
 
 async def wallets_to_reseal(session: AsyncSession, key_id: str) -> list[ChainWallet]:
@@ -196,6 +245,7 @@ async def due_transactions(session: AsyncSession, now: datetime, limit: int) -> 
             t.epoch_id,
             t.memo,
             t.next_attempt_at,
+            t.lane,
         )
         .where(t.status.in_([OutboxStatus.pending.value, OutboxStatus.submitted.value]))
         .order_by(t.id)

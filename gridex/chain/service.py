@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from solders.instruction import Instruction
 from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,13 +19,16 @@ from gridex.chain import repository
 from gridex.chain.keys import Sealed
 from gridex.chain.mirror import (
     ESCROW,
-    FEES,
+    LANE_TYPES,
+    RESETTLEMENT_TYPE,
     SETTLEMENT_TYPES,
+    Delivery,
     JournalItem,
     Planner,
     TxPlan,
     delivered_by_trade,
     holder_of,
+    platform_lane,
     split,
 )
 from gridex.chain.models import (
@@ -35,15 +39,19 @@ from gridex.chain.models import (
     TxKind,
 )
 from gridex.chain.node import Chain, chain_of
-from gridex.chain.tokens import MINT_SIZE, TOKEN_ACCOUNT_SIZE, Platform, pack
+from gridex.chain.tokens import MINT_SIZE, TOKEN_ACCOUNT_SIZE, Platform, lane_of, pack
 from gridex.core.clock import utc_iso
 from gridex.core.db import insert_or_ignore
 from gridex.core.runtime import Runtime
-from gridex.ledger.models import EntryType, JournalEntry, ReferenceType
+from gridex.ledger.models import AccountKind, EntryType, JournalEntry, ReferenceType
 from gridex.market.models import Epoch
 
 # SOL the platform keeps for fees and rent where the cluster can fund it (LiteSVM).
 _FEE_PAYER_LAMPORTS = 1_000 * 10**9
+# SOL each lane's fee payer gets from the platform, topped up when below half of it (a lane's
+# transaction has two signatures, 10,000 lamports of fees: 1 SOL pays for 100,000 of them).
+_LANE_PAYER_LAMPORTS = 10**9
+_LANE_ACCOUNTS_PER_TX = 4
 _JOURNAL_PAGE = 20_000
 
 
@@ -84,20 +92,60 @@ async def ensure_ready(rt: Runtime) -> Chain:
 
 
 async def _create_platform_accounts(chain: Chain) -> None:
+    """The mints, the lanes' token accounts and the lanes' fee payers' SOL, whatever of them is
+    missing (a deployment made before lanes existed gets them on its next start)."""
     backend, platform = chain.backend, chain.platform
     await backend.ensure_funded(platform.authority, _FEE_PAYER_LAMPORTS)
+    account_rent = await backend.rent_exempt(TOKEN_ACCOUNT_SIZE)
+    batches: list[list[Instruction]] = []
     (mint,) = await backend.accounts([platform.credit_mint])
-    if mint is not None:
-        return
-    blockhash = await backend.blockhash()
-    instructions = platform.create_mints(
-        await backend.rent_exempt(MINT_SIZE), await backend.rent_exempt(TOKEN_ACCOUNT_SIZE)
-    )
-    message = Message.new_with_blockhash(instructions, platform.authority, blockhash.hash)
-    result = await backend.send(Transaction([chain.keypair], message, blockhash.hash))
+    if mint is None:
+        batches.append(platform.create_mints(await backend.rent_exempt(MINT_SIZE), account_rent))
+    lanes = platform.lane_accounts()
+    found = await backend.accounts([address for _, _, address, _ in lanes])
+    missing = [
+        platform.create_lane_account(name, lane, address, mint_of, account_rent)
+        for (name, lane, address, mint_of), account in zip(lanes, found, strict=True)
+        if account is None
+    ]
+    for at in range(0, len(missing), _LANE_ACCOUNTS_PER_TX):
+        batches.append([i for pair in missing[at : at + _LANE_ACCOUNTS_PER_TX] for i in pair])
+    for instructions in batches:
+        await _platform_send(chain, instructions, "creating the platform accounts")
+    if batches:
+        await backend.checkpoint()
+    await fund_lane_payers(chain)
+
+
+async def _platform_send(chain: Chain, instructions: list[Instruction], what: str) -> None:
+    blockhash = await chain.backend.blockhash()
+    message = Message.new_with_blockhash(instructions, chain.platform.authority, blockhash.hash)
+    result = await chain.backend.send(Transaction([chain.keypair], message, blockhash.hash))
     if not result.confirmed:
-        raise ChainMisconfigured(f"creating the mints failed: {result.error}")
-    await backend.checkpoint()
+        raise ChainMisconfigured(f"{what} failed: {result.error}")
+
+
+async def fund_lane_payers(chain: Chain) -> int:
+    """Top up, from the platform's SOL, each lane's fee payer that holds less than half of
+    ``_LANE_PAYER_LAMPORTS``; returns how many were topped up. Runs on start and with every
+    reconciliation."""
+    payers = [payer.pubkey() for payer in chain.lane_payers]
+    balances = await chain.backend.accounts(payers)
+    top_ups = [
+        transfer(
+            TransferParams(
+                from_pubkey=chain.platform.authority,
+                to_pubkey=payer,
+                lamports=_LANE_PAYER_LAMPORTS - (account.lamports if account else 0),
+            )
+        )
+        for payer, account in zip(payers, balances, strict=True)
+        if (account.lamports if account else 0) < _LANE_PAYER_LAMPORTS // 2
+    ]
+    if top_ups:
+        await _platform_send(chain, top_ups, "funding the lanes' fee payers")
+        await chain.backend.checkpoint()
+    return len(top_ups)
 
 
 # --- wallets ----------------------------------------------------------------------------------
@@ -143,42 +191,67 @@ async def _journal_items(
     epoch_ids = {t.epoch_id for t in trades.values()} | {
         uuid.UUID(e.reference_id)
         for e in entries
-        if e.type in SETTLEMENT_TYPES
+        if (e.type in SETTLEMENT_TYPES or e.type == RESETTLEMENT_TYPE)
         and e.reference_type == ReferenceType.epoch.value
         and e.reference_id
     }
     epochs = await repository.epochs(session, epoch_ids)
-    delivered: dict[uuid.UUID, int] = {}
+    deliveries: dict[uuid.UUID, dict[uuid.UUID, Delivery]] = {}
     for epoch_id in epochs:
         epoch_trades, by_seller = await repository.epoch_delivery(session, epoch_id)
-        delivered.update(delivered_by_trade(epoch_trades, by_seller))
-    items = [_item(entry, postings.get(entry.id, []), trades, delivered) for entry in entries]
+        delivered = delivered_by_trade(
+            ((t.id, t.seller_id, t.seq, t.quantity_wh) for t in epoch_trades), by_seller
+        )
+        deliveries[epoch_id] = {
+            t.id: Delivery(t.id, str(t.seller_id), str(t.buyer_id), delivered[t.id], first=False)
+            for t in sorted(epoch_trades, key=lambda t: t.seq)
+        }
+    items = [_item(entry, postings.get(entry.id, []), trades, deliveries) for entry in entries]
     return items, epochs
+
+
+def _moves(postings: list[repository.EntryPosting]) -> tuple[dict[str, int], int]:
+    """An entry's postings summed per chain holder, and the entry's lane: escrow moves in the
+    lane of the buyer it moves for, and the fees an entry takes go to the lane of its escrow."""
+    escrow = AccountKind.escrow.value
+    lane = next(
+        (lane_of(p.on_behalf_of) for p in postings if p.kind == escrow and p.on_behalf_of), 0
+    )
+    moves: dict[str, int] = {}
+    for posting in postings:
+        holder = holder_of(posting.kind, posting.owner, lane)
+        if holder is not None:
+            moves[holder] = moves.get(holder, 0) + posting.amount_micros
+    return moves, lane
 
 
 def _item(
     entry: JournalEntry,
-    postings: list[tuple[int, str, uuid.UUID | None]],
+    postings: list[repository.EntryPosting],
     trades: dict[uuid.UUID, repository.TradeParties],
-    delivered: dict[uuid.UUID, int],
+    deliveries: dict[uuid.UUID, dict[uuid.UUID, Delivery]],
 ) -> JournalItem:
-    moves: dict[str, int] = {}
-    for amount, kind, owner in postings:
-        holder = holder_of(kind, owner)
-        if holder is not None:
-            moves[holder] = moves.get(holder, 0) + amount
-    if entry.type not in SETTLEMENT_TYPES or not entry.reference_id:
+    """``deliveries``: per epoch, each trade's delivered energy as it stands now."""
+    moves, lane = _moves(postings)
+    settles = entry.type in SETTLEMENT_TYPES or entry.type == RESETTLEMENT_TYPE
+    if not settles or not entry.reference_id:
         return JournalItem(entry.id, entry.type, moves)
+    reference = uuid.UUID(entry.reference_id)
     if entry.reference_type == ReferenceType.epoch.value:
-        return JournalItem(entry.id, entry.type, moves, uuid.UUID(entry.reference_id))
-    trade = trades.get(uuid.UUID(entry.reference_id))
-    if trade is None:
+        if entry.type != RESETTLEMENT_TYPE:
+            return JournalItem(entry.id, entry.type, moves, reference)
+        # A re-settlement re-checks the energy of every trade of its epoch.
+        recheck = tuple(deliveries[reference].values())
+        return JournalItem(entry.id, entry.type, moves, reference, recheck)
+    trade = trades.get(reference)
+    if trade is None or entry.type == RESETTLEMENT_TYPE:
         return JournalItem(entry.id, entry.type, moves)
-    energy = None
-    if entry.type == EntryType.settlement_payout.value:
-        wh = delivered.get(uuid.UUID(entry.reference_id), 0)
-        energy = (str(trade.seller_id), str(trade.buyer_id), wh)
-    return JournalItem(entry.id, entry.type, moves, trade.epoch_id, energy)
+    in_lane = lane if entry.type in LANE_TYPES else None
+    if entry.type != EntryType.settlement_payout.value:
+        return JournalItem(entry.id, entry.type, moves, trade.epoch_id, lane=in_lane)
+    now = deliveries[trade.epoch_id][reference]
+    first = Delivery(now.trade_id, now.seller, now.buyer, now.wh, first=True)
+    return JournalItem(entry.id, entry.type, moves, trade.epoch_id, (first,), in_lane)
 
 
 def settlement_memo(epoch: Epoch) -> str:
@@ -197,11 +270,15 @@ async def mirror_journal(rt: Runtime) -> int:
             return 0
         items, epochs = await _journal_items(session, entries)
         names = {h for item in items for h in item.moves} | {
-            h for item in items if item.energy for h in item.energy[:2]
+            h for item in items for d in item.deliveries for h in (d.seller, d.buyer)
         }
         stored = await repository.holders(session, names)
         planner = Planner({name: h.ledger_micros for name, h in stored.items()})
         planner.energy.update({name: h.energy_wh for name, h in stored.items()})
+        delivered = await repository.trade_energy(
+            session, {d.trade_id for item in items for d in item.deliveries}
+        )
+        planner.trade_energy.update(delivered)
         for item in items:
             planner.add(item)
         plans = planner.result()
@@ -209,6 +286,10 @@ async def mirror_journal(rt: Runtime) -> int:
         await repository.save_holders(
             session,
             {name: (planner.balances.get(name, 0), planner.energy.get(name, 0)) for name in names},
+        )
+        await repository.save_trade_energy(
+            session,
+            {t: wh for t, wh in planner.trade_energy.items() if delivered.get(t) != wh},
         )
         await repository.mark_mirrored(session, entries)
         await repository.prune_mirrored(session, window)
@@ -226,30 +307,45 @@ def _plan_instructions(
         return addresses[uuid.UUID(holder)]
 
     def credit(holder: str) -> Pubkey:
-        if holder == ESCROW:
-            return platform.escrow
-        if holder == FEES:
-            return platform.fees
-        return platform.credit_account(owner(holder))
+        found = platform_lane(holder)
+        if found is None:
+            return platform.credit_account(owner(holder))
+        name, lane = found
+        return (platform.escrows if name == ESCROW else platform.fee_accounts)[lane]
 
+    out = [platform.mint_energy(platform.energy_pools[k], wh) for k, wh in plan.pools.items()]
     transfers, mints, burns = split(dict(plan.credits))
-    out = [platform.mint_credit(credit(h), amount) for h, amount in mints]
+    out += [platform.mint_credit(credit(h), amount) for h, amount in mints]
     out += [platform.transfer_credit(credit(s), credit(d), a) for s, d, a in transfers]
     out += [platform.burn_credit(credit(h), amount) for h, amount in burns]
-    minted: dict[str, int] = {}
+    delivered: dict[str, int] = {}
     for (seller, _), wh in sorted(plan.energy.items()):
-        minted[seller] = minted.get(seller, 0) + wh
-    out += [
-        platform.mint_energy(platform.energy_account(owner(s)), wh)
-        for s, wh in sorted(minted.items())
-        if wh
-    ]
+        if wh > 0:
+            delivered[seller] = delivered.get(seller, 0) + wh
+    # A seller's delivered energy: from its lane's pool (minted ahead), or minted here.
+    if plan.lane is not None:
+        pool = platform.energy_pools[plan.lane]
+        out += [
+            platform.transfer_energy(pool, platform.energy_account(owner(s)), wh)
+            for s, wh in sorted(delivered.items())
+        ]
+    else:
+        out += [
+            platform.mint_energy(platform.energy_account(owner(s)), wh)
+            for s, wh in sorted(delivered.items())
+        ]
     out += [
         platform.transfer_energy(
             platform.energy_account(owner(s)), platform.energy_account(owner(b)), wh
         )
         for (s, b), wh in sorted(plan.energy.items())
-        if wh
+        if wh > 0
+    ]
+    # A re-settlement that found less delivered: the excess is burned from the buyer.
+    out += [
+        platform.burn_energy(platform.energy_account(owner(b)), -wh)
+        for (_, b), wh in sorted(plan.energy.items())
+        if wh < 0
     ]
     return out
 
@@ -285,12 +381,13 @@ async def _enqueue(
                 "epoch_id": plan.epoch_id,
                 "memo": memo,
                 "transfers": transfers,
+                "lane": plan.lane,
             }
         )
         involved.append(sorted(uuid.UUID(u) for u in plan.users))
     if not rows:
         return
-    defaults = {"signers": "", "epoch_id": None, "memo": None, "transfers": 0}
+    defaults = {"signers": "", "epoch_id": None, "memo": None, "transfers": 0, "lane": None}
     ids = await session.scalars(
         insert(ChainTransaction).returning(ChainTransaction.id, sort_by_parameter_order=True),
         [{**defaults, **row, "next_attempt_at": now, "created_at": now} for row in rows],

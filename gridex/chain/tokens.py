@@ -7,14 +7,26 @@ derived from the platform key with a seed (so they need no keypair of their own)
 the associated token accounts of both mints, owned by the user's custodial keypair with the
 platform as delegate. The delegation lets the platform alone sign every mirror transaction: the
 custodial key signs once, when its token accounts are created.
+
+**Lanes.** Solana runs transactions that write the same account one after the other, so one
+escrow account would serialise every settlement transaction. The platform's settlement accounts
+are therefore split into ``LANES`` lanes: lane ``k`` has its own escrow and fees credit accounts,
+its own energy pool (an energy token account the epoch's delivered energy is minted into), and
+its own fee payer (a keypair derived from the platform's). A buyer's money always goes through
+the lane of the buyer (:func:`lane_of`), so each lane's escrow holds exactly what its buyers
+still owe sellers and never goes below zero. Lane 0's escrow and fees are the original
+``gridex-escrow`` and ``gridex-fees`` accounts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 
 from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountWithSeedParams, create_account_with_seed
 from spl.memo.constants import MEMO_PROGRAM_ID
@@ -37,6 +49,27 @@ SEEDS = {
     "escrow": "gridex-escrow",
     "fees": "gridex-fees",
 }
+LANES = 8
+
+
+def lane_of(user_id: str | uuid.UUID) -> int:
+    """The settlement lane of a buyer: a stable function of the user id."""
+    return uuid.UUID(str(user_id)).int % LANES
+
+
+def _lane_seed(name: str, lane: int) -> str:
+    """Lane 0 of escrow and fees is the original account; the other lanes and every energy
+    pool have a seed of their own."""
+    if name in ("escrow", "fees") and lane == 0:
+        return SEEDS[name]
+    return f"gridex-{name}-{lane}"
+
+
+def lane_payer(platform_keypair: Keypair, lane: int) -> Keypair:
+    """Lane ``lane``'s fee payer: a keypair derived from the platform's secret, so the same
+    platform key always gives the same payers and none of them is stored."""
+    seed = hashlib.sha256(bytes(platform_keypair)[:32] + f"gridex-lane-{lane}".encode()).digest()
+    return Keypair.from_seed(seed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +81,11 @@ class Platform:
     energy_mint: Pubkey
     escrow: Pubkey
     fees: Pubkey
+    # Per lane: escrow and fees credit accounts, the energy pool (lane 0's escrow and fees are
+    # ``escrow`` and ``fees``).
+    escrows: tuple[Pubkey, ...] = ()
+    fee_accounts: tuple[Pubkey, ...] = ()
+    energy_pools: tuple[Pubkey, ...] = ()
 
     @classmethod
     def of(cls, authority: Pubkey) -> Platform:
@@ -55,7 +93,20 @@ class Platform:
             name: Pubkey.create_with_seed(authority, seed, TOKEN_PROGRAM_ID)
             for name, seed in SEEDS.items()
         }
-        return cls(authority, **derived)
+
+        def lanes(name: str) -> tuple[Pubkey, ...]:
+            return tuple(
+                Pubkey.create_with_seed(authority, _lane_seed(name, k), TOKEN_PROGRAM_ID)
+                for k in range(LANES)
+            )
+
+        return cls(
+            authority,
+            **derived,
+            escrows=lanes("escrow"),
+            fee_accounts=lanes("fees"),
+            energy_pools=lanes("energy-pool"),
+        )
 
     def records(self) -> dict[str, str]:
         """What is recorded in the database on first start (``chain_records``)."""
@@ -75,18 +126,47 @@ class Platform:
 
     # --- setup ------------------------------------------------------------------------------
 
-    def _seeded(self, name: str, space: int, lamports: int) -> Instruction:
+    def _seeded(
+        self, name: str, space: int, lamports: int, to: Pubkey | None = None, seed: str = ""
+    ) -> Instruction:
         return create_account_with_seed(
             CreateAccountWithSeedParams(
                 from_pubkey=self.authority,
-                to_pubkey=getattr(self, name),
+                to_pubkey=to or getattr(self, name),
                 base=self.authority,
-                seed=SEEDS[name],
+                seed=seed or SEEDS[name],
                 lamports=lamports,
                 space=space,
                 owner=TOKEN_PROGRAM_ID,
             )
         )
+
+    def lane_accounts(self) -> list[tuple[str, int, Pubkey, Pubkey]]:
+        """(seed name, lane, address, mint) of every lane account beyond lane 0's escrow and
+        fees, which :meth:`create_mints` makes."""
+        out = []
+        for name, addresses, mint in (
+            ("escrow", self.escrows, self.credit_mint),
+            ("fees", self.fee_accounts, self.credit_mint),
+            ("energy-pool", self.energy_pools, self.energy_mint),
+        ):
+            for lane, address in enumerate(addresses):
+                if name == "energy-pool" or lane:
+                    out.append((name, lane, address, mint))
+        return out
+
+    def create_lane_account(
+        self, name: str, lane: int, address: Pubkey, mint: Pubkey, account_rent: int
+    ) -> list[Instruction]:
+        """One lane's token account, owned by the platform."""
+        return [
+            self._seeded(name, TOKEN_ACCOUNT_SIZE, account_rent, address, _lane_seed(name, lane)),
+            spl.initialize_account3(
+                params.InitializeAccount3Params(
+                    program_id=TOKEN_PROGRAM_ID, account=address, mint=mint, owner=self.authority
+                )
+            ),
+        ]
 
     def create_mints(self, mint_rent: int, account_rent: int) -> list[Instruction]:
         """Both mints and the escrow and fee accounts, in one transaction."""
@@ -151,6 +231,9 @@ class Platform:
 
     def burn_credit(self, account: Pubkey, micros: int) -> Instruction:
         return _token(_BURN_CHECKED, micros, CREDIT_DECIMALS, account, self.credit_mint, self)
+
+    def burn_energy(self, account: Pubkey, wh: int) -> Instruction:
+        return _token(_BURN_CHECKED, wh, ENERGY_DECIMALS, account, self.energy_mint, self)
 
     def transfer_credit(self, source: Pubkey, dest: Pubkey, micros: int) -> Instruction:
         return _token(

@@ -10,8 +10,18 @@ from spl.token import instructions as spl
 from spl.token import models as params
 from spl.token.constants import TOKEN_PROGRAM_ID
 
-from gridex.chain.mirror import ESCROW, FEES, MAX_TX_BYTES, JournalItem, Planner, split
-from gridex.chain.tokens import Platform
+from gridex.chain.mirror import (
+    ESCROW,
+    FEES,
+    MAX_TX_BYTES,
+    Delivery,
+    JournalItem,
+    Planner,
+    lane_holder,
+    platform_lane,
+    split,
+)
+from gridex.chain.tokens import LANES, Platform, lane_of
 
 
 def test_token_instructions_match_the_spl_builders() -> None:
@@ -80,10 +90,42 @@ def test_planner_clamps_debts_and_keeps_transactions_under_the_size_limit() -> N
                 "settlement_payout",
                 {ESCROW: -1_000, seller: 990, FEES: 10},
                 epoch,
-                (seller, buyer, 500),
+                (Delivery(uuid.uuid4(), seller, buyer, 500),),
             )
         )
     plans = many.result()
     assert len(plans) > 20
     assert all(p.estimated_bytes(100) <= MAX_TX_BYTES for p in plans)
     assert sum(sum(p.energy.values()) for p in plans) == 200 * 500
+
+
+def test_payouts_are_planned_per_lane_with_the_energy_minted_ahead() -> None:
+    epoch = uuid.uuid4()
+    escrow = {lane_holder(ESCROW, k): 10**9 for k in range(LANES)}
+    planner = Planner(dict(escrow))
+    for _ in range(300):
+        seller, buyer = str(uuid.uuid4()), str(uuid.uuid4())
+        lane = lane_of(buyer)
+        planner.add(
+            JournalItem(
+                uuid.uuid4(),
+                "settlement_payout",
+                {lane_holder(ESCROW, lane): -1_000, seller: 990, lane_holder(FEES, lane): 10},
+                epoch,
+                (Delivery(uuid.uuid4(), seller, buyer, 400),),
+                lane,
+            )
+        )
+    plans = planner.result()
+    # First the pools' energy, then every lane's plans, each within its lane and size.
+    assert plans[0].lane is None
+    assert sum(plans[0].pools.values()) == 300 * 400
+    lanes = plans[1:]
+    assert {p.lane for p in lanes} == set(range(LANES))
+    for plan in lanes:
+        assert plan.estimated_bytes(100) <= MAX_TX_BYTES
+        platform = {h for h in plan.credits if platform_lane(h) is not None}
+        assert platform <= {lane_holder(ESCROW, plan.lane), lane_holder(FEES, plan.lane)}
+        assert all(lane_of(buyer) == plan.lane for _, buyer in plan.energy)
+    assert sum(sum(p.energy.values()) for p in lanes) == 300 * 400
+    assert planner.balances[lane_holder(FEES, 0)] > 0
