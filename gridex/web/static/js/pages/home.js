@@ -260,7 +260,7 @@ export async function render(main, ctx) {
       toast(`Order placed: ${order.side} ${kwh(order.quantity_kwh)} for ${time(order.epoch)}.`, "ok");
       form.reset();
       typeSelect.dispatchEvent(new Event("change"));
-      await Promise.all([drawOrders(), drawWallet()]);
+      await Promise.all([drawOrders(true), drawWallet()]);
     } catch (err) {
       orderErr.textContent = explain(err);
     } finally {
@@ -268,7 +268,8 @@ export async function render(main, ctx) {
     }
   });
 
-  const editing = new Set();
+  // Orders being modified, with what has been typed so far: a live refresh of the table keeps it.
+  const editing = new Map();
   const orderRow = (o) => {
     const actions = h("div", { class: "actions" });
     const cells = [
@@ -290,8 +291,8 @@ export async function render(main, ctx) {
             class: "small",
             "aria-label": `Modify ${o.side} order of ${kwh(o.quantity_kwh)} for ${time(o.epoch)}`,
             onclick: () => {
-              editing.add(o.id);
-              drawOrders();
+              editing.set(o.id, { quantity: String(o.quantity_kwh), price: o.limit_price ?? "" });
+              drawOrders(true);
             },
           },
           "Modify",
@@ -307,7 +308,7 @@ export async function render(main, ctx) {
               try {
                 await api(`market/orders/${o.id}`, { method: "DELETE" });
                 toast("Order cancelled; its reservation is released.", "ok");
-                await Promise.all([drawOrders(), drawWallet()]);
+                await Promise.all([drawOrders(true), drawWallet()]);
               } catch (err) {
                 orderErr.textContent = explain(err);
               }
@@ -317,14 +318,23 @@ export async function render(main, ctx) {
         ),
       );
     }
-    if (editing.has(o.id)) {
-      const q = h("input", { value: o.quantity_kwh, inputmode: "decimal", "aria-label": "New quantity (kWh)", size: 7 });
+    const draft = editing.get(o.id);
+    if (draft && o.status !== "open") editing.delete(o.id); // filled or gone meanwhile
+    else if (draft) {
+      const q = h("input", {
+        value: draft.quantity,
+        inputmode: "decimal",
+        "aria-label": "New quantity (kWh)",
+        size: 7,
+        oninput: (e) => (draft.quantity = e.target.value),
+      });
       const p = h("input", {
-        value: o.limit_price ?? "",
+        value: draft.price,
         inputmode: "decimal",
         "aria-label": "New limit price (per kWh)",
         size: 8,
         disabled: o.type === "market",
+        oninput: (e) => (draft.price = e.target.value),
       });
       cells[2] = q;
       cells[4] = p;
@@ -337,13 +347,13 @@ export async function render(main, ctx) {
             class: "small primary",
             onclick: async () => {
               orderErr.textContent = "";
-              const patch = { quantity_kwh: q.value.trim() };
-              if (o.type === "limit") patch.limit_price = p.value.trim();
+              const patch = { quantity_kwh: draft.quantity.trim() };
+              if (o.type === "limit") patch.limit_price = draft.price.trim();
               try {
                 await api(`market/orders/${o.id}`, { method: "PATCH", body: patch });
                 editing.delete(o.id);
                 toast("Order modified (it now queues behind orders placed before the change).", "ok");
-                await Promise.all([drawOrders(), drawWallet()]);
+                await Promise.all([drawOrders(true), drawWallet()]);
               } catch (err) {
                 orderErr.textContent = explain(err);
               }
@@ -358,7 +368,7 @@ export async function render(main, ctx) {
             class: "small",
             onclick: () => {
               editing.delete(o.id);
-              drawOrders();
+              drawOrders(true);
             },
           },
           "Keep",
@@ -368,8 +378,12 @@ export async function render(main, ctx) {
     return cells;
   };
 
-  const drawOrders = () =>
-    guard(orders, async () => {
+  // Live refreshes leave the table alone while an order is being modified (the fields keep their
+  // focus); the member's own actions redraw it at once.
+  const drawOrders = (force = false) =>
+    editing.size && force !== true
+      ? Promise.resolve(true)
+      : guard(orders, async () => {
       const items = await list("market/orders", { per_page: 50 });
       const now = Date.now();
       const active = items.filter(
