@@ -50,14 +50,15 @@ def server() -> Iterator[DemoServer]:
 
 
 def place_crossing_orders(server: DemoServer, epochs: int = 4) -> None:
-    """Alice and Bob offer, Dave bids above them, in the next epochs: trades to come."""
+    """Alice and Bob offer, Dave bids above them, in the next epochs: trades to come. (Alice's
+    meter exports at most 133 Wh a minute: her offers in one epoch stay below that.)"""
     current = httpx.get(
         f"{server.base}{API}/market/epochs/current", headers=api_login(server, "dave")
     ).json()["open"]
     start = datetime.fromisoformat(current["start"])
     length = datetime.fromisoformat(current["end"]) - start
     orders = [
-        ("alice", "sell", "0.040", "0.0950"),
+        ("alice", "sell", "0.030", "0.0950"),
         ("bob", "sell", "0.030", "0.1000"),
         ("dave", "buy", "0.050", "0.1300"),
     ]
@@ -200,7 +201,7 @@ def test_member_places_an_order_sees_it_in_the_book_and_a_live_update(
         json={
             "side": "sell",
             "type": "limit",
-            "quantity_kwh": "0.060",
+            "quantity_kwh": "0.050",
             "limit_price": "0.0900",
             "epoch": epoch,
         },
@@ -209,7 +210,7 @@ def test_member_places_an_order_sees_it_in_the_book_and_a_live_update(
     assert placed.status_code == 201, placed.text
     offer = levels.locator("tr", has_text="0.0900 USD/kWh")
     expect(offer).to_contain_text("offer")
-    expect(offer).to_contain_text("0.060 kWh")
+    expect(offer).to_contain_text("0.050 kWh")
 
     # Cancel from home: the order leaves the table and its reservation is released.
     page.get_by_role("link", name="My home").click()

@@ -62,8 +62,11 @@ function defaultRoute(user) {
   return STAFF.has(user?.role) ? "operator" : "home";
 }
 
-async function render() {
+async function render(event) {
   const ticket = ++rendering;
+  // Focus follows navigation (not the first load), unless the reader moved it meanwhile.
+  const navigated = event?.type === "hashchange";
+  const focusBefore = document.activeElement;
   for (const fn of cleanup.splice(0)) fn();
   const session = currentSession();
   let name = routeName();
@@ -85,8 +88,8 @@ async function render() {
   }
   if (ticket === rendering) {
     const heading = main.querySelector("h1");
-    // Focus follows navigation for keyboard and screen-reader users (not on the first load).
-    if (heading && document.activeElement !== document.body) {
+    const untouched = document.activeElement === focusBefore || document.activeElement === document.body;
+    if (heading && navigated && untouched) {
       heading.setAttribute("tabindex", "-1");
       heading.focus();
     }
