@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -17,6 +18,7 @@ from gridex.auth.routes import router as auth_router
 from gridex.chain.node import close_chain
 from gridex.chain.routes import chain_admin_router, chain_router
 from gridex.chain.views import wallet_chain_fields
+from gridex.core.apidoc import hoist_defs
 from gridex.core.clock import Clock, SystemClock
 from gridex.core.config import API_PREFIX, Settings, get_settings
 from gridex.core.db import Database
@@ -34,6 +36,7 @@ from gridex.core.ratelimit import RateLimiter
 from gridex.core.runtime import Runtime
 from gridex.core.schemas import error_responses
 from gridex.core.security import PasswordHasher
+from gridex.graphql.routes import graphql_router
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
 from gridex.ledger.service import WALLET_CHAIN_VIEW
@@ -125,8 +128,17 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     )
     app.state.runtime = rt
     install_error_handlers(app)
+    generate_document = app.openapi
+
+    def document() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = hoist_defs(generate_document())
+        return app.openapi_schema
+
+    app.openapi = document  # type: ignore[method-assign]
 
     _include_routes(app)
+    app.include_router(graphql_router(rt), prefix="/graphql")
     # The web app at `/`, over the same public API; after the API so no API path is shadowed.
     install_web(app)
     _add_middleware(app, rt)

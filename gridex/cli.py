@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import tempfile
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
+import structlog
 import typer
 
 from gridex import __version__
@@ -44,6 +48,29 @@ def main(
     ] = False,
 ) -> None:
     """Gridex: peer-to-peer energy exchange."""
+
+
+@contextmanager
+def progress_bar(description: str, total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr for a command that can run long; ``step(name)`` advances it.
+    Shown only on a terminal, so that logs and pipes get the command's own lines alone."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=Console(stderr=True),
+        transient=True,
+        disable=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def step(name: str) -> None:
+            bar.update(task, advance=1, description=f"{description}: {name}")
+
+        yield step
 
 
 def _check_config() -> None:
@@ -92,6 +119,10 @@ def serve(
     if workers > 1:
         # Metrics of all workers are aggregated through files in a shared directory.
         os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="gridex-prom-"))
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    structlog.get_logger("gridex.cli").info(
+        "serving", url=url, docs=f"{url}/docs", workers=workers, demo=demo
+    )
     uvicorn.run(
         "gridex.asgi:app",
         host=host,
@@ -192,8 +223,10 @@ def create_user(
 def ledger_verify() -> None:
     """Recompute every balance and the trial balance from the postings; exit 1 on a difference."""
     from gridex.ledger.jobs import verify_url
+    from gridex.ledger.repository import VERIFY_STEPS
 
-    report = asyncio.run(verify_url(get_settings().database_url))
+    with progress_bar("verifying the ledger", len(VERIFY_STEPS)) as step:
+        report = asyncio.run(verify_url(get_settings().database_url, step))
     for problem in report.problems:
         typer.echo(f"MISMATCH {problem}", err=True)
     typer.echo(
@@ -290,13 +323,14 @@ def _seed_demo() -> None:
 async def _demo_community(settings: Settings) -> list[str]:
     """Demo users, then their meters, readings, money and orders (each created once)."""
     from gridex.app import build_runtime
-    from gridex.demo import seed_activity
+    from gridex.demo import SEED_STEPS, seed_activity
     from gridex.users.bootstrap import seed_demo
 
     lines = await seed_demo(settings)
     rt = build_runtime(settings)
     try:
-        lines += await seed_activity(rt)
+        with progress_bar("seeding the demo", SEED_STEPS) as step:
+            lines += await seed_activity(rt, step)
     finally:
         await rt.pubsub.close()
         await rt.db.dispose()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.models import User
 from gridex.auth.service import Principal
+from gridex.core.clock import utc_iso
 from gridex.core.errors import GridexError
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
@@ -218,9 +220,15 @@ async def _top_up(session: AsyncSession, rt: Runtime, user: User, amount: str) -
     await complete_intent(session, rt, intent.id)
 
 
-async def seed_activity(rt: Runtime) -> list[str]:
+# The steps of ``seed_activity``, for a progress display: each meter, the money, the orders.
+SEED_STEPS = len(DEMO_METERS) + 2
+
+
+async def seed_activity(rt: Runtime, progress: Callable[[str], None] | None = None) -> list[str]:
     """Create the demo's meters, readings, money and installation once, in one transaction (a
-    failure leaves nothing half-made for the next start to skip), then the first orders."""
+    failure leaves nothing half-made for the next start to skip), then the first orders.
+    ``progress`` is told each of the ``SEED_STEPS`` steps as it is done."""
+    done = progress or (lambda _: None)
     async with rt.db.sessionmaker() as session:
         if await session.scalar(select(Meter.id).where(Meter.serial == DEMO_METERS[0].serial)):
             return ["  demo meters, readings and orders exist"]
@@ -251,6 +259,7 @@ async def seed_activity(rt: Runtime) -> list[str]:
             meters[spec.owner] = meter
             stored = await _ingest(session, rt, meter, readings_for(spec, end))
             lines.append(f"  meter   {spec.serial} ({spec.owner}): {stored} readings")
+            done(spec.serial)
 
         for username, amount in TOPUPS.items():
             await _top_up(session, rt, users[username], amount)
@@ -274,11 +283,13 @@ async def seed_activity(rt: Runtime) -> list[str]:
         lines.append("  shares  DEMO-BOB-01: bob 45%, erin 35%, platform 20%")
 
         await session.commit()
+    done("wallets and shares")
     for owner, order in await place_demo_orders(rt):
         lines.append(
             f"  order   {owner} {order.side} {order.quantity_kwh / 1000:.3f} kWh"
             f" @ {(order.limit_price or 0) / 1e6:.4f} for {order.epoch:%Y-%m-%d %H:%M} UTC"
         )
+    done("orders")
     return lines
 
 
@@ -309,6 +320,7 @@ async def simulate(rt: Runtime) -> int:
             return 0
         end = last_interval_end(rt.clock.now())
         stored = 0
+        topped_up = []
         for spec in DEMO_METERS:
             meter = meters.get(spec.serial)
             if meter is None:
@@ -323,6 +335,14 @@ async def simulate(rt: Runtime) -> int:
             balances = await ledger.wallet_balances(session, user.id)
             if balances.available_micros < LOW_BALANCE_MICROS:
                 await _top_up(session, rt, user, TOPUPS[spec.owner])
+                topped_up.append(spec.owner)
         await session.commit()
-    await place_demo_orders(rt)
+    placed = await place_demo_orders(rt)
+    log.info(
+        "demo_tick",
+        readings=stored,
+        orders=len(placed),
+        epoch=utc_iso(placed[0][1].epoch) if placed else None,
+        topped_up=topped_up,
+    )
     return stored

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import io
 import subprocess
 import sys
 from pathlib import Path
@@ -143,3 +145,36 @@ def test_serve_refuses_insecure_production(data_dir: Path, monkeypatch: pytest.M
     assert "GRIDEX_SECRET_KEY" in result.output
     worker = runner.invoke(app, ["worker"])
     assert worker.exit_code == 2
+
+
+def test_ledger_verify_reports_each_check_and_prints_no_bar_into_a_pipe(data_dir: Path) -> None:
+    from gridex.ledger.jobs import verify_url
+    from gridex.ledger.repository import VERIFY_STEPS
+
+    assert runner.invoke(app, ["db", "upgrade"]).exit_code == 0
+    steps: list[str] = []
+    report = asyncio.run(verify_url(get_settings().database_url, steps.append))
+    assert report.ok
+    assert steps == list(VERIFY_STEPS)
+
+    verified = runner.invoke(app, ["ledger", "verify"])
+    assert verified.exit_code == 0, verified.output
+    # Not a terminal: the command's own line only, no progress bar drawn into the output.
+    assert "verifying the ledger" not in verified.output
+    assert "ok: 0 accounts, 0 entries, 0 postings, trial balance 0 micros" in verified.stdout
+
+
+def test_progress_bar_draws_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from rich.console import Console
+
+    from gridex import cli
+
+    drawn = io.StringIO()
+    terminal = Console(file=drawn, force_terminal=True, width=80)
+    monkeypatch.setattr(cli.sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("rich.console.Console", lambda **_: terminal)
+    with cli.progress_bar("seeding the demo", 2) as step:
+        step("DEMO-ALICE-01")
+        step("orders")
+    assert "seeding the demo" in drawn.getvalue()
+    assert "2/2" in drawn.getvalue()

@@ -38,6 +38,8 @@ async def audit_logs(
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
 ) -> Page[AuditEntryOut]:
+    """Admins: the audit trail, newest first, filtered by actor, action, subject, outcome
+    and time."""
     query = audit_query(
         actor_id=actor_id,
         action=action,

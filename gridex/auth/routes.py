@@ -22,7 +22,18 @@ from gridex.auth.schemas import (
 )
 from gridex.auth.service import TokenPair
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.schemas import OutputModel
+from gridex.core.errors import (
+    AccountLocked,
+    AccountSuspended,
+    AuthenticationRequired,
+    Conflict,
+    EmailNotVerified,
+    InvalidCredentials,
+    InvalidSignature,
+    InvalidToken,
+)
+from gridex.core.schemas import OutputModel, raises
+from gridex.regions.service import UnknownRegion
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
@@ -50,7 +61,9 @@ def _client(request: Request) -> tuple[str | None, str | None]:
     return host, request.headers.get("user-agent")
 
 
-@router.post("/register", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/register", status_code=status.HTTP_201_CREATED, responses=raises(Conflict, UnknownRegion)
+)
 async def register(body: RegisterIn, session: SessionDep, rt: RuntimeDep) -> UserOut:
     """Create an account; a 6-digit code is emailed to verify the address."""
     return UserOut.model_validate(await service.register(session, rt, body))
@@ -58,26 +71,36 @@ async def register(body: RegisterIn, session: SessionDep, rt: RuntimeDep) -> Use
 
 @router.post("/verify-email")
 async def verify_email(body: VerifyEmailIn, session: SessionDep, rt: RuntimeDep) -> UserOut:
+    """Confirm the address with the emailed 6-digit code (10 minutes, 5 attempts); a wrong or
+    spent code is 422 `VALIDATION_ERROR` with `details.otp`."""
     return UserOut.model_validate(await service.verify_email(session, rt, body.email, body.otp))
 
 
 @router.post("/resend-otp", status_code=status.HTTP_202_ACCEPTED)
 async def resend_otp(body: EmailIn, session: SessionDep, rt: RuntimeDep) -> Accepted:
+    """Send a new verification code; always 202, whether or not the account exists."""
     await service.resend_otp(session, rt, body.email)
     return Accepted(message="If the account exists and is unverified, a new code was sent")
 
 
-@router.post("/login")
+@router.post(
+    "/login",
+    responses=raises(InvalidCredentials, AccountSuspended, EmailNotVerified, AccountLocked),
+)
 async def login(
     body: LoginIn, request: Request, session: SessionDep, rt: RuntimeDep
 ) -> TokenPairOut:
+    """Sign in with `username` or `email` and the password: an access token (Bearer) and a
+    refresh token. Five failures lock the account for 30 minutes."""
     ip, agent = _client(request)
     pair = await service.login(session, rt, body.identifier, body.password, ip=ip, user_agent=agent)
     return _pair(pair)
 
 
-@router.post("/refresh")
+@router.post("/refresh", responses=raises(InvalidToken))
 async def refresh(body: RefreshIn, session: SessionDep, rt: RuntimeDep) -> TokenPairOut:
+    """A new token pair for a refresh token, which is spent; presenting a spent one again
+    revokes the whole session (401 `INVALID_TOKEN`)."""
     return _pair(await service.refresh(session, rt, body.refresh_token))
 
 
@@ -113,32 +136,40 @@ async def set_password(body: SetPasswordIn, session: SessionDep, rt: RuntimeDep)
 
 @router.post("/logout")
 async def logout(principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep) -> Done:
+    """End this session: its access and refresh tokens stop working."""
     await service.logout(session, rt, principal)
     return Done()
 
 
 @router.post("/logout-all")
 async def logout_all(principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep) -> Done:
+    """End every session of the account."""
     await service.logout_all(session, rt, principal)
     return Done()
 
 
-@router.post("/password/change")
+@router.post(
+    "/password/change",
+    responses=raises(AuthenticationRequired, InvalidToken, InvalidCredentials),
+)
 async def change_password(
     body: PasswordChangeIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> Done:
+    """Change the password (the current one is required); other sessions are revoked."""
     await service.change_password(session, rt, principal, body.current_password, body.new_password)
     return Done()
 
 
 @router.post("/password/forgot", status_code=status.HTTP_202_ACCEPTED)
 async def forgot_password(body: EmailIn, session: SessionDep, rt: RuntimeDep) -> Accepted:
+    """Email a reset code; always 202, so that nobody learns which addresses have accounts."""
     await service.forgot_password(session, rt, body.email)
     return Accepted(message="If the account exists, a reset code was sent")
 
 
 @router.post("/password/reset")
 async def reset_password(body: PasswordResetIn, session: SessionDep, rt: RuntimeDep) -> Done:
+    """Set a new password with the emailed reset code; every session is revoked."""
     await service.reset_password(session, rt, body.email, body.otp, body.new_password)
     return Done()
 
@@ -153,10 +184,12 @@ async def wallet_challenge(
     )
 
 
-@router.post("/wallet/verify")
+@router.post("/wallet/verify", responses=raises(InvalidSignature, AccountSuspended))
 async def wallet_verify(
     body: WalletVerifyIn, request: Request, session: SessionDep, rt: RuntimeDep
 ) -> TokenPairOut:
+    """Sign in with a wallet: the signed challenge message (base58 signature); the first
+    sign-in creates a wallet-only account."""
     ip, agent = _client(request)
     pair = await service.wallet_sign_in(
         session, rt, body.wallet_address, body.signature, body.message, ip=ip, user_agent=agent

@@ -70,6 +70,8 @@ async def get_account(address: Address, principal: CurrentPrincipal, rt: Runtime
 
 @chain_router.get("/balance/{address}")
 async def get_balance(address: Address, principal: CurrentPrincipal, rt: RuntimeDep) -> BalanceOut:
+    """The same balances as `GET /blockchain/accounts/{address}`, under the name older
+    clients use."""
     return await views.balance(rt, address)
 
 

@@ -17,6 +17,7 @@ from pydantic import (
 )
 
 from gridex.core.clock import utc_iso
+from gridex.core.errors import GridexError, ValidationFailed
 from gridex.core.units import micros_to_money, wh_to_kwh
 
 
@@ -166,3 +167,36 @@ ERROR_DESCRIPTIONS = {
     500: "`INTERNAL_ERROR`",
     503: "`SERVICE_UNAVAILABLE`: a dependency is down; retry after `Retry-After` seconds",
 }
+
+
+def raises(*errors: type[GridexError]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` naming the codes a route answers besides the ones every route may
+    (``API_ERRORS``): per status, each code with its meaning and an example body. A 422 always
+    keeps ``VALIDATION_ERROR``, which any malformed request gets."""
+    by_status: dict[int, list[type[GridexError]]] = {}
+    for error in errors:
+        by_status.setdefault(error.status, [])
+        if error.code not in {e.code for e in by_status[error.status]}:
+            by_status[error.status].append(error)
+    if 422 in by_status and ValidationFailed not in by_status[422]:
+        by_status[422].insert(0, ValidationFailed)
+    return {status: _coded_response(found) for status, found in sorted(by_status.items())}
+
+
+def _coded_response(errors: list[type[GridexError]]) -> dict[str, Any]:
+    lines = "\n".join(f"- `{e.code}`: {e.default_message}" for e in errors)
+    examples = {
+        e.code: {
+            "summary": e.default_message,
+            "value": {
+                "error": {"code": e.code, "message": e.default_message, "details": {}},
+                "request_id": "3f5ec384df484222b24967b5cc870254",
+            },
+        }
+        for e in errors
+    }
+    return {
+        "model": ErrorOut,
+        "description": f"Refused with one of these codes:\n\n{lines}",
+        "content": {"application/json": {"examples": examples}},
+    }

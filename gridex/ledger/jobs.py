@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import structlog
 
 from gridex.core.db import Database
@@ -10,10 +12,12 @@ from gridex.ledger import repository
 log = structlog.get_logger(__name__)
 
 
-async def verify_ledger(db: Database) -> repository.VerifyReport:
+async def verify_ledger(
+    db: Database, progress: Callable[[str], None] | None = None
+) -> repository.VerifyReport:
     """Recompute every balance from the postings and check the trial balance (read only)."""
     async with db.sessionmaker() as session:
-        report = await repository.verify(session)
+        report = await repository.verify(session, progress)
     if report.ok:
         log.info("ledger_verified", accounts=report.accounts, entries=report.entries)
     else:
@@ -21,9 +25,11 @@ async def verify_ledger(db: Database) -> repository.VerifyReport:
     return report
 
 
-async def verify_url(database_url: str) -> repository.VerifyReport:
+async def verify_url(
+    database_url: str, progress: Callable[[str], None] | None = None
+) -> repository.VerifyReport:
     db = Database(database_url)
     try:
-        return await verify_ledger(db)
+        return await verify_ledger(db, progress)
     finally:
         await db.dispose()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
@@ -376,8 +376,14 @@ def history_query(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> Select[JournalEntry]:
-    """Entries with a posting of the user (own accounts or on their behalf), newest first."""
-    touching = select(Posting.entry_id).where(Posting.user_id == user_id)
+    """Entries that move the user's own money (``available`` or ``reserved``), newest first.
+    Entries whose only link to the user is a platform leg on their behalf are left out: the
+    payout of a trade empties its buyer's escrow, but the buyer's wallet does not change."""
+    touching = (
+        select(Posting.entry_id)
+        .join(LedgerAccount, LedgerAccount.id == Posting.account_id)
+        .where(Posting.user_id == user_id, LedgerAccount.kind.in_(USER_KINDS))
+    )
     if since is not None:
         touching = touching.where(Posting.created_at >= since)
     if until is not None:
@@ -519,14 +525,31 @@ class VerifyReport:
         return not self.problems
 
 
-async def verify(session: AsyncSession) -> VerifyReport:
-    """Recompute every balance from the postings and check every invariant of the ledger."""
+# The checks of ``verify``, in order, for a progress display.
+VERIFY_STEPS = (
+    "counting",
+    "balances against postings",
+    "entries sum to zero",
+    "entries with postings",
+    "no zero postings",
+    "no negative balances",
+    "trial balance",
+)
+
+
+async def verify(
+    session: AsyncSession, progress: Callable[[str], None] | None = None
+) -> VerifyReport:
+    """Recompute every balance from the postings and check every invariant of the ledger;
+    ``progress`` is told each of ``VERIFY_STEPS`` as it is done."""
+    done = progress or (lambda _: None)
     report = VerifyReport()
     report.accounts = int(
         await session.scalar(select(func.count()).select_from(LedgerAccount)) or 0
     )
     report.entries = int(await session.scalar(select(func.count()).select_from(JournalEntry)) or 0)
     report.postings = int(await session.scalar(select(func.count()).select_from(Posting)) or 0)
+    done(VERIFY_STEPS[0])
 
     sums = (
         select(Posting.account_id, func.sum(Posting.amount_micros).label("total"))
@@ -548,6 +571,7 @@ async def verify(session: AsyncSession) -> VerifyReport:
         report.problems.append(
             f"account {acc} ({kind}, user {user}): stored {stored} != sum of postings {computed}"
         )
+    done(VERIFY_STEPS[1])
 
     unbalanced = await session.execute(
         select(Posting.entry_id, func.sum(Posting.amount_micros), func.count())
@@ -556,16 +580,19 @@ async def verify(session: AsyncSession) -> VerifyReport:
     )
     for entry, entry_sum, count in unbalanced:
         report.problems.append(f"entry {entry}: {count} postings summing to {entry_sum}")
+    done(VERIFY_STEPS[2])
 
     empty = await session.scalars(
         select(JournalEntry.id).where(~JournalEntry.id.in_(select(Posting.entry_id)))
     )
     for entry in empty:
         report.problems.append(f"entry {entry}: no postings")
+    done(VERIFY_STEPS[3])
 
     zero = await session.scalars(select(Posting.id).where(Posting.amount_micros == 0))
     for posting in zero:
         report.problems.append(f"posting {posting}: amount is zero")
+    done(VERIFY_STEPS[4])
 
     negative = await session.execute(
         select(LedgerAccount.id, LedgerAccount.kind, LedgerAccount.balance_micros).where(
@@ -574,6 +601,7 @@ async def verify(session: AsyncSession) -> VerifyReport:
     )
     for acc, kind, stored in negative:
         report.problems.append(f"account {acc} ({kind}): negative balance {stored}")
+    done(VERIFY_STEPS[5])
 
     total = await session.scalar(select(func.coalesce(func.sum(LedgerAccount.balance_micros), 0)))
     report.trial_balance_micros = int(total or 0)
@@ -582,4 +610,5 @@ async def verify(session: AsyncSession) -> VerifyReport:
     postings_total = await session.scalar(select(func.coalesce(func.sum(Posting.amount_micros), 0)))
     if int(postings_total or 0) != 0:
         report.problems.append(f"sum of all postings is {postings_total}, not 0")
+    done(VERIFY_STEPS[6])
     return report

@@ -10,9 +10,9 @@ from fastapi import APIRouter, Query, status
 
 from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, StaffPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import ValidationFailed
+from gridex.core.errors import Conflict, ValidationFailed
 from gridex.core.pagination import Page, PageDep
-from gridex.core.schemas import AwareDatetime
+from gridex.core.schemas import AwareDatetime, raises
 from gridex.ledger import installations, service
 from gridex.ledger.schemas import (
     InstallationIn,
@@ -80,7 +80,7 @@ async def list_installations(
     return await installations.list_installations(session, principal, page, meter_id)
 
 
-@installations_router.post("", status_code=status.HTTP_201_CREATED)
+@installations_router.post("", status_code=status.HTTP_201_CREATED, responses=raises(Conflict))
 async def create_installation(
     body: InstallationIn, staff: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> InstallationOut:
@@ -92,10 +92,11 @@ async def create_installation(
 async def get_installation(
     installation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
 ) -> InstallationOut:
+    """One installation with its revenue shares (staff, or a holder of a share)."""
     return await installations.get_installation(session, principal, installation_id)
 
 
-@installations_router.put("/{installation_id}")
+@installations_router.put("/{installation_id}", responses=raises(Conflict))
 async def update_installation(
     installation_id: uuid.UUID,
     body: InstallationIn,
@@ -103,6 +104,7 @@ async def update_installation(
     session: SessionDep,
     rt: RuntimeDep,
 ) -> InstallationOut:
+    """Staff: replace an installation's shares; they and `platform_percent` must sum to 100."""
     return await installations.update_installation(session, rt, staff, installation_id, body)
 
 

@@ -4,20 +4,24 @@ every epoch past gate closure."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
 from gridex.core.jobs import run_each
+from gridex.core.metrics import CLEARING_SECONDS, after_commit
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
-from gridex.core.units import round_half_even
+from gridex.core.units import micros_to_money, round_half_even, wh_to_kwh
 from gridex.market import repository
 from gridex.market.engine import Trade as EngineTrade
 from gridex.market.engine import clear_auction_arrays, trades_hash
@@ -32,6 +36,8 @@ from gridex.market.fills import (
 from gridex.market.models import Epoch, MarketOrder, Mechanism, OrderStatus, Side
 from gridex.market.regions import market_params
 from gridex.market.views import epoch_event
+
+log = structlog.get_logger(__name__)
 
 
 def _final_status(order: MarketOrder) -> OrderStatus:
@@ -50,6 +56,7 @@ async def clear_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) -
     is published after commit.
     """
     now = rt.clock.now()
+    started = time.perf_counter()
     if not await repository.claim_epoch(session, epoch_id, now):
         return False
     epoch = await repository.epoch_by_id(session, epoch_id)
@@ -68,6 +75,7 @@ async def clear_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) -
     await _close_orders(session, orders, rows, now)
     _record(epoch, trades, now)
     await session.flush()
+    after_commit(session, partial(_log_clearing, _clearing_fields(epoch), started))
 
     emit_trades(session, rt, epoch, rows)
     emit_order_updates(session, rt, orders, now)
@@ -80,6 +88,26 @@ async def clear_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) -
         now,
     )
     return True
+
+
+def _clearing_fields(epoch: Epoch) -> dict[str, Any]:
+    return {
+        "epoch": utc_iso(epoch.start),
+        "region": epoch.region,
+        "mechanism": epoch.mechanism.value,
+        "price": micros_to_money(epoch.price_micros) if epoch.price_micros is not None else None,
+        "volume_kwh": wh_to_kwh(epoch.volume_wh or 0),
+        "trades": epoch.trade_count,
+        "buy_orders": epoch.buy_orders,
+        "sell_orders": epoch.sell_orders,
+    }
+
+
+def _log_clearing(fields: dict[str, Any], started: float) -> None:
+    """One line per committed clearing; its time runs from the claim to the commit."""
+    seconds = time.perf_counter() - started
+    CLEARING_SECONDS.labels(fields["mechanism"]).observe(seconds)
+    log.info("epoch_cleared", **fields, ms=round(seconds * 1000, 1))
 
 
 async def _close_orders(

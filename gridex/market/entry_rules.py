@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, exists, func, or_, select, true
 
 from gridex.auth.models import AuthSession, User, UserStatus
+from gridex.core.clock import utc_iso
 from gridex.core.errors import Conflict, GridexError
 from gridex.core.units import micros_to_money, wh_to_kwh
 from gridex.ledger.errors import OutstandingDebt
@@ -67,9 +68,7 @@ def gate_open_at(gate_closure: datetime, now: datetime) -> bool:
 
 
 def gate_closed(start: datetime, gate_closure: datetime) -> GateClosed:
-    return GateClosed(
-        details={"epoch": start.isoformat(), "gate_closure": gate_closure.isoformat()}
-    )
+    return GateClosed(details={"epoch": utc_iso(start), "gate_closure": utc_iso(gate_closure)})
 
 
 def client_order_id_taken() -> Conflict:

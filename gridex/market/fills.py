@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
+from gridex.core.metrics import TRADED_ENERGY, TRADES, after_commit
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money, wh_to_kwh
@@ -117,6 +118,9 @@ def emit_trades(
     session: AsyncSession, rt: Runtime, epoch: Epoch, rows: list[dict[str, Any]]
 ) -> None:
     channels = ("market", f"epoch:{utc_iso(epoch.start)}")
+    if rows:
+        energy = sum(row["quantity_wh"] for row in rows)
+        after_commit(session, lambda: _count_trades(epoch.region, len(rows), energy))
     for row in rows:
         public = _trade_event(row)
         emit(session, rt.pubsub, channels, "trade_executed", public, row["executed_at"])
@@ -133,6 +137,11 @@ def emit_trades(
                 private,
                 row["executed_at"],
             )
+
+
+def _count_trades(region: str, trades: int, energy_wh: int) -> None:
+    TRADES.labels(region).inc(trades)
+    TRADED_ENERGY.labels(region).inc(energy_wh)
 
 
 def trade_row(

@@ -16,8 +16,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.auth.models import User
 from gridex.auth.service import Principal, TokenCaller
+from gridex.core.clock import utc_iso
 from gridex.core.config import Settings
 from gridex.core.errors import Conflict, GridexError, ValidationFailed
+from gridex.core.metrics import ORDERS, ORDERS_REFUSED, after_commit
 from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
@@ -74,11 +76,11 @@ def _named_epoch(
     except ValidationFailed as exc:
         return requested, exc
     if not entry_rules.gate_open_at(gate_closure_of(start, settings), now):
-        return start, GateClosed(details={"epoch": start.isoformat()})
+        return start, GateClosed(details={"epoch": utc_iso(start)})
     if start > horizon_end(now, settings):
         return start, ValidationFailed(
             f"The epoch is beyond the {settings.market_horizon_hours} h trading horizon",
-            details={"field": "epoch", "horizon_end": horizon_end(now, settings).isoformat()},
+            details={"field": "epoch", "horizon_end": utc_iso(horizon_end(now, settings))},
         )
     return start, None
 
@@ -215,6 +217,19 @@ async def _context(
 async def place_order(
     session: AsyncSession, rt: Runtime, caller: Principal | TokenCaller, data: NewOrder
 ) -> OrderOut:
+    """``_place`` counted: orders placed once committed, refusals by code."""
+    try:
+        placed = await _place(session, rt, caller, data)
+    except GridexError as exc:
+        ORDERS_REFUSED.labels(exc.code).inc()
+        raise
+    after_commit(session, ORDERS.labels(placed.side.value, placed.type.value).inc)
+    return placed
+
+
+async def _place(
+    session: AsyncSession, rt: Runtime, caller: Principal | TokenCaller, data: NewOrder
+) -> OrderOut:
     """Validate, reserve (buy: quantity x limit, market buys at the band's max price) and store
     an order; in a continuous epoch, match it at once against the resting orders.
 
@@ -300,7 +315,7 @@ async def _complete(
         order,
         _required_reservation(order),
         now,
-        f"Buy order for epoch {order.epoch_start.isoformat()}",
+        f"Buy order for epoch {utc_iso(order.epoch_start)}",
     )
     try:
         if epoch is not None and epoch.mechanism is Mechanism.continuous:

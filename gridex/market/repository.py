@@ -187,7 +187,10 @@ def epochs_query(
 
 
 def history_query(region: str, since: datetime | None, until: datetime | None) -> Select[Any]:
-    return epochs_query(region, since, until, None).where(Epoch.cleared_at.is_not(None))
+    """Cleared epochs, newest first: the recent ones are what a chart or a reader wants on the
+    first page."""
+    query = epochs_query(region, since, until, None).where(Epoch.cleared_at.is_not(None))
+    return query.order_by(None).order_by(Epoch.start.desc())
 
 
 async def last_cleared(session: AsyncSession, region: str) -> Epoch | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Body, Path, Query, status
 
 from gridex.auth.deps import (
     AdminPrincipal,
@@ -18,10 +18,19 @@ from gridex.auth.deps import (
 from gridex.auth.service import Principal
 from gridex.core.config import REGION_NAME
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import ValidationFailed
+from gridex.core.errors import Conflict, ValidationFailed
+from gridex.core.idempotency import IdempotencyConflict, IdempotencyInProgress
 from gridex.core.pagination import Page, PageDep
-from gridex.core.schemas import AwareDatetime
+from gridex.core.schemas import AwareDatetime, raises
+from gridex.ledger.errors import InsufficientFunds
 from gridex.market import epoch_trades, orders, service
+from gridex.market.errors import (
+    ExceedsCapacity,
+    GateClosed,
+    NoEligibleMeter,
+    PriceOutOfBounds,
+    SelfTrade,
+)
 from gridex.market.models import EpochState, OrderStatus, Side
 from gridex.market.schemas import (
     CurrentEpochsOut,
@@ -39,6 +48,7 @@ from gridex.market.schemas import (
     RegionSettingsOut,
     TradeOut,
 )
+from gridex.regions.service import UnknownRegion
 
 market_router = APIRouter(prefix="/market", tags=["market"])
 
@@ -58,10 +68,53 @@ def _region(principal: Principal, region: str | None) -> str:
 
 # Order entry first: routes are matched one by one in the order they are declared, so the
 # busiest path is tried before the others.
-@market_router.post("/orders", status_code=status.HTTP_201_CREATED)
+# Valid as they stand at any time: the epoch defaults to the next open one and the region to
+# the caller's, so "Try it out" in /docs places a real order.
+ORDER_EXAMPLES = {
+    "limit_buy": {
+        "summary": "Buy 1.5 kWh at up to 0.125 per kWh in the next open epoch",
+        "value": {"side": "buy", "type": "limit", "quantity_kwh": 1.5, "limit_price": "0.125000"},
+    },
+    "market_sell": {
+        "summary": "Sell 0.5 kWh at the clearing price (needs a meter that exports)",
+        "value": {"side": "sell", "type": "market", "quantity_kwh": 0.5},
+    },
+    "named": {
+        "summary": "A limit sell in a named region, with your own id for it",
+        "value": {
+            "side": "sell",
+            "type": "limit",
+            "quantity_kwh": 2,
+            "limit_price": "0.110000",
+            "region": "community",
+            "client_order_id": "my-bot-000123",
+        },
+    },
+}
+
+# What order entry can refuse besides a malformed request (docs/market.md defines each rule).
+ENTRY_REFUSALS = (
+    GateClosed,
+    InsufficientFunds,
+    NoEligibleMeter,
+    SelfTrade,
+    Conflict,
+    PriceOutOfBounds,
+    ExceedsCapacity,
+)
+
+
+@market_router.post(
+    "/orders",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(*ENTRY_REFUSALS, UnknownRegion, IdempotencyConflict, IdempotencyInProgress),
+)
 @idempotent
 async def place_order(
-    body: OrderIn, caller: SessionCheckedCaller, session: SessionDep, rt: RuntimeDep
+    body: Annotated[OrderIn, Body(openapi_examples=ORDER_EXAMPLES)],
+    caller: SessionCheckedCaller,
+    session: SessionDep,
+    rt: RuntimeDep,
 ) -> OrderOut:
     """Place a buy or sell order; a buy reserves quantity x limit (market: the band's max)."""
     return await orders.place_order(session, rt, caller, body.as_new_order())
@@ -77,6 +130,7 @@ async def list_orders(
     side: Side | None = None,
     epoch: AwareDatetime | None = None,
 ) -> Page[OrderOut]:
+    """Your orders, newest first, filtered by status, side and epoch."""
     return await service.list_orders(
         session, rt, principal, page, status=status, side=side, epoch=epoch
     )
@@ -86,10 +140,11 @@ async def list_orders(
 async def get_order(
     order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
 ) -> OrderDetailOut:
+    """One of your orders with its fills."""
     return await service.get_order(session, principal, order_id)
 
 
-@market_router.patch("/orders/{order_id}")
+@market_router.patch("/orders/{order_id}", responses=raises(*ENTRY_REFUSALS))
 async def modify_order(
     order_id: uuid.UUID,
     body: OrderUpdate,
@@ -101,7 +156,7 @@ async def modify_order(
     return await orders.modify_order(session, rt, principal, order_id, body.as_change())
 
 
-@market_router.delete("/orders/{order_id}")
+@market_router.delete("/orders/{order_id}", responses=raises(GateClosed, Conflict))
 async def cancel_order(
     order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> OrderOut:
@@ -142,10 +197,11 @@ async def get_epoch(
     rt: RuntimeDep,
     region: RegionQuery = None,
 ) -> EpochOut:
+    """One epoch by its start: times, state, mechanism and, once cleared, its clearing."""
     return await service.get_epoch(session, rt, _region(principal, region), epoch)
 
 
-@market_router.get("/epochs/{epoch}/trades")
+@market_router.get("/epochs/{epoch}/trades", responses=raises(Conflict))
 async def get_epoch_trades(
     epoch: AwareDatetime,
     session: SessionDep,
@@ -156,7 +212,7 @@ async def get_epoch_trades(
     return await epoch_trades.epoch_trades(session, rt, region, epoch)
 
 
-@market_router.post("/epochs/{epoch}/clear")
+@market_router.post("/epochs/{epoch}/clear", responses=raises(Conflict))
 async def clear_epoch(
     epoch: AwareDatetime,
     principal: StaffPrincipal,
@@ -168,7 +224,7 @@ async def clear_epoch(
     return await service.clear_now(session, rt, principal, _region(principal, region), epoch)
 
 
-@market_router.post("/epochs/{epoch}/settle")
+@market_router.post("/epochs/{epoch}/settle", responses=raises(Conflict))
 async def settle_epoch(
     epoch: AwareDatetime,
     principal: StaffPrincipal,
@@ -196,6 +252,8 @@ async def orderbook(
 async def market_data(
     principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep, region: RegionQuery = None
 ) -> MarketDataOut:
+    """Last clearing price and volume, 24-hour VWAP, high and low, and the next epoch's open
+    interest."""
     return await service.market_data(session, rt, _region(principal, region))
 
 
@@ -208,7 +266,7 @@ async def history(
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
 ) -> Page[HistoryOut]:
-    """Cleared epochs with their price and volume, oldest first."""
+    """Cleared epochs with their price and volume, newest first."""
     return await service.history(session, _region(principal, region), page, since=from_, until=to)
 
 
@@ -220,6 +278,7 @@ async def own_trades(
     page: PageDep,
     epoch: AwareDatetime | None = None,
 ) -> Page[TradeOut]:
+    """Your trades, newest first, each from your side: quantity, price, value and your fee."""
     return await service.own_trades(session, rt, principal, page, epoch)
 
 
@@ -246,10 +305,12 @@ async def list_regions(
 async def get_region(
     region: RegionPath, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> RegionSettingsOut:
+    """A region's market settings: mechanism, price band, fee and time zone (the defaults it
+    uses when none were set)."""
     return await service.get_region_settings(session, rt, region)
 
 
-@market_router.put("/regions/{region}")
+@market_router.put("/regions/{region}", responses=raises(Conflict))
 async def put_region(
     region: RegionPath,
     body: RegionSettingsIn,

@@ -97,7 +97,11 @@ class OrderIn(InputModel):
     quantity_kwh: QuantityIn
     limit_price: PriceIn | None = Field(default=None, description="Required for a limit order")
     epoch: AwareDatetime | None = Field(
-        default=None, description="Start of the epoch; default: the next one still open"
+        default=None,
+        description="Start of the epoch, on an epoch boundary (with 15-minute epochs: :00, "
+        ":15, :30 or :45), before its gate closure and within the trading horizon; default: "
+        "the next one still open",
+        examples=["2026-01-01T12:15:00Z"],
     )
     client_order_id: str | None = Field(default=None, min_length=1, max_length=64)
     region: str | None = Field(
@@ -242,7 +246,10 @@ class TradeOut(OutputModel):
     quantity_kwh: Kwh
     price: Money
     value: Money
-    fee: Money
+    fee: Money = Field(
+        description="The fee you pay on this trade: sellers pay the region's fee out of the "
+        "payout, buyers none"
+    )
     buy_order_id: uuid.UUID
     sell_order_id: uuid.UUID
     executed_at: UtcDatetime

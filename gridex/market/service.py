@@ -406,7 +406,7 @@ async def clear_now(
     if now < gate_closure_of(start, rt.settings):
         raise Conflict(
             "The epoch's gate closure has not passed yet",
-            details={"gate_closure": gate_closure_of(start, rt.settings).isoformat()},
+            details={"gate_closure": utc_iso(gate_closure_of(start, rt.settings))},
         )
     epoch = await get_or_create_epoch(session, rt, region, start)
     cleared = await auction.clear_epoch(session, rt, epoch.id)
@@ -434,7 +434,7 @@ async def operator_epoch_result(
         action=action,
         actor_id=principal.user.id,
         subject_type="epoch",
-        subject_id=f"{region}@{start.isoformat()}",
+        subject_id=f"{region}@{utc_iso(start)}",
         outcome="success" if done else "noop",
     )
     refreshed = await repository.get_epoch(session, region, start)

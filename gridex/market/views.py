@@ -115,15 +115,18 @@ def average_price(order: MarketOrder) -> int | None:
 
 
 def trade_out(trade: Trade, user_id: uuid.UUID) -> TradeOut:
+    """The trade as ``user_id``, one of its two sides, sees it: the fee is the reader's own (the
+    seller pays the platform's fee out of the payout; a buyer pays none)."""
+    side = Side.buy if trade.buyer_id == user_id else Side.sell
     return TradeOut(
         id=trade.id,
         region=trade.region,
         epoch=trade.epoch_start,
-        side=Side.buy if trade.buyer_id == user_id else Side.sell,
+        side=side,
         quantity_kwh=trade.quantity_wh,
         price=trade.price_micros,
         value=trade.value_micros,
-        fee=trade.fee_micros,
+        fee=trade.fee_micros if side is Side.sell else 0,
         buy_order_id=trade.buy_order_id,
         sell_order_id=trade.sell_order_id,
         executed_at=trade.executed_at,

@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.core.clock import utc_iso
 from gridex.core.errors import ValidationFailed
 from gridex.core.runtime import Runtime
-from gridex.core.units import wh_to_kwh
+from gridex.core.units import round_half_even, wh_to_kwh
 from gridex.meters import repository as repo
 from gridex.meters.ingest import ingest
 from gridex.meters.models import Meter, MeterReading
@@ -228,7 +228,8 @@ def _entries(root: Any) -> tuple[dict[str, _Type], dict[str, str], list[tuple[st
 
 
 def _values(block: Any, kind: _Type) -> list[tuple[int, int, int]]:
-    """(start, duration, Wh) of a block's IntervalReadings, scaled by the type's multiplier."""
+    """(start, duration, Wh) of a block's IntervalReadings, scaled by the type's multiplier; a
+    value finer than a Wh (a negative multiplier) is rounded to the nearest Wh, half to even."""
     out = []
     for item in block.findall("e:IntervalReading", _NS):
         start = _int(item, "e:timePeriod/e:start")
@@ -236,18 +237,22 @@ def _values(block: Any, kind: _Type) -> list[tuple[int, int, int]]:
         value = _int(item, "e:value")
         if start is None or duration is None or value is None:
             raise ValidationFailed("An IntervalReading lacks start, duration or value")
-        scaled = value * 10**kind.multiplier if kind.multiplier >= 0 else None
-        if scaled is None:
-            divisor = 10 ** (-kind.multiplier)
-            if value % divisor:
-                raise ValidationFailed("A value is not a whole number of Wh")
-            scaled = value // divisor
+        if kind.multiplier >= 0:
+            scaled = value * 10**kind.multiplier
+        else:
+            scaled = round_half_even(value, 10 ** (-kind.multiplier))
         out.append((start, duration, scaled))
     return out
 
 
-def parse_feed(data: bytes) -> list[dict[str, Any]]:
+def parse_feed(data: bytes, interval_minutes: int = 15) -> list[dict[str, Any]]:
     """The readings of an ESPI feed, one per interval end, as ingest payloads (kWh).
+
+    An interval that spans several of the meter's intervals (``interval_minutes``), such as a
+    utility's hourly data for a 15-minute meter, becomes that many readings with its energy
+    spread evenly (whole Wh, the remainder to the first ones): the feed says nothing of the
+    shape inside the hour, and the hour's sum stays exact. Any other duration is passed on as
+    it is, for ingest to refuse that reading alone.
 
     IntervalBlocks are tied to their MeterReading by the ``up``/``self`` links and the
     MeterReading to its ReadingType by its ``related`` link; a feed with a single ReadingType
@@ -276,19 +281,32 @@ def parse_feed(data: bytes) -> list[dict[str, Any]]:
         field = "consumed" if kind.flow == FLOW_IMPORT else "produced"
         for start, duration, wh in _values(block, kind):
             intervals.setdefault((start + duration, duration), {})[field] = wh
+    step = interval_minutes * 60
     readings = []
     for (end, duration), values in sorted(intervals.items()):
-        if duration % 60:
-            raise ValidationFailed("Interval durations must be whole minutes")
-        readings.append(
-            {
-                "timestamp": utc_iso(datetime.fromtimestamp(end, UTC)),
-                "energy_consumed_kwh": wh_to_kwh(values.get("consumed", 0)),
-                "energy_produced_kwh": wh_to_kwh(values.get("produced", 0)),
-                "interval_minutes": duration // 60,
-            }
-        )
+        parts = duration // step if duration > step and duration % step == 0 else 1
+        length = duration // parts
+        consumed = _spread(values.get("consumed", 0), parts)
+        produced = _spread(values.get("produced", 0), parts)
+        for i in range(parts):
+            readings.append(
+                {
+                    "timestamp": utc_iso(
+                        datetime.fromtimestamp(end - duration + (i + 1) * length, UTC)
+                    ),
+                    "energy_consumed_kwh": wh_to_kwh(consumed[i]),
+                    "energy_produced_kwh": wh_to_kwh(produced[i]),
+                    # Not whole minutes: ingest refuses this reading (and only this one).
+                    "interval_minutes": length // 60 if length % 60 == 0 else length / 60,
+                }
+            )
     return readings
+
+
+def _spread(wh: int, parts: int) -> list[int]:
+    """``wh`` in ``parts`` whole-Wh shares that sum to it, the larger ones first."""
+    share, extra = divmod(wh, parts)
+    return [share + (1 if i < extra else 0) for i in range(parts)]
 
 
 async def export_meter(
@@ -307,7 +325,7 @@ async def export_meter(
 async def import_meter(session: AsyncSession, rt: Runtime, meter: Meter, data: bytes) -> IngestOut:
     """Load a feed's intervals through the ingest path (a signed meter refuses them: they carry
     no device signature)."""
-    payloads = parse_feed(data)
+    payloads = parse_feed(data, meter.interval_minutes)
     ref = MeterRef.of(meter)
     items = [Item(i, raw, ref) for i, raw in enumerate(payloads)]
     return ingest_out(await ingest(session, rt, items, source="green_button"))

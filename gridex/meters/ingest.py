@@ -181,7 +181,7 @@ async def _touch_meters(
     if params:
         await session.execute(_touch_statement(now), params)
     for meter_id, ts in came_online:
-        details = {"timestamp": ts.isoformat()}
+        details = {"timestamp": utc_iso(ts)}
         status_changed(
             session, rt.pubsub, meter_id, "online", reason="reading", details=details, now=now
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import update
 
+from gridex.core.clock import utc_iso
 from gridex.core.runtime import Runtime
 from gridex.meters.events import status_changed
 from gridex.meters.models import Meter
@@ -31,7 +32,7 @@ async def mark_offline(rt: Runtime) -> int:
         ).all()
         for meter_id, last in rows:
             details = {
-                "last_reading_at": last.isoformat() if last else None,
+                "last_reading_at": utc_iso(last) if last else None,
                 "missed_intervals": rt.settings.offline_after_intervals,
             }
             status_changed(

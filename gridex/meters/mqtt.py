@@ -7,6 +7,10 @@ expiry), acknowledges each message only after the transaction that stored it has
 and reconnects with exponential backoff. Redelivered readings are duplicates, which ingest
 counts and ignores. A message that cannot be read goes to the dead-letter table and is
 acknowledged: it never stops the consumer.
+
+Retained status messages are ignored: the broker hands them to every new subscription, so a
+retained ``online`` of a device long dead would mark it online again each time Gridex
+(re)connects. Liveness comes from live messages: readings, a status sent now, a Last Will.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.clock import utc_iso
+from gridex.core.metrics import MQTT_MESSAGES
 from gridex.core.runtime import Runtime
 from gridex.meters.events import status_changed
 from gridex.meters.ingest import Rejection, dead_letters, ingest
@@ -245,11 +250,16 @@ class MqttBridge:
                 continue
             serial, kind = parsed
             if kind == "status":
+                if message.retain:
+                    MQTT_MESSAGES.labels(kind, "retained_ignored").inc()
+                    continue
+                MQTT_MESSAGES.labels(kind, "received").inc()
                 statuses.append((serial, raw.decode("utf-8", errors="replace").strip()))
                 continue
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
+                MQTT_MESSAGES.labels(kind, "invalid_json").inc()
                 malformed.append(
                     Rejection(
                         0,
@@ -262,6 +272,7 @@ class MqttBridge:
                     )
                 )
                 continue
+            MQTT_MESSAGES.labels(kind, "received").inc()
             if kind == "ack":
                 if isinstance(body, dict):
                     acks.append((serial, body))
@@ -288,6 +299,12 @@ class MqttBridge:
                 items_in.append(item)
             await ingest(session, self.rt, items_in, source="mqtt")
         if malformed:
+            # The dead letters name the meter of the topic, as a refused reading's do.
+            serials = {r.meter_serial for r in malformed if r.meter_serial}
+            known = await meters_by_serial(session, serials, None)
+            for rejection in malformed:
+                meter = known.get(rejection.meter_serial or "")
+                rejection.meter_id = meter.id if meter is not None else None
             session.add_all(dead_letters(malformed, "mqtt", now))
         for serial, status in statuses:
             await self._status(session, serial, status, now)

@@ -19,9 +19,16 @@ from gridex.auth.deps import (
 from gridex.auth.models import Role
 from gridex.auth.service import Principal
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import ValidationFailed
+from gridex.core.errors import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    ValidationFailed,
+)
 from gridex.core.pagination import Page, PageDep, paginate
-from gridex.core.schemas import AwareDatetime
+from gridex.core.schemas import AwareDatetime, raises
 from gridex.meters import greenbutton, service, telemetry
 from gridex.meters.models import Meter, MeterStatus
 from gridex.meters.schemas import (
@@ -49,6 +56,7 @@ from gridex.meters.schemas import (
     StatusIn,
     TopConsumersOut,
 )
+from gridex.regions.service import UnknownRegion
 
 meters_router = APIRouter(prefix="/meters", tags=["meters"])
 readings_router = APIRouter(prefix="/readings", tags=["meters"])
@@ -107,7 +115,9 @@ def _body_doc(model: type[Any]) -> dict[str, Any]:
 # --- registry --------------------------------------------------------------------------------
 
 
-@meters_router.post("", status_code=status.HTTP_201_CREATED)
+@meters_router.post(
+    "", status_code=status.HTTP_201_CREATED, responses=raises(Conflict, UnknownRegion, Forbidden)
+)
 async def register_meter(
     body: MeterIn, principal: MeterRegistrar, session: SessionDep, rt: RuntimeDep
 ) -> MeterOut:
@@ -133,10 +143,11 @@ async def list_meters(
 
 @meters_router.get("/{meter_id}")
 async def get_meter(meter: ReadableMeter, session: SessionDep) -> MeterOut:
+    """One meter with its last reading, totals and whether it is online."""
     return await service.meter_out(session, meter)
 
 
-@meters_router.patch("/{meter_id}")
+@meters_router.patch("/{meter_id}", responses=raises(UnknownRegion, Forbidden))
 async def update_meter(
     body: MeterUpdate,
     meter: UserMeter,
@@ -153,6 +164,8 @@ async def update_meter(
 async def delete_meter(
     meter_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> Response:
+    """Admins: soft delete; the meter disappears, its data stays for settlement and audit, and
+    its serial stays taken."""
     meter = await service.get_meter(session, principal, meter_id)
     await service.delete_meter(session, rt, principal, meter)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -166,11 +179,13 @@ async def set_status(
     session: SessionDep,
     rt: RuntimeDep,
 ) -> MeterOut:
+    """Staff: set `active`, `inactive` (readings are refused) or `maintenance` (readings are
+    still accepted)."""
     await service.set_status(session, rt, principal, meter, body.status)
     return await service.meter_out(session, meter)
 
 
-@meters_router.post("/{meter_id}/assign")
+@meters_router.post("/{meter_id}/assign", responses=raises(Conflict))
 async def assign_meter(
     meter_id: uuid.UUID,
     body: AssignIn,
@@ -178,6 +193,7 @@ async def assign_meter(
     session: SessionDep,
     rt: RuntimeDep,
 ) -> MeterOut:
+    """Admins: give the meter to an active user (`user_id`)."""
     meter = await service.get_meter(session, principal, meter_id)
     await service.assign(session, rt, principal, meter, body.user_id)
     return await service.meter_out(session, meter)
@@ -187,6 +203,7 @@ async def assign_meter(
 async def unassign_meter(
     meter_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> MeterOut:
+    """Admins: take the meter from its owner; it stays registered without one."""
     meter = await service.get_meter(session, principal, meter_id)
     await service.assign(session, rt, principal, meter, None)
     return await service.meter_out(session, meter)
@@ -197,6 +214,7 @@ async def unassign_meter(
 
 @meters_router.post(
     "/{meter_id}/readings",
+    responses=raises(PayloadTooLarge),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -222,7 +240,7 @@ async def post_readings(
     return await service.ingest_for_meter(session, rt, meter, await _json_body(request))
 
 
-@readings_router.post("/batch", openapi_extra=_body_doc(BatchIn))
+@readings_router.post("/batch", responses=raises(PayloadTooLarge), openapi_extra=_body_doc(BatchIn))
 async def post_batch(
     request: Request, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> IngestOut:
@@ -230,7 +248,7 @@ async def post_batch(
     return await service.ingest_batch(session, rt, principal, await _json_body(request))
 
 
-@meters_router.put("/{meter_id}/readings/{timestamp}")
+@meters_router.put("/{meter_id}/readings/{timestamp}", responses=raises(Forbidden, NotFound))
 async def correct_reading(
     meter_id: uuid.UUID,
     timestamp: AwareDatetime,
@@ -287,6 +305,7 @@ async def rejected_readings(
 
 @meters_router.get("/{meter_id}/latest")
 async def latest_reading(meter: ReadableMeter, session: SessionDep) -> ReadingOut:
+    """The newest stored reading (404 `NOT_FOUND` before the first)."""
     return service.reading_out(await telemetry.latest(session, meter))
 
 
@@ -309,6 +328,8 @@ async def get_readings(
 async def get_stats(
     meter: ReadableMeter, session: SessionDep, rt: RuntimeDep, start: From = None, end: To = None
 ) -> StatsOut:
+    """Totals, per-reading averages, min/max power and voltage/current averages of the raw
+    readings in `from`..`to` (default: the last 30 days)."""
     return await telemetry.stats(session, rt, meter, start, end)
 
 
@@ -316,6 +337,8 @@ async def get_stats(
 async def get_analytics(
     meter: ReadableMeter, session: SessionDep, rt: RuntimeDep, start: From = None, end: To = None
 ) -> AnalyticsOut:
+    """Consumption, usage patterns and environmental figures over `from`..`to` (default: the
+    last 30 days); each figure is defined in docs/devices.md."""
     return await telemetry.analytics(session, rt, meter, start, end)
 
 
@@ -326,13 +349,18 @@ async def get_compare(
     rt: RuntimeDep,
     period: Literal["day", "week", "month"] = "day",
 ) -> CompareOut:
+    """This `day`, `week` or `month` so far against the same stretch of the previous one."""
     return await telemetry.compare(session, rt, meter, period)
 
 
 # --- commands --------------------------------------------------------------------------------
 
 
-@meters_router.post("/{meter_id}/commands", status_code=status.HTTP_202_ACCEPTED)
+@meters_router.post(
+    "/{meter_id}/commands",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=raises(Forbidden, ServiceUnavailable),
+)
 async def send_command(
     body: CommandIn,
     meter: UserMeter,
@@ -347,13 +375,23 @@ async def send_command(
 
 @meters_router.get("/{meter_id}/commands/{command_id}")
 async def get_command(command_id: uuid.UUID, meter: UserMeter, session: SessionDep) -> CommandOut:
+    """A command's state: `pending`, `sent`, `acked`, `failed` or `timeout`."""
     return CommandOut.model_validate(await service.get_command(session, meter, command_id))
 
 
 # --- Green Button ----------------------------------------------------------------------------
 
 
-@meters_router.get("/{meter_id}/export/green-button", response_class=Response)
+@meters_router.get(
+    "/{meter_id}/export/green-button",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "A Green Button (ESPI) Atom feed, as a download",
+            "content": {"application/atom+xml": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def export_green_button(
     meter: ReadableMeter, session: SessionDep, rt: RuntimeDep, start: From = None, end: To = None
 ) -> Response:
@@ -368,9 +406,11 @@ async def export_green_button(
 
 @meters_router.post(
     "/{meter_id}/import/green-button",
+    responses=raises(PayloadTooLarge),
     openapi_extra={
         "requestBody": {
             "required": True,
+            "description": "A Green Button (ESPI) Atom feed of interval readings",
             "content": {"application/atom+xml": {"schema": {"type": "string"}}},
         }
     },
@@ -394,6 +434,7 @@ async def region_stats(
     start: From = None,
     end: To = None,
 ) -> RegionStatsOut:
+    """Staff: the region's consumption and production totals, peak and meters online."""
     return await telemetry.region_stats(session, rt, region, start, end)
 
 
@@ -407,6 +448,7 @@ async def region_top_consumers(
     end: To = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
 ) -> TopConsumersOut:
+    """Staff: the region's meters that consumed most in `from`..`to`, largest first."""
     return await telemetry.top_consumers(session, rt, region, start, end, limit)
 
 
@@ -414,4 +456,5 @@ async def region_top_consumers(
 async def region_realtime(
     region: str, _: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> RealtimeOut:
+    """Staff: the region's current load, from each meter's latest interval."""
     return await telemetry.realtime(session, rt, region)

@@ -485,7 +485,7 @@ def _reading_values(r: MeterReading) -> dict[str, Any]:
         "frequency": r.frequency,
         "metadata": r.reading_metadata,
         "source": r.source,
-        "received_at": r.received_at.isoformat(),
+        "received_at": utc_iso(r.received_at),
         "revision": r.revision,
     }
 
@@ -496,7 +496,7 @@ def _corrected(
     """The corrected reading, validated by the ingest rules (unsigned, any age, also for an
     inactive meter: staff fix what is stored)."""
     payload = data.model_dump(exclude={"reason", "timestamp"}, exclude_none=True)
-    payload["timestamp"] = reading.timestamp.isoformat()
+    payload["timestamp"] = utc_iso(reading.timestamp)
     payload.setdefault("interval_minutes", reading.interval_minutes)
     ref = dataclasses.replace(MeterRef.of(meter), public_key=None, status=MeterStatus.active)
     window = Window.at(now, rt.settings, oldest=reading.timestamp - timedelta(days=1))
@@ -577,7 +577,7 @@ async def correct_reading(
         at=now,
         actor_type=principal.actor_type,
         details={
-            "timestamp": timestamp.isoformat(),
+            "timestamp": utc_iso(timestamp),
             "reason": data.reason,
             "old": old,
             "new": {"consumed_wh": new.consumed_wh, "produced_wh": new.produced_wh},

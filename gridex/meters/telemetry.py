@@ -167,23 +167,27 @@ def _efficiency(average_w: Decimal, peak_w: int) -> str | None:
 async def analytics(
     session: AsyncSession, rt: Runtime, meter: Meter, start: datetime | None, end: datetime | None
 ) -> AnalyticsOut:
-    """Totals from the rollup cover; patterns from the hourly rollups (UTC hours)."""
+    """Totals from the rollup cover; everything else from the hourly rollups (UTC hours), over
+    the hours that have readings, not the whole window: a week of data in a 30-day window
+    averages over that week. docs/devices.md defines each figure."""
     a, b = time_range(rt, start, end, timedelta(days=30))
     s = await repo.meter_sums(session, meter.id, a, b)
     hourly = await repo.rollup_series(
         session, [meter.id], Granularity.h1, bucket_start(Granularity.h1, a), b
     )
-    days = Decimal((b - a).total_seconds()) / 86400
-    hours = Decimal((b - a).total_seconds()) / 3600
+    hours = Decimal(len(hourly))  # hours with readings
+    days = hours / 24
     average_w = Decimal(s.consumed_wh) / hours if hours else Decimal(0)
 
     by_hour: dict[int, list[int]] = defaultdict(list)
     by_day: dict[datetime, int] = defaultdict(int)
-    self_supplied = 0
+    self_supplied = 0  # Wh of consumption met by own production in the same hour
+    hours_without_import = 0
     for ts, consumed, produced in hourly:
         by_hour[ts.hour].append(consumed)
         by_day[bucket_start(Granularity.d1, ts)] += consumed
         self_supplied += min(consumed, produced)
+        hours_without_import += produced >= consumed
     profile = {h: Decimal(sum(v)) / len(v) for h, v in by_hour.items()}
     ranked = sorted(profile, key=lambda h: (-profile[h], h))
     peak_hours = sorted(ranked[:3]) if profile else []
@@ -199,11 +203,10 @@ async def analytics(
     consumed, produced = s.consumed_wh, s.produced_wh
     factor = rt.settings.grid_emission_factor_kg_per_kwh
     if consumed:
-        renewable = Decimal(min(produced, consumed)) * 100 / consumed
-        independence = Decimal(min(self_supplied, consumed)) * 100 / consumed
-    else:
+        renewable = Decimal(min(self_supplied, consumed)) * 100 / consumed
+    else:  # nothing to cover: a production-only meter is all renewable, an idle one nothing
         renewable = Decimal(100 if produced else 0)
-        independence = Decimal(100 if produced else 0)
+    independence = Decimal(hours_without_import) * 100 / hours if hours else Decimal(0)
     return AnalyticsOut(
         meter_id=meter.id,
         period=Period(start=a, end=b),

@@ -8,7 +8,11 @@ from fastapi import APIRouter, Request, status
 
 from gridex.auth.deps import CurrentPrincipal, StaffPrincipal, idempotent
 from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from gridex.core.idempotency import IdempotencyConflict, IdempotencyInProgress
 from gridex.core.pagination import Page, PageDep, paginate
+from gridex.core.schemas import raises
+from gridex.ledger.errors import InsufficientFunds
 from gridex.payments import service
 from gridex.payments.models import WithdrawalStatus
 from gridex.payments.providers import SIGNATURE_HEADER
@@ -19,17 +23,24 @@ from gridex.payments.schemas import (
     RefundIn,
     RefundOut,
     TopupIn,
+    WebhookEvent,
     WebhookOut,
     WithdrawalIn,
     WithdrawalOut,
 )
+from gridex.payments.service import WebhookSignatureInvalid
 
 wallet_payments_router = APIRouter(prefix="/wallet", tags=["wallet"])
 payments_router = APIRouter(prefix="/payments", tags=["payments"])
 payments_admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@wallet_payments_router.post("/topups", status_code=status.HTTP_201_CREATED)
+IDEMPOTENT = (IdempotencyConflict, IdempotencyInProgress)
+
+
+@wallet_payments_router.post(
+    "/topups", status_code=status.HTTP_201_CREATED, responses=raises(*IDEMPOTENT)
+)
 @idempotent
 async def create_topup(
     body: TopupIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
@@ -43,11 +54,16 @@ async def create_topup(
 async def list_topups(
     principal: CurrentPrincipal, session: SessionDep, page: PageDep
 ) -> Page[PaymentIntentOut]:
+    """Your top-ups (payment intents) with their status, newest first."""
     rows, total = await paginate(session, service.intents_query(principal.user.id), page)
     return Page.build([PaymentIntentOut.model_validate(r) for r in rows], total, page)
 
 
-@wallet_payments_router.post("/withdrawals", status_code=status.HTTP_201_CREATED)
+@wallet_payments_router.post(
+    "/withdrawals",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(InsufficientFunds, *IDEMPOTENT),
+)
 @idempotent
 async def request_withdrawal(
     body: WithdrawalIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
@@ -66,13 +82,34 @@ async def list_withdrawals(
     page: PageDep,
     status: WithdrawalStatus | None = None,
 ) -> Page[WithdrawalOut]:
+    """Your withdrawals, optionally of one status."""
     rows, total = await paginate(
         session, service.withdrawals_query(principal.user.id, status), page
     )
     return Page.build([WithdrawalOut.model_validate(r) for r in rows], total, page)
 
 
-@payments_router.post("/webhook")
+@payments_router.post(
+    "/webhook",
+    responses=raises(WebhookSignatureInvalid, NotFound, ValidationFailed),
+    openapi_extra={
+        "parameters": [
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": True,
+                "description": "`t=<unix seconds>,v1=<hex>`: `v1` is HMAC-SHA256 with the "
+                "webhook secret over `<t>.<raw body>`; `t` must be within the tolerance "
+                "(300 s by default). Several `v1` values may be given during a secret rotation.",
+                "schema": {"type": "string", "example": "t=1767225600,v1=5257a869e7..."},
+            }
+        ],
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": WebhookEvent.model_json_schema()}},
+        },
+    },
+)
 async def webhook(request: Request, session: SessionDep, rt: RuntimeDep) -> WebhookOut:
     """The provider's callback, signed with `Gridex-Signature: t=<unix>,v1=<hex>`; a wrong or
     stale (> 5 min) signature is 400 INVALID_SIGNATURE and changes nothing."""
@@ -80,7 +117,9 @@ async def webhook(request: Request, session: SessionDep, rt: RuntimeDep) -> Webh
     return await service.handle_webhook(session, rt, body, request.headers.get(SIGNATURE_HEADER))
 
 
-@payments_admin_router.post("/payments/{payment_id}/complete")
+@payments_admin_router.post(
+    "/payments/{payment_id}/complete", responses=raises(Forbidden, NotFound)
+)
 async def complete_payment(
     payment_id: uuid.UUID, staff: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> WebhookOut:
@@ -89,7 +128,11 @@ async def complete_payment(
     return await service.complete_intent(session, rt, payment_id, actor=staff)
 
 
-@payments_admin_router.post("/payments/{payment_id}/refund", status_code=status.HTTP_201_CREATED)
+@payments_admin_router.post(
+    "/payments/{payment_id}/refund",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Conflict, *IDEMPOTENT),
+)
 @idempotent
 async def refund_payment(
     payment_id: uuid.UUID,
@@ -111,20 +154,26 @@ async def admin_withdrawals(
     status: WithdrawalStatus | None = None,
     user_id: uuid.UUID | None = None,
 ) -> Page[WithdrawalOut]:
+    """Staff: every withdrawal, filtered by status and user (pending ones await a decision)."""
     rows, total = await paginate(session, service.withdrawals_query(user_id, status), page)
     return Page.build([WithdrawalOut.model_validate(r) for r in rows], total, page)
 
 
-@payments_admin_router.post("/withdrawals/{withdrawal_id}/approve")
+@payments_admin_router.post(
+    "/withdrawals/{withdrawal_id}/approve", responses=raises(Conflict, *IDEMPOTENT)
+)
 @idempotent
 async def approve_withdrawal(
     withdrawal_id: uuid.UUID, staff: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> WithdrawalOut:
+    """Staff: pay out a pending withdrawal; its held amount leaves the wallet."""
     withdrawal = await service.approve_withdrawal(session, rt, staff, withdrawal_id)
     return WithdrawalOut.model_validate(withdrawal)
 
 
-@payments_admin_router.post("/withdrawals/{withdrawal_id}/reject")
+@payments_admin_router.post(
+    "/withdrawals/{withdrawal_id}/reject", responses=raises(Conflict, *IDEMPOTENT)
+)
 @idempotent
 async def reject_withdrawal(
     withdrawal_id: uuid.UUID,
@@ -133,6 +182,7 @@ async def reject_withdrawal(
     rt: RuntimeDep,
     body: DecisionIn | None = None,
 ) -> WithdrawalOut:
+    """Staff: refuse a pending withdrawal, optionally with a reason; the hold is given back."""
     withdrawal = await service.reject_withdrawal(
         session, rt, staff, withdrawal_id, body.reason if body else None
     )

@@ -11,7 +11,10 @@ from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, OwnsMeterDep, Sta
 from gridex.auth.models import Role, UserStatus
 from gridex.auth.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, UserOut, WalletVerifyIn
 from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import Conflict, Forbidden, InvalidSignature
 from gridex.core.pagination import Page, PageDep, paginate
+from gridex.core.schemas import raises
+from gridex.regions.service import UnknownRegion
 from gridex.users import service
 from gridex.users.repository import user_search_query
 from gridex.users.schemas import (
@@ -33,6 +36,7 @@ users_router = APIRouter(prefix="/users", tags=["users"])
 
 @me_router.get("")
 async def get_me(principal: CurrentPrincipal) -> UserOut:
+    """Your own account."""
     return UserOut.model_validate(principal.user)
 
 
@@ -46,6 +50,7 @@ async def patch_me(
 
 @me_router.get("/preferences")
 async def get_preferences(principal: CurrentPrincipal) -> Preferences:
+    """Your notification channels per event type, locale and time zone."""
     return service.get_preferences(principal.user)
 
 
@@ -53,10 +58,11 @@ async def get_preferences(principal: CurrentPrincipal) -> Preferences:
 async def put_preferences(
     body: Preferences, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> Preferences:
+    """Replace your notification preferences, locale and time zone."""
     return await service.put_preferences(session, rt, principal, body)
 
 
-@me_router.post("/wallet")
+@me_router.post("/wallet", responses=raises(InvalidSignature, Conflict))
 async def link_wallet(
     body: WalletVerifyIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
@@ -67,10 +73,11 @@ async def link_wallet(
     return UserOut.model_validate(user)
 
 
-@me_router.delete("/wallet")
+@me_router.delete("/wallet", responses=raises(Conflict))
 async def unlink_wallet(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
+    """Unlink your wallet (409 `CONFLICT` when it is the account's only sign-in method)."""
     return UserOut.model_validate(await auth_service.unlink_wallet(session, rt, principal))
 
 
@@ -78,6 +85,7 @@ async def unlink_wallet(
 async def my_activity(
     principal: CurrentPrincipal, session: SessionDep, page: PageDep
 ) -> Page[AuditEntryOut]:
+    """Your activity history (the audit entries that involve you), newest first."""
     rows, total = await paginate(session, audit_query(involving_user=principal.user.id), page)
     return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)
 
@@ -101,6 +109,7 @@ async def create_api_key(
 
 @me_router.get("/api-keys")
 async def list_api_keys(principal: CurrentPrincipal, session: SessionDep) -> list[ApiKeyOut]:
+    """Your API keys without their secrets."""
     return [
         ApiKeyOut.model_validate(k) for k in await auth_service.list_api_keys(session, principal)
     ]
@@ -110,6 +119,7 @@ async def list_api_keys(principal: CurrentPrincipal, session: SessionDep) -> lis
 async def revoke_api_key(
     key_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> None:
+    """Revoke one of your API keys; it stops working at once."""
     await auth_service.revoke_api_key(session, rt, principal, key_id)
 
 
@@ -127,6 +137,7 @@ async def list_users(
     status: UserStatus | None = None,
     department: str | None = None,
 ) -> Page[UserOut]:
+    """Staff: accounts filtered by search text, role, region, status and department."""
     query = user_search_query(
         search=search, role=role, region=region, status=status, department=department
     )
@@ -134,7 +145,16 @@ async def list_users(
     return Page.build([UserOut.model_validate(r) for r in rows], total, page)
 
 
-@users_router.get("/export.csv", response_class=Response)
+@users_router.get(
+    "/export.csv",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "The accounts as CSV, one row per account",
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+        }
+    },
+)
 async def export_users(
     _: StaffPrincipal,
     session: SessionDep,
@@ -144,6 +164,7 @@ async def export_users(
     status: UserStatus | None = None,
     department: str | None = None,
 ) -> Response:
+    """Staff: the same filtered accounts as CSV (a download)."""
     query = user_search_query(
         search=search, role=role, region=region, status=status, department=department
     )
@@ -154,7 +175,9 @@ async def export_users(
     )
 
 
-@users_router.post("", status_code=status.HTTP_201_CREATED)
+@users_router.post(
+    "", status_code=status.HTTP_201_CREATED, responses=raises(Conflict, UnknownRegion)
+)
 async def invite_user(
     body: InviteIn, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
@@ -164,6 +187,7 @@ async def invite_user(
 
 @users_router.get("/{user_id}")
 async def get_user(user_id: uuid.UUID, _: StaffPrincipal, session: SessionDep) -> UserOut:
+    """Staff: one account."""
     return UserOut.model_validate(await service.get_user(session, user_id))
 
 
@@ -175,6 +199,7 @@ async def update_user(
     session: SessionDep,
     rt: RuntimeDep,
 ) -> UserOut:
+    """Admins: change an account's profile fields, region or department."""
     return UserOut.model_validate(await service.admin_update(session, rt, admin, user_id, body))
 
 
@@ -182,10 +207,11 @@ async def update_user(
 async def set_role(
     user_id: uuid.UUID, body: RoleIn, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
+    """Admins: change an account's role; its sessions end so that the new role applies."""
     return UserOut.model_validate(await service.set_role(session, rt, admin, user_id, body.role))
 
 
-@users_router.post("/{user_id}/suspend")
+@users_router.post("/{user_id}/suspend", responses=raises(Forbidden, Conflict))
 async def suspend_user(
     user_id: uuid.UUID,
     body: SuspendIn,
@@ -193,13 +219,15 @@ async def suspend_user(
     session: SessionDep,
     rt: RuntimeDep,
 ) -> UserOut:
+    """Admins: suspend an account with a reason; its sessions end."""
     return UserOut.model_validate(await service.suspend(session, rt, admin, user_id, body.reason))
 
 
-@users_router.post("/{user_id}/activate")
+@users_router.post("/{user_id}/activate", responses=raises(Forbidden, Conflict))
 async def activate_user(
     user_id: uuid.UUID, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
+    """Admins: reactivate a suspended account."""
     return UserOut.model_validate(await service.activate(session, rt, admin, user_id))
 
 
@@ -215,6 +243,7 @@ async def delete_user(
 async def user_activity(
     user_id: uuid.UUID, _: StaffPrincipal, session: SessionDep, page: PageDep
 ) -> Page[AuditEntryOut]:
+    """Staff: one account's activity history, newest first."""
     await service.get_user(session, user_id)
     rows, total = await paginate(session, audit_query(involving_user=user_id), page)
     return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)

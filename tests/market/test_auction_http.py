@@ -118,9 +118,10 @@ async def test_full_cycle_clears_fills_and_moves_money(
     assert mine["total"] == 2
     assert {t["side"] for t in mine["items"]} == {"buy"}
     assert sorted(t["value"] for t in mine["items"]) == ["0.100000", "0.400000"]
-    assert sorted(t["fee"] for t in mine["items"]) == ["0.001000", "0.004000"]
+    assert [t["fee"] for t in mine["items"]] == ["0.000000", "0.000000"]  # sellers pay it
     sold = (await client.get(f"{API}/market/trades", headers=s1.headers)).json()
     assert [t["side"] for t in sold["items"]] == ["sell"]
+    assert [t["fee"] for t in sold["items"]] == ["0.004000"]
     canonical = sorted(mine["items"], key=lambda t: t["sell_order_id"] != ask1["id"])
     assert (
         recompute_hash(
@@ -283,6 +284,9 @@ async def test_cancel_releases_and_is_final(
     closed = await client.delete(f"{API}/market/orders/{late['id']}", headers=buyer.headers)
     assert closed.status_code == 409
     assert closed.json()["error"]["code"] == "GATE_CLOSED"
+    # Times in error details are UTC with Z, as everywhere else in the API.
+    assert closed.json()["error"]["details"]["epoch"] == utc_iso(NEXT)
+    assert closed.json()["error"]["details"]["gate_closure"].endswith("Z")
     listed = await client.get(
         f"{API}/market/orders", params={"status": "cancelled"}, headers=buyer.headers
     )
@@ -548,3 +552,22 @@ async def test_split_fills_pay_each_rounded_trade_value(
     # Two 1 Wh trades worth 11.5 -> 12 micros each (half-even): 1 micro more than was held.
     assert await wallet(runtime, buyer) == (10_000_000 - 24, 0, 24)
     assert await trial_total(client, runtime) == "0.000000"
+
+
+async def test_history_lists_the_newest_epoch_first(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    start_clock(clock)
+    seller = await trader(client, runtime, kind="production", funds="0")
+    buyer = await trader(client, runtime, kind="consumption")
+    later = NEXT + timedelta(minutes=1)
+    for epoch, price in ((NEXT, "0.10"), (later, "0.30")):
+        await place(client, seller, side="sell", quantity_kwh=1, limit_price=price, epoch=epoch)
+        await place(client, buyer, side="buy", quantity_kwh=1, limit_price=price, epoch=epoch)
+    await close_and_clear(clock, runtime, later)
+
+    history = (await client.get(f"{API}/market/history", headers=buyer.headers)).json()
+    traded = [(h["epoch"], h["price"]) for h in history["items"] if h["trades"]]
+    assert traded == [(utc_iso(later), "0.300000"), (utc_iso(NEXT), "0.100000")]
+    epochs = [h["epoch"] for h in history["items"]]
+    assert epochs == sorted(epochs, reverse=True)

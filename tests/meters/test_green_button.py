@@ -137,3 +137,58 @@ async def test_import_refuses_unsafe_or_foreign_xml(
         headers=owner.headers,
     )
     assert refused.json()["rejected"][0]["code"] == "INVALID_SIGNATURE"
+
+
+def utility_feed(intervals: list[tuple[int, int, int]], multiplier: int) -> bytes:
+    """A utility's feed: one ReadingType (import, Wh x 10^multiplier) and one IntervalBlock of
+    (start, duration, value) IntervalReadings, without links (a single ReadingType needs none)."""
+    readings = "".join(
+        f"<IntervalReading><timePeriod><duration>{d}</duration><start>{s}</start></timePeriod>"
+        f"<value>{v}</value></IntervalReading>"
+        for s, d, v in intervals
+    )
+    return (
+        f'<feed xmlns="http://www.w3.org/2005/Atom"><entry><content>'
+        f'<ReadingType xmlns="{ESPI}"><flowDirection>1</flowDirection>'
+        f"<powerOfTenMultiplier>{multiplier}</powerOfTenMultiplier><uom>72</uom></ReadingType>"
+        f'</content></entry><entry><content><IntervalBlock xmlns="{ESPI}">{readings}'
+        f"</IntervalBlock></content></entry></feed>"
+    ).encode()
+
+
+async def test_import_spreads_hourly_intervals_and_rounds_each_value(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    clock.set(NOW)
+    owner = await signed_in(client, runtime)
+    meter = await make_meter(client, owner)  # 15-minute intervals
+    hour = int((NOW - timedelta(hours=3)).timestamp())
+    feed = utility_feed(
+        [
+            (hour, 3600, 10_002),  # 1000.2 Wh in tenths: 1000 Wh, four quarters of 250
+            (hour + 3600, 3600, 4_015),  # 401.5 Wh: 402 Wh (half to even), 101 + 101 + 100 + 100
+            (hour + 7200, 600, 1_000),  # ten minutes: not a 15-minute reading, refused alone
+        ],
+        multiplier=-1,
+    )
+    url = f"{API}/meters/{meter['id']}"
+    response = await client.post(f"{url}/import/green-button", content=feed, headers=owner.headers)
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["accepted"] == 8
+    [refused] = result["rejected"]
+    assert refused["index"] == 8
+
+    points = await client.get(
+        f"{url}/readings",
+        params={"interval": "raw", "from": utc_iso(NOW - timedelta(hours=4))},
+        headers=owner.headers,
+    )
+    consumed = [p["consumed_kwh"] for p in points.json()["points"]]
+    assert consumed == [0.25] * 4 + [0.101, 0.101, 0.1, 0.1]
+    hours = await client.get(
+        f"{url}/readings",
+        params={"interval": "1h", "from": utc_iso(NOW - timedelta(hours=4))},
+        headers=owner.headers,
+    )
+    assert [p["consumed_kwh"] for p in hours.json()["points"]] == [1.0, 0.402]

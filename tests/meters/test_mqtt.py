@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 
 from gridex.auth.models import Role
 from gridex.core.clock import FrozenClock, utc_iso
+from gridex.core.metrics import MQTT_MESSAGES
 from gridex.core.runtime import Runtime
 from gridex.meters.jobs import expire_commands
 from gridex.meters.models import MeterReading, MeterStatusEvent, RejectedReading
@@ -93,6 +94,7 @@ async def test_reading_malformed_and_last_will(
     meter = await make_meter(client, owner, device_public_key=device.public_key)
     serial, meter_id = meter["serial"], uuid.UUID(meter["id"])
     topic = f"gridex/meters/{serial}"
+    invalid_before = _mqtt_count("readings", "invalid_json")
     async with device_client() as mqtt:
         await mqtt.publish(
             f"{topic}/readings", orjson.dumps(device.sign(reading(NOW, 0.5, 0.25))), qos=1
@@ -103,6 +105,9 @@ async def test_reading_malformed_and_last_will(
         )
     await eventually(lambda: _has_latest(client, owner.headers, meter["id"]))
     await eventually(lambda: _count_ge(runtime, RejectedReading, 2, meter_serial=serial))
+    # The payload that is not JSON is counted and its dead letter names the topic's meter.
+    assert _mqtt_count("readings", "invalid_json") >= invalid_before + 1
+    assert await _count(runtime, RejectedReading, meter_id=meter_id, reason="malformed") == 1
     async with runtime.db.sessionmaker() as session:
         reasons = sorted(
             await session.scalars(
@@ -120,6 +125,56 @@ async def test_reading_malformed_and_last_will(
     assert not (await client.get(f"{API}/meters/{meter['id']}", headers=owner.headers)).json()[
         "online"
     ]
+
+
+def _mqtt_count(topic: str, outcome: str) -> float:
+    value: float = MQTT_MESSAGES.labels(topic, outcome)._value.get()
+    return value
+
+
+async def _online(client: httpx.AsyncClient, headers: dict[str, str], meter_id: str) -> bool:
+    response = await client.get(f"{API}/meters/{meter_id}", headers=headers)
+    online: bool = response.json()["online"]
+    return online
+
+
+async def test_a_retained_online_does_not_revive_a_dead_meter_on_reconnect(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock, bridge: MqttBridge
+) -> None:
+    clock.set(NOW)
+    owner = await signed_in(client, runtime)
+    meter = await make_meter(client, owner)
+    status = f"gridex/meters/{meter['serial']}/status"
+    try:
+        # The old recipe: a retained "online", then the device dies with a plain Last Will.
+        async with device_client() as mqtt:
+            await mqtt.publish(status, b"online", qos=1, retain=True)
+        await eventually(lambda: _online(client, owner.headers, meter["id"]))
+        await _drop_with_will(status, b"offline")
+        await eventually(lambda: _not(_online(client, owner.headers, meter["id"])))
+
+        # Gridex reconnects: the broker hands the new subscription the retained "online".
+        ignored = _mqtt_count("status", "retained_ignored")
+        await bridge.stop()
+        again = MqttBridge(runtime)
+        await again.start()
+        try:
+            await asyncio.wait_for(again.connected.wait(), 10)
+            await eventually(lambda: _above(_mqtt_count, ("status", "retained_ignored"), ignored))
+        finally:
+            await again.stop()
+        assert not await _online(client, owner.headers, meter["id"])
+    finally:
+        async with device_client() as mqtt:  # clear the retained message
+            await mqtt.publish(status, b"", qos=1, retain=True)
+
+
+async def _not(check: Awaitable[bool]) -> bool:
+    return not await check
+
+
+async def _above(read: Callable[..., float], args: tuple[str, str], floor: float) -> bool:
+    return read(*args) > floor
 
 
 def _field(value: bytes) -> bytes:

@@ -90,9 +90,11 @@ async def test_stats_analytics_and_compare(
     assert len(patterns["off_peak_hours"]) == 3
     env = analytics["environmental_impact"]
     assert env["carbon_offset_kg"] == 44.8
-    assert env["renewable_energy_percent"] == round(112 / 432 * 100, 1)
-    # Hour by hour, solar covers at most the consumption of that hour (1 or 2 kWh).
-    assert 0 < env["grid_independence_score"] < env["renewable_energy_percent"]
+    # Hour by hour, solar covers at most the consumption of that hour: 4 h x 1 kWh on a
+    # weekday, 4 h x 2 kWh on a weekend day; 72 of 432 kWh.
+    assert env["renewable_energy_percent"] == round(72 / 432 * 100, 1)
+    # Solar covers the whole hour 4 hours a day: 56 of the 336 hours.
+    assert env["grid_independence_score"] == round(56 / 336 * 100, 1)
 
     week = (
         await client.get(f"{url}/compare", params={"period": "week"}, headers=owner.headers)
@@ -104,6 +106,36 @@ async def test_stats_analytics_and_compare(
     ).json()
     assert day["period"] == "month"
     assert set(day["change_percent"]) == {"consumed", "produced", "net"}
+
+
+async def test_analytics_average_over_the_data_present_and_count_night_imports(
+    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
+) -> None:
+    # One week of a house in the default 30-day window: 0.5 kWh per hour all day, solar
+    # 1.5 kWh per hour from 10:00 to 16:00 UTC, nothing the rest of the time.
+    end = MONDAY + timedelta(days=7)
+    clock.set(end)
+    owner = await signed_in(client, runtime)
+    meter = await make_meter(client, owner, capacity_kw=20)
+    items = []
+    t = MONDAY
+    while t < end:
+        solar = 10 <= t.hour < 16
+        items.append(reading(t + timedelta(minutes=15), 0.125, 0.375 if solar else 0.0))
+        t += timedelta(minutes=15)
+    url = f"{API}/meters/{meter['id']}"
+    stored = await client.post(f"{url}/readings", json={"readings": items}, headers=owner.headers)
+    assert stored.json()["accepted"] == len(items)
+
+    analytics = (await client.get(f"{url}/analytics", headers=owner.headers)).json()
+    ca = analytics["consumption_analytics"]
+    assert ca["total_consumed_kwh"] == 84.0
+    assert ca["average_daily_consumption"] == 12.0  # 84 kWh over 7 days, not 30
+    assert ca["efficiency_rating"] == "A"  # a flat load: average = peak
+    env = analytics["environmental_impact"]
+    # 6 of every 24 hours are covered by own production: 6 x 0.5 of 12 kWh a day.
+    assert env["renewable_energy_percent"] == 25.0
+    assert env["grid_independence_score"] == 25.0
 
 
 async def test_region_telemetry(

@@ -3,6 +3,7 @@ post only the difference; the job handles each correction once."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import datetime, timedelta
 
@@ -17,7 +18,7 @@ from gridex.core.units import wh_to_kwh
 from gridex.ledger import service as ledger
 from gridex.ledger.models import EntryType
 from gridex.market.models import Epoch, EpochState, SettlementCorrection, SettlementPosition
-from gridex.market.settlement.events import emit_settlement
+from gridex.market.settlement.events import emit_settlement, record_settlement
 from gridex.market.settlement.metering import energy_in_epoch
 from gridex.market.settlement.money import grid_entry
 from gridex.market.settlement.rules import MeteredEnergy, delivery_check
@@ -36,6 +37,7 @@ async def resettle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID
     fixed at settlement.
     """
     now = rt.clock.now()
+    started = time.perf_counter()
     # A no-op update takes the epoch's row lock (PostgreSQL) or the write lock (SQLite), so two
     # re-settlements of one epoch run one after the other and the second sees the first's rows.
     locked = await session.execute(
@@ -72,6 +74,7 @@ async def resettle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID
     await session.flush()
     if changed:
         emit_settlement(session, rt, epoch, changed, now, adjustment=True)
+        record_settlement(session, epoch, changed, started, adjustment=True)
     return len(changed)
 
 

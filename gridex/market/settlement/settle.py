@@ -3,6 +3,7 @@ runs it for every delivered epoch."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from gridex.ledger.models import EntryType
 from gridex.market import repository
 from gridex.market.models import Epoch, EpochState, SettlementPosition, Trade
 from gridex.market.prices import GridPrices, grid_prices
-from gridex.market.settlement.events import emit_settlement
+from gridex.market.settlement.events import emit_settlement, record_settlement
 from gridex.market.settlement.metering import energy_in_epoch
 from gridex.market.settlement.money import grid_entry, revenue_shares, trade_entries
 from gridex.market.settlement.rules import MeteredEnergy, Payout, delivery_check, plan_payout
@@ -165,6 +166,7 @@ async def settle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) 
     """Settle one delivered epoch in the caller's transaction; False (nothing written) when it
     is not delivered or another worker has settled it already."""
     now = rt.clock.now()
+    started = time.perf_counter()
     epoch = await _claim(session, epoch_id, now)
     if epoch is None:
         return False
@@ -207,6 +209,7 @@ async def settle_epoch(session: AsyncSession, rt: Runtime, epoch_id: uuid.UUID) 
     _record(epoch, books.totals, prices)
     await session.flush()
     emit_settlement(session, rt, epoch, positions, now, adjustment=False)
+    record_settlement(session, epoch, positions, started, adjustment=False)
     return True
 
 
