@@ -47,8 +47,8 @@ const num = (v) => (typeof v === "number" ? v : Number.parseFloat(v));
 export function money(value) {
   if (value === null || value === undefined) return "–";
   const n = num(value);
-  const max = Math.abs(n) < 1 ? 4 : 2;
-  return `${n.toLocaleString("en", { minimumFractionDigits: 2, maximumFractionDigits: max })} ${currency}`;
+  const digits = n !== 0 && Math.abs(n) < 1 ? 4 : 2;
+  return `${n.toLocaleString("en", { minimumFractionDigits: digits, maximumFractionDigits: digits })} ${currency}`;
 }
 
 /** A price per kWh: "0.1218 USD/kWh". */
