@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from starlette.middleware.cors import CORSMiddleware
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from gridex import __version__
 from gridex.admin.routes import admin_router, departments_router, health_router, system_router
+from gridex.admin.service import DEMO_COMMUNITY, outstanding_invoices
+from gridex.analytics.cache import cache_of
+from gridex.analytics.routes import analytics_router, dashboard_router, reports_router
+from gridex.analytics.service import OUTSTANDING_INVOICES
 from gridex.auth.deps import OWNS_METER
 from gridex.auth.routes import router as auth_router
+from gridex.billing.routes import billing_router
 from gridex.chain.node import close_chain
 from gridex.chain.routes import chain_admin_router, chain_router
 from gridex.chain.views import wallet_chain_fields
@@ -22,6 +28,7 @@ from gridex.core.apidoc import hoist_defs
 from gridex.core.clock import Clock, SystemClock
 from gridex.core.config import API_PREFIX, Settings, get_settings
 from gridex.core.db import Database
+from gridex.core.deps import RuntimeDep
 from gridex.core.errors import install_error_handlers
 from gridex.core.jobs import JobRunner
 from gridex.core.middleware import (
@@ -36,10 +43,13 @@ from gridex.core.ratelimit import RateLimiter
 from gridex.core.runtime import Runtime
 from gridex.core.schemas import error_responses
 from gridex.core.security import PasswordHasher
+from gridex.demo import create_community
 from gridex.graphql.routes import graphql_router
 from gridex.jobs import register_jobs
 from gridex.ledger.routes import installations_router, ledger_admin_router, wallet_router
 from gridex.ledger.service import WALLET_CHAIN_VIEW
+from gridex.market.regions import band_prices
+from gridex.market.repository import cleared_prices
 from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.repository import owns_meter
@@ -50,6 +60,10 @@ from gridex.payments.routes import (
     wallet_payments_router,
 )
 from gridex.regions.service import ensure_regions
+from gridex.runtimeconfig import service as runtimeconfig
+from gridex.tariffs.reports import CLEARING_PRICES
+from gridex.tariffs.routes import tariffs_router
+from gridex.tariffs.service import DEFAULT_PRICES
 from gridex.users.routes import me_router, users_router
 from gridex.web.routes import install_web
 
@@ -75,9 +89,16 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
         jobs=JobRunner(db, clock),
         pubsub=create_pubsub(settings.redis_url),
     )
+    # `runtime.settings` becomes the environment's settings with the admins' runtime changes.
+    runtimeconfig.install(runtime)
+    runtime.jobs.before_each(lambda: runtimeconfig.refresh(runtime))
     # What a lower domain needs from a higher one, handed down here at the edge.
     runtime.extensions[WALLET_CHAIN_VIEW] = wallet_chain_fields
     runtime.extensions[OWNS_METER] = owns_meter
+    runtime.extensions[DEMO_COMMUNITY] = partial(create_community, refuse_existing=True)
+    runtime.extensions[OUTSTANDING_INVOICES] = outstanding_invoices
+    runtime.extensions[DEFAULT_PRICES] = band_prices
+    runtime.extensions[CLEARING_PRICES] = cleared_prices
     register_jobs(runtime)
     return runtime
 
@@ -89,6 +110,11 @@ API_ERRORS = error_responses(401, 403, 404, 422, 429, 500, 503)
 async def prepare(rt: Runtime) -> None:
     """What a process does once before it serves or runs jobs: create the configured regions."""
     await ensure_regions(rt.db, rt.settings.regions, rt.clock.now())
+
+
+async def _current_settings(rt: RuntimeDep) -> None:
+    """Every request sees the runtime settings in force (reloaded when changed)."""
+    await runtimeconfig.refresh(rt)
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -104,12 +130,14 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         if mqtt is not None:
             await mqtt.start()
         try:
-            yield
+            async with runtimeconfig.watching(rt):
+                yield
         finally:
             if mqtt is not None:
                 await mqtt.stop()
             rt.jobs.shutdown()
             await close_chain(rt)
+            await cache_of(rt).close()
             await rt.pubsub.close()
             await rt.db.dispose()
 
@@ -125,6 +153,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         # Operation ids are the route functions' names (`login`, `place_order`): what client
         # generators turn into method names.
         generate_unique_id_function=lambda route: route.name,
+        dependencies=[Depends(_current_settings)],
     )
     app.state.runtime = rt
     install_error_handlers(app)
@@ -167,6 +196,11 @@ def _include_routes(app: FastAPI) -> None:
         ledger_admin_router,
         chain_router,
         chain_admin_router,
+        analytics_router,
+        dashboard_router,
+        reports_router,
+        tariffs_router,
+        billing_router,
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))

@@ -323,15 +323,12 @@ def _seed_demo() -> None:
 async def _demo_community(settings: Settings) -> list[str]:
     """Demo users, then their meters, readings, money and orders (each created once)."""
     from gridex.app import build_runtime
-    from gridex.demo import SEED_STEPS, seed_activity
-    from gridex.users.bootstrap import seed_demo
+    from gridex.demo import SEED_STEPS, create_community
 
-    lines = await seed_demo(settings)
     rt = build_runtime(settings)
     try:
         with progress_bar("seeding the demo", SEED_STEPS) as step:
-            lines += await seed_activity(rt, step)
+            return await create_community(rt, progress=step)
     finally:
         await rt.pubsub.close()
         await rt.db.dispose()
-    return lines

@@ -30,7 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.auth.models import User
 from gridex.auth.service import Principal
 from gridex.core.clock import utc_iso
-from gridex.core.errors import GridexError
+from gridex.core.errors import Conflict, GridexError
 from gridex.core.runtime import Runtime
 from gridex.ledger import service as ledger
 from gridex.ledger.installations import create_installation
@@ -44,7 +44,10 @@ from gridex.meters.schemas import MeterIn
 from gridex.meters.service import ingest_for_meter, register_meter
 from gridex.payments.schemas import TopupIn
 from gridex.payments.service import complete_intent, create_topup
-from gridex.users.bootstrap import DEMO_REGION
+from gridex.tariffs import repository as tariff_repository
+from gridex.tariffs.rules import WEEKDAYS, Band
+from gridex.tariffs.service import create_schedule
+from gridex.users.bootstrap import DEMO_REGION, seed_demo
 
 log = structlog.get_logger(__name__)
 
@@ -74,6 +77,16 @@ DEMO_METERS = (
 )
 
 TOPUPS = {"alice": "20.00", "bob": "20.00", "carol": "60.00", "dave": "45.00"}
+
+# The community's grid tariff (local time of the region): 0.30 per kWh, a weekday evening peak
+# 17:00-21:00 at 0.42, night 00:00-07:00 at 0.20, feed-in 0.08. The market's band runs from the
+# feed-in to the import price, and settlement charges shortfalls at the import price in force.
+DEMO_IMPORT_MICROS = 300_000
+DEMO_FEED_IN_MICROS = 80_000
+DEMO_BANDS = (
+    Band("peak", 17 * 60, 21 * 60, 420_000, WEEKDAYS),
+    Band("off_peak", 0, 7 * 60, 200_000),
+)
 
 
 def _sun(at: datetime) -> float:
@@ -281,6 +294,7 @@ async def seed_activity(rt: Runtime, progress: Callable[[str], None] | None = No
             ),
         )
         lines.append("  shares  DEMO-BOB-01: bob 45%, erin 35%, platform 20%")
+        lines += await _tariff(session, rt, admin, end - timedelta(days=HISTORY_DAYS))
 
         await session.commit()
     done("wallets and shares")
@@ -291,6 +305,52 @@ async def seed_activity(rt: Runtime, progress: Callable[[str], None] | None = No
         )
     done("orders")
     return lines
+
+
+async def community_exists(rt: Runtime) -> bool:
+    async with rt.db.sessionmaker() as session:
+        found = await session.scalar(select(Meter.id).where(Meter.serial == DEMO_METERS[0].serial))
+    return found is not None
+
+
+async def create_community(
+    rt: Runtime,
+    *,
+    refuse_existing: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> list[str]:
+    """The whole demo community, as `gridex serve --demo` seeds it: the people
+    (``users.bootstrap.seed_demo``), then their meters, readings, money and orders. Each part
+    is created once; ``refuse_existing``: 409 when the community is already there.
+    ``progress`` is told each of the ``SEED_STEPS`` steps of the activity as it is done."""
+    if refuse_existing and await community_exists(rt):
+        raise Conflict("The demo community exists already")
+    lines = await seed_demo(rt.settings)
+    return lines + await seed_activity(rt, progress)
+
+
+async def _tariff(
+    session: AsyncSession, rt: Runtime, admin: Principal, since: datetime
+) -> list[str]:
+    """The demo region's tariff from ``since`` (the start of the readings it seeds, which
+    nothing has priced yet), unless it has one already."""
+    if await tariff_repository.schedule_at(session, DEMO_REGION, rt.clock.now()) is not None:
+        return []
+    await create_schedule(
+        session,
+        rt,
+        admin,
+        region=DEMO_REGION,
+        import_price_micros=DEMO_IMPORT_MICROS,
+        feed_in_price_micros=DEMO_FEED_IN_MICROS,
+        bands=list(DEMO_BANDS),
+        holidays=[],
+        effective_from=since,
+        allow_past=True,
+    )
+    return [
+        "  tariff  0.30/kWh, weekday peak 17:00-21:00 0.42, night 00:00-07:00 0.20, feed-in 0.08"
+    ]
 
 
 async def _ingest(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gridex.auth.jobs import purge_expired
+from gridex.billing import jobs as billing_jobs
 from gridex.chain import jobs as chain_jobs
 from gridex.core import idempotency
 from gridex.core.runtime import Runtime
@@ -43,6 +44,9 @@ def register_jobs(rt: Runtime) -> None:
     rt.jobs.add("market_resettlement", lambda: resettle_corrections(rt), every_seconds=30)
     rt.jobs.add("market_horizon", lambda: ensure_horizon(rt), every_seconds=300)
     chain_jobs.register(rt)
+    # Each region's month once it has ended in its time, then a daily re-read for credit notes.
+    rt.jobs.add("billing_cycle", lambda: billing_jobs.generate_due(rt), every_seconds=900)
+    rt.jobs.add("billing_overdue", lambda: billing_jobs.mark_overdue(rt), every_seconds=3600)
     rt.jobs.add("idempotency_purge", lambda: idempotency.purge_expired(rt), every_seconds=3600)
     if rt.settings.demo_simulation and rt.settings.env != "production":
         rt.jobs.add("demo_simulation", lambda: simulate(rt), every_seconds=60)

@@ -2,6 +2,7 @@
 
 from gridex.audit.models import AuditLog
 from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, User, WalletNonce
+from gridex.billing.models import BillingCycle, Dispute, Invoice, InvoiceLine, InvoicePayment
 from gridex.chain.models import (
     ChainHolder,
     ChainMismatch,
@@ -41,23 +42,30 @@ from gridex.meters.models import (
 )
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.regions.models import Region
+from gridex.runtimeconfig.models import RuntimeConfigVersion, RuntimeSetting
+from gridex.tariffs.models import TariffOverride, TariffSchedule
 
 __all__ = [
     "ApiKey",
     "AuditLog",
     "AuthSession",
     "Base",
+    "BillingCycle",
     "ChainHolder",
     "ChainMismatch",
     "ChainRecord",
     "ChainTransaction",
     "ChainTransactionUser",
     "ChainWallet",
+    "Dispute",
     "EmailOutbox",
     "Epoch",
     "IdempotencyKey",
     "Installation",
     "InstallationShare",
+    "Invoice",
+    "InvoiceLine",
+    "InvoicePayment",
     "JobLease",
     "JournalEntry",
     "LedgerAccount",
@@ -78,8 +86,12 @@ __all__ = [
     "Region",
     "RegionSettings",
     "RejectedReading",
+    "RuntimeConfigVersion",
+    "RuntimeSetting",
     "SettlementCorrection",
     "SettlementPosition",
+    "TariffOverride",
+    "TariffSchedule",
     "Trade",
     "User",
     "WalletNonce",

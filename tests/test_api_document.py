@@ -143,7 +143,10 @@ async def test_every_timestamp_says_date_time(client: httpx.AsyncClient) -> None
 
     def check(name: str, schema: dict[str, Any], where: str) -> None:
         text = json.dumps(schema)
-        if _TIMESTAMP.search(name) and '"string"' in text and '"date' not in text:
+        # A clock time of day (a tariff band's `start`) says so: `HH:MM` in its description.
+        clock_time = "HH:MM" in str(schema.get("description", ""))
+        time_like = _TIMESTAMP.search(name) and '"string"' in text
+        if time_like and '"date' not in text and not clock_time:
             untyped.append(f"{where}.{name}")
 
     for name, schema in spec["components"]["schemas"].items():
@@ -202,3 +205,22 @@ async def test_files_and_the_signed_webhook_are_documented(client: httpx.AsyncCl
     assert "HMAC-SHA256" in header["description"]
     event = webhook["requestBody"]["content"]["application/json"]["schema"]
     assert {"id", "type", "data"} <= set(event["properties"])
+
+
+async def test_routes_that_honour_idempotency_keys_document_the_header(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = (await client.get("/openapi.json")).json()
+    honouring = {
+        (path, method)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if any(
+            p["in"] == "header" and p["name"] == "Idempotency-Key"
+            for p in operation.get("parameters", [])
+        )
+    }
+    assert ("/api/v1/market/orders", "post") in honouring
+    assert ("/api/v1/wallet/topups", "post") in honouring
+    assert ("/api/v1/admin/withdrawals/{withdrawal_id}/approve", "post") in honouring
+    assert ("/api/v1/market/orders", "get") not in honouring

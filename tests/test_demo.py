@@ -65,6 +65,21 @@ async def test_demo_community_has_meters_money_shares_and_orders(
     assert produced == pytest.approx(sum(r["energy_produced_kwh"] for r in generated))
     assert produced > 0
 
+    # The community has a grid tariff: its band runs from feed-in to the import price now.
+    tariff = (await client.get(f"{API}/tariffs/current", headers=carol)).json()
+    assert (tariff["region"], tariff["source"], tariff["export_price"]) == (
+        "campus-north",
+        "schedule",
+        "0.080000",
+    )
+    assert tariff["import_price"] in ("0.200000", "0.300000", "0.420000")
+    band = (await client.get(f"{API}/market/regions/campus-north", headers=carol)).json()
+    assert (band["source"], band["min_price"], band["max_price"]) == (
+        "tariff",
+        "0.080000",
+        tariff["import_price"],
+    )
+
     # Running it again changes nothing.
     assert await seed_activity(runtime) == ["  demo meters, readings and orders exist"]
     assert (await client.get(f"{API}/wallet", headers=carol)).json() == wallet

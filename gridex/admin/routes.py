@@ -1,13 +1,21 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Body, Header, Query, Response, status
 
 from gridex import __version__
 from gridex.admin import service, system
-from gridex.admin.schemas import DepartmentOut, HealthOut, OutboxEmailOut, SystemInfoOut
+from gridex.admin.schemas import (
+    AdminStatsOut,
+    DemoDataOut,
+    DepartmentOut,
+    HealthOut,
+    OutboxEmailOut,
+    RuntimeConfigOut,
+    SystemInfoOut,
+)
 from gridex.audit.service import audit_query
 from gridex.auth.deps import AdminPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
@@ -15,9 +23,10 @@ from gridex.core.errors import AuthenticationRequired, error_response
 from gridex.core.metrics import render as render_metrics
 from gridex.core.pagination import Page, PageDep, paginate
 from gridex.core.responses import OrjsonResponse
-from gridex.core.schemas import AwareDatetime
+from gridex.core.schemas import AwareDatetime, error_responses
 from gridex.core.security import constant_time_equal
 from gridex.mail.service import outbox_query
+from gridex.runtimeconfig import service as runtimeconfig
 from gridex.users.schemas import AuditEntryOut
 
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
@@ -68,6 +77,49 @@ async def outbox(
     if rt.settings.env == "production":
         items = [item.model_copy(update={"body": None}) for item in items]
     return Page.build(items, total, page)
+
+
+@admin_router.get("/config")
+async def get_runtime_config(
+    _: AdminPrincipal, session: SessionDep, rt: RuntimeDep
+) -> RuntimeConfigOut:
+    """The settings admins may change at runtime: value in force, default, where it comes from."""
+    return RuntimeConfigOut.model_validate(await runtimeconfig.get_config(session, rt))
+
+
+@admin_router.put("/config", responses=error_responses(409))
+async def put_runtime_config(
+    admin: AdminPrincipal,
+    session: SessionDep,
+    rt: RuntimeDep,
+    changes: Annotated[
+        dict[str, Any],
+        Body(
+            examples=[{"fee_bps": 50, "offline_after_intervals": 4, "gate_closure_seconds": None}]
+        ),
+    ],
+) -> RuntimeConfigOut:
+    """Change runtime settings (null: back to the environment's value). All or nothing,
+    audited, and applied by every worker without a restart."""
+    return RuntimeConfigOut.model_validate(
+        await runtimeconfig.update_config(session, rt, admin.user.id, changes)
+    )
+
+
+@admin_router.get("/stats")
+async def admin_stats(_: AdminPrincipal, session: SessionDep, rt: RuntimeDep) -> AdminStatsOut:
+    """Users, meters, market, ledger and health at a glance."""
+    return AdminStatsOut.model_validate(await service.admin_stats(session, rt))
+
+
+@admin_router.post(
+    "/demo-data", status_code=status.HTTP_201_CREATED, responses=error_responses(409)
+)
+async def demo_data(admin: AdminPrincipal, rt: RuntimeDep) -> DemoDataOut:
+    """Create the demo community of `gridex serve --demo` (refused in production: 403; once
+    it exists: 409)."""
+    lines = await service.create_demo_data(rt, admin.user.id)
+    return DemoDataOut(created=True, lines=lines)
 
 
 @system_router.get("/info")

@@ -45,3 +45,33 @@ class DepartmentOut(OutputModel):
     meters: int
     produced_kwh: float
     consumed_kwh: float
+
+
+class RuntimeSettingOut(OutputModel):
+    value: Any
+    default: Any
+    source: str  # runtime | environment
+    description: str
+    updated_at: UtcDatetime | None
+    updated_by_id: uuid.UUID | None
+
+
+class RuntimeConfigOut(OutputModel):
+    version: int
+    updated_at: UtcDatetime | None
+    settings: dict[str, RuntimeSettingOut]
+
+
+class AdminStatsOut(OutputModel):
+    as_of: UtcDatetime
+    users: dict[str, Any]
+    meters: dict[str, Any]
+    market: dict[str, Any]
+    ledger: dict[str, Any]
+    health: dict[str, Any]
+    jobs: list[str]
+
+
+class DemoDataOut(OutputModel):
+    created: bool
+    lines: list[str]

@@ -9,13 +9,13 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from gridex.auth import service
+from gridex.auth import scopes, service
 from gridex.auth.models import Role
 from gridex.auth.service import Principal, TokenCaller
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import AuthenticationRequired, Forbidden
 from gridex.core.idempotency import idempotent_for
-from gridex.core.middleware import DECODED_TOKEN_STATE
+from gridex.core.middleware import DECODED_TOKEN_STATE, route_template
 from gridex.core.runtime import Runtime
 from gridex.core.security import AccessClaims
 
@@ -42,16 +42,33 @@ async def _principal(
         )
     elif api_key:
         principal = await service.authenticate_api_key(session, rt, api_key)
+        _check_key_scopes(request, principal)
     else:
         raise AuthenticationRequired(headers={"WWW-Authenticate": "Bearer"})
     request.state.principal = principal
     return principal
 
 
-async def _user_principal(principal: Annotated[Principal, Depends(_principal)]) -> Principal:
-    if principal.api_key is not None:
-        raise Forbidden("This endpoint needs a user's access token, not an API key")
-    return principal
+def _check_key_scopes(request: Request, principal: Principal) -> None:
+    """An API key reaches only the routes its scopes list in ``auth.scopes`` (the one table)."""
+    key = principal.api_key
+    assert key is not None
+    method, path = request.method, route_template(request.scope)
+    if scopes.key_may_call(key.scopes, method, path):
+        return
+    accepted = sorted(scopes.scopes_for(method, path))
+    if not accepted:
+        raise Forbidden(
+            "This endpoint needs a user's access token, not an API key",
+            details={"accepted_scopes": []},
+        )
+    raise Forbidden(
+        f"The API key lacks a scope for this endpoint: one of {accepted}",
+        details={
+            "required": accepted[0] if len(accepted) == 1 else accepted,
+            "accepted_scopes": accepted,
+        },
+    )
 
 
 async def principal_of(request: Request, session: AsyncSession, rt: Runtime) -> Principal:
@@ -95,19 +112,19 @@ async def _session_checked_caller(
     api_key: Annotated[str | None, Depends(api_key_scheme)],
 ) -> Principal | TokenCaller:
     if bearer is None:
-        return await _user_principal(await _principal(request, session, rt, bearer, api_key))
+        return await _principal(request, session, rt, bearer, api_key)
     token = bearer.credentials
     return TokenCaller(token, service.verified_claims(rt, token, _verified(request, token)))
 
 
-# A user or API key: endpoints that devices and integrations may call check scopes with
-# `require_scope`.
+# The caller: a user's access token, or an API key whose scopes reach this route in the table
+# of ``gridex.auth.scopes`` (every other route refuses keys with 403). Which routes take keys is
+# decided there alone, not by which of these names a route uses.
 AnyPrincipal = Annotated[Principal, Depends(_principal)]
-# A signed-in user through an access token.
-CurrentPrincipal = Annotated[Principal, Depends(_user_principal)]
+CurrentPrincipal = AnyPrincipal
 # The same, for a route whose own statement checks the token's session and user (order entry):
-# a bearer token's verified claims, not looked up (``TokenCaller``); an API key or no
-# credentials are refused as for ``CurrentPrincipal``.
+# a bearer token's verified claims, not looked up (``TokenCaller``); an API key is checked
+# against the table as for ``AnyPrincipal``.
 SessionCheckedCaller = Annotated[Principal | TokenCaller, Depends(_session_checked_caller)]
 
 
@@ -120,18 +137,6 @@ def require_role(*roles: Role) -> Callable[..., Awaitable[Principal]]:
             raise Forbidden(
                 "Your role cannot do this", details={"required": sorted(r.value for r in allowed)}
             )
-        return principal
-
-    return dependency
-
-
-def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
-    """A dependency for endpoints an API key may call: the key needs ``scope``."""
-
-    async def dependency(principal: AnyPrincipal) -> Principal:
-        scopes = principal.scopes
-        if scopes is not None and scope not in scopes:
-            raise Forbidden(f"The API key lacks the scope {scope!r}", details={"required": scope})
         return principal
 
     return dependency

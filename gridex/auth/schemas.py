@@ -6,23 +6,14 @@ from typing import Any, Literal
 from pydantic import EmailStr, Field, model_validator
 
 from gridex.auth.models import Role, UserStatus
+from gridex.auth.scopes import SCOPES
 from gridex.core.schemas import AwareDatetime, InputModel, Metadata, OutputModel, UtcDatetime
 
 PASSWORD_FIELD = Field(min_length=1, max_length=256)
 OTP_FIELD = Field(pattern=r"^[0-9]{6}$")
 WALLET_FIELD = Field(min_length=32, max_length=44, pattern=r"^[1-9A-HJ-NP-Za-km-z]+$")
 
-API_KEY_SCOPES = frozenset(
-    {
-        "readings:write",
-        "readings:correct",
-        "meters:read",
-        "meters:write",
-        "market:read",
-        "market:trade",
-        "wallet:read",
-    }
-)
+API_KEY_SCOPES = SCOPES
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,64}$"
 

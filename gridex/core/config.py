@@ -103,13 +103,19 @@ class Settings(BaseSettings):
     ingest_max_readings: int = Field(default=10_000, ge=1)
     # kg CO2e avoided per kWh produced locally instead of drawn from the grid.
     grid_emission_factor_kg_per_kwh: Decimal = Decimal("0.4")
+    # Per region, overriding the default above (JSON object: {"north": "0.25"}).
+    region_emission_factors: dict[str, Decimal] = Field(default_factory=dict)
     # MQTT consumer: a stable client id per process keeps its persistent session across
     # restarts; run several consumers on one host with distinct ids.
     mqtt_client_id: str | None = None
-    # Empty: a plain (unshared) subscription, for one consumer on a broker that does not
-    # persist shared subscriptions over its restart (Mosquitto 2.0).
-    mqtt_shared_group: str = "gridex"
+    # Empty (the default): a plain persistent subscription, which the broker keeps, with the
+    # messages queued for it, over its own restart. A group name: an MQTT v5 shared
+    # subscription across several consumers, which Mosquitto 2.0 does not keep over a restart.
+    mqtt_shared_group: str = ""
     mqtt_session_expiry_seconds: int = Field(default=3600, ge=0)
+    # Fixed delay before the consumer reconnects after losing the broker (no growing backoff:
+    # devices come back within a second of a broker restart, and so must the consumer).
+    mqtt_reconnect_seconds: float = Field(default=1.0, gt=0, le=60)
     # A command not acknowledged by its device within this many seconds is `timeout`.
     meter_command_timeout_seconds: int = Field(default=60, ge=1)
 
@@ -120,6 +126,10 @@ class Settings(BaseSettings):
     # derived from `secret_key`; in production every webhook is refused until it is set.
     payment_webhook_secret: str = ""
     payment_webhook_tolerance_seconds: int = Field(default=300, ge=1)
+    # The stripe adapter (GRIDEX_PAYMENT_PROVIDER=stripe): the secret API key (sk_...) and the
+    # webhook endpoint's signing secret (whsec_...) that `Stripe-Signature` is checked with.
+    stripe_api_key: str = ""
+    stripe_webhook_secret: str = ""
     idempotency_ttl_hours: int = Field(default=24, ge=1)
     # A claim older than this is taken over by a retry (its work can never have committed, see
     # core/idempotency.py); keep it above the longest request.
@@ -142,6 +152,24 @@ class Settings(BaseSettings):
     # A cleared epoch counts as delivered this long after its end even if some participant's
     # meter has not reported the whole interval (settlement then uses what is in).
     settlement_grace_seconds: int = Field(default=900, ge=0)
+
+    # --- Alert thresholds (read by the alerts domain; changeable at runtime) ------------------
+    # A wallet whose available balance falls below this raises `low_balance`.
+    alert_low_balance: Decimal = Decimal("5.000000")
+    # An interval above this multiple of the meter's usual consumption is a `consumption_spike`.
+    alert_consumption_spike_factor: Decimal = Decimal("3")
+    # Generation this many percent below the meter's usual output is a `generation_drop`.
+    alert_generation_drop_percent: int = Field(default=50, ge=1, le=100)
+    # Voltage outside [min, max] is `voltage_out_of_range` (230 V +-10 %, EN 50160).
+    alert_voltage_min_v: Decimal = Decimal("207")
+    alert_voltage_max_v: Decimal = Decimal("253")
+
+    # --- Runtime configuration (gridex/runtimeconfig) and analytics --------------------------
+    # Each process compares its runtime settings with the database's version at most this often
+    # (a change published over pub/sub applies at once; this bounds a missed event).
+    runtime_config_ttl_seconds: float = Field(default=2.0, ge=0)
+    # Analytics answers are cached this long (in Redis when configured, shared by workers).
+    analytics_cache_seconds: float = Field(default=30.0, ge=0)
 
     # --- Chain (gridex/chain) ---------------------------------------------------------------
     # litesvm: the SPL programs in process, state in `gridex-chain.bin` in the data dir; rpc: a
@@ -169,6 +197,11 @@ class Settings(BaseSettings):
     # entry whose transaction committed late is not skipped.
     chain_mirror_window_seconds: int = Field(default=3600, ge=0)
 
+    # Billing: the tax rate applied to each invoice's subtotal (0.2 = 20 %, at most 6 decimals)
+    # and how many days after issue an invoice falls due.
+    tax_rate: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
+    invoice_due_days: int = Field(default=14, ge=0, le=365)
+
     @model_validator(mode="after")
     def _market_settings(self) -> Settings:
         if 60 % self.epoch_minutes:
@@ -179,6 +212,19 @@ class Settings(BaseSettings):
                 raise ValueError(f"GRIDEX_{name.upper()} must be >= 0 with at most 6 decimals")
         if self.min_price > self.max_price:
             raise ValueError("GRIDEX_MIN_PRICE is above GRIDEX_MAX_PRICE")
+        if self.tax_rate != self.tax_rate.quantize(Decimal("0.000001")):
+            raise ValueError("GRIDEX_TAX_RATE must have at most 6 decimals")
+        return self
+
+    @model_validator(mode="after")
+    def _payment_provider(self) -> Settings:
+        if self.payment_provider == "stripe" and not (
+            self.stripe_api_key and self.stripe_webhook_secret
+        ):
+            raise ValueError(
+                "GRIDEX_PAYMENT_PROVIDER=stripe needs GRIDEX_STRIPE_API_KEY and "
+                "GRIDEX_STRIPE_WEBHOOK_SECRET"
+            )
         return self
 
     @field_validator("cors_origins", "trusted_proxies", "regions", mode="before")

@@ -45,6 +45,13 @@ def iter_csv(header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> Iterator[
         yield _take(buffer)
 
 
+def csv_row(row: Sequence[Cell]) -> str:
+    """One CSV line (for rows that arrive asynchronously, after ``csv_row(header)``)."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerow([safe_cell(c) for c in row])
+    return buffer.getvalue()
+
+
 def write_csv(header: Sequence[str], rows: Iterable[Sequence[Cell]]) -> str:
     """The whole CSV text."""
     return "".join(iter_csv(header, rows))

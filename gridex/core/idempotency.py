@@ -40,7 +40,7 @@ from typing import Annotated, Any, TypeVar, get_type_hints
 
 import anyio
 import orjson
-from fastapi import Depends, Request, Response
+from fastapi import Depends, Header, Request, Response
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import Index, Integer, LargeBinary, String, delete, select, update
 from sqlalchemy.exc import IntegrityError
@@ -248,15 +248,30 @@ class IdempotencyRequest:
     request: Request
     session: AsyncSession
     rt: Runtime
+    key: str | None = None
 
 
-async def idempotency(request: Request, session: SessionDep, rt: RuntimeDep) -> IdempotencyRequest:
+async def idempotency(
+    request: Request,
+    session: SessionDep,
+    rt: RuntimeDep,
+    key: Annotated[
+        str | None,
+        Header(
+            alias=HEADER,
+            description="Any unique value (a UUID): a retry with the same key and body gets the "
+            "first answer again instead of doing the work twice; the same key with another body "
+            "is 422 IDEMPOTENCY_CONFLICT, and 409 IDEMPOTENCY_IN_PROGRESS while the first runs",
+        ),
+    ] = None,
+) -> IdempotencyRequest:
     """A plain coroutine, not a generator dependency: the key is claimed, and freed again on
     failure, by :func:`idempotent_for` around the route itself. That spares every request the exit
     machinery FastAPI sets up for a dependency that yields, and a request whose body fails
     validation never claims its key. The key belongs to the request's principal, resolved only
-    when there is a key (the route's own dependency usually has already)."""
-    return IdempotencyRequest(request, session, rt)
+    when there is a key (the route's own dependency usually has already). Declaring the header
+    here documents it on every route that honours it."""
+    return IdempotencyRequest(request, session, rt, key)
 
 
 ScopeOf = Callable[[Request, AsyncSession, Runtime], Awaitable[str]]
@@ -313,7 +328,7 @@ def _idempotent(
 
     @functools.wraps(endpoint)
     async def wrapper(*args: Any, idempotency_: IdempotencyRequest, **kwargs: Any) -> Any:
-        key = idempotency_.request.headers.get(HEADER)
+        key = idempotency_.key
         if key is None:
             return await endpoint(*args, **kwargs)
         idem = await _begin(idempotency_, key, scope_of)

@@ -91,6 +91,9 @@ class JobRunner:
         self._scheduler: AsyncIOScheduler | None = None
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._held: set[str] = set()  # the jobs whose lease this process holds
+        # Run before every job (e.g. bring the runtime settings up to date); a failure skips
+        # the job's run like a failure of the job itself.
+        self._before: list[JobFunc] = []
 
     @property
     def jobs(self) -> list[Job]:
@@ -102,6 +105,10 @@ class JobRunner:
 
     def add(self, name: str, func: JobFunc, *, every_seconds: float) -> None:
         self._jobs.append(Job(name, func, every_seconds))
+
+    def before_each(self, func: JobFunc) -> None:
+        """Run ``func`` before each job run."""
+        self._before.append(func)
 
     async def acquire(self, name: str, ttl: timedelta) -> bool:
         """Take or renew the lease of ``name``; False while another live process holds it."""
@@ -147,6 +154,8 @@ class JobRunner:
             log.info("job_lease_taken", job=job.name, holder=self.holder)
         started = time.perf_counter()
         try:
+            for before in self._before:
+                await before()
             await job.func()
         except Exception:
             log.exception("job_failed", job=job.name, holder=self.holder)

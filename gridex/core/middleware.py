@@ -54,7 +54,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _route_template(scope: Scope) -> str:
+def route_template(scope: Scope) -> str:
     """The matched route's path template, e.g. ``/api/v1/users/{user_id}`` (bounded cardinality).
 
     A route knows its router's prefix but not the ``/api/v1`` under which the app includes every
@@ -108,7 +108,7 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             elapsed = time.perf_counter() - start
-            template = _route_template(scope)
+            template = route_template(scope)
             method = scope["method"]
             HTTP_REQUESTS.labels(method, template, str(status_code)).inc()
             HTTP_LATENCY.labels(method, template).observe(elapsed)

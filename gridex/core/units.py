@@ -45,6 +45,11 @@ def _decimal(value: Decimal | int | float | str, places: int) -> Decimal:
     return result
 
 
+def plain_decimal(value: Decimal | int | float | str, places: int) -> Decimal:
+    """A number (or plain decimal string with at most ``places`` decimals) as a ``Decimal``."""
+    return _decimal(value, places)
+
+
 def kwh_to_wh(value: Decimal | int | float | str) -> int:
     """kWh with at most 3 decimals to integer Wh; more precision is an error, not a rounding."""
     wh = _decimal(value, 3) * WH_PER_KWH

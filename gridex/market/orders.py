@@ -9,6 +9,7 @@ the caller's unit of work and only flushes.
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
@@ -38,7 +39,7 @@ from gridex.market.models import (
     OrderType,
     Side,
 )
-from gridex.market.regions import MarketParams, default_band, params_of
+from gridex.market.regions import MarketParams, default_band, params_of, tariff_band
 from gridex.market.schemas import NewOrder, OrderChange, OrderOut
 from gridex.market.service import get_or_create_epoch, own_order
 from gridex.market.views import order_event, order_out
@@ -201,13 +202,31 @@ async def _context(
         order, now, default_band(rt), rt.settings.epoch_minutes, session_id
     )
     try:
-        return await repository.order_context(
+        context = await repository.order_context(
             session,
             request,
             available_account_id=ledger.user_account(order.user_id).id,
             take_auction_epoch=take_epoch,
             insert=insert,
         )
+        # A region without settings takes its band from its tariff at the order's epoch. The
+        # statement says whether the region has one, so that only such regions pay for the
+        # lookup; then the checks run again with the tariff's band (an order the first run
+        # inserted under the deployment's band is taken out first).
+        region = context.found.region
+        if context.settings is None and context.tariff_in_force and region is not None:
+            band = await tariff_band(session, rt, region, order.epoch_start)
+            if band is not None and band != request.default_band:
+                if context.inserted:
+                    await repository.delete_order(session, order.id)
+                context = await repository.order_context(
+                    session,
+                    replace(request, default_band=band),
+                    available_account_id=ledger.user_account(order.user_id).id,
+                    take_auction_epoch=take_epoch,
+                    insert=insert,
+                )
+        return context
     except IntegrityError as exc:  # a concurrent order with the same client_order_id
         if order.client_order_id is None:
             raise

@@ -1,10 +1,10 @@
 """The grid prices in force for a region at a time: what settlement charges for a shortfall
 (grid import) and credits for unconsumed energy (feed-in).
 
-Settlement uses the prices of the region's tariff in force during the epoch; a region without a
-tariff uses its price band, ``max_price`` for import and ``min_price`` for feed-in.
-There is no tariffs module yet, so every region is "without a tariff" today; when tariffs land,
-:func:`grid_prices` asks them first and falls back to the band.
+They are the tariff's (:func:`gridex.tariffs.service.price_at`: an override, else the
+time-of-use band of the schedule in force); a region without a tariff uses its price band,
+``max_price`` for import and ``min_price`` for feed-in (the tariffs' default prices, wired in
+the app).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.core.runtime import Runtime
-from gridex.market.regions import market_params
+from gridex.tariffs import service as tariffs
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,11 +29,10 @@ class GridPrices:
 
 
 async def grid_prices(session: AsyncSession, rt: Runtime, region: str, at: datetime) -> GridPrices:
-    """The grid import and feed-in prices of ``region`` in force at ``at``.
-
-    Without tariffs the band of the region's market settings (or the deployment defaults) is
-    used as it stands now: settings carry no history, so ``at`` only matters once tariffs,
-    which have effective dates, answer here.
-    """
-    params = await market_params(session, rt, region)
-    return GridPrices(params.max_price_micros, params.min_price_micros, "band")
+    """The grid import and feed-in prices of ``region`` in force at ``at``."""
+    price = await tariffs.price_at(session, rt, region, at)
+    return GridPrices(
+        price.import_price_micros,
+        price.feed_in_price_micros,
+        "band" if price.source == "default" else "tariff",
+    )

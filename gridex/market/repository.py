@@ -21,6 +21,7 @@ from sqlalchemy import (
     Select,
     Table,
     bindparam,
+    delete,
     func,
     insert,
     literal,
@@ -50,6 +51,7 @@ from gridex.market.models import (
     Trade,
 )
 from gridex.meters.models import Meter, MeterStatus
+from gridex.tariffs.repository import tariff_in_force
 
 Lock = Literal["share", "update"] | None
 
@@ -202,6 +204,24 @@ async def last_cleared(session: AsyncSession, region: str) -> Epoch | None:
     )
 
 
+async def cleared_prices(
+    session: AsyncSession, region: str, since: datetime, until: datetime
+) -> list[tuple[datetime, int, int]]:
+    """``(start, price_micros, volume_wh)`` of the region's epochs that cleared with a trade,
+    starting in ``[since, until)``, oldest first (the tariffs' forecast and analytics)."""
+    rows = await session.execute(
+        select(Epoch.start, Epoch.price_micros, Epoch.volume_wh)
+        .where(
+            Epoch.region == region,
+            Epoch.start >= since,
+            Epoch.start < until,
+            Epoch.price_micros.is_not(None),
+        )
+        .order_by(Epoch.start)
+    )
+    return [(start, int(price or 0), int(volume or 0)) for start, price, volume in rows]
+
+
 # --- meters -------------------------------------------------------------------------------------
 
 
@@ -348,6 +368,8 @@ class OrderContext:
     epoch: EpochTaken | None
     # The order given to order_context was inserted by the same statement.
     inserted: bool = False
+    # The region has a tariff schedule or override in force at the order's epoch.
+    tariff_in_force: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +499,9 @@ def _order_context_query(shape: _Shape) -> Precompiled:
             epoch.c.gate_closure.label("epoch_gate_closure"),
             epoch.c.seq.label("epoch_seq"),
             region.label("resolved_region"),
+            tariff_in_force(region, bindparam("start", type_=Epoch.__table__.c.start.type)).label(
+                "tariff_in_force"
+            ),
             *(rule.condition(src).label(rule.verdict) for rule in rules),
         )
         .select_from(one)
@@ -623,7 +648,14 @@ def _context_of(row: Any, side: Side, with_insert: bool) -> OrderContext:
         available_micros=int(row.balance or 0),
     )
     inserted = with_insert and int(row.inserted) == 1
-    return OrderContext(found, settings, epoch, inserted=inserted)
+    return OrderContext(
+        found, settings, epoch, inserted=inserted, tariff_in_force=bool(row.tariff_in_force)
+    )
+
+
+async def delete_order(session: AsyncSession, order_id: uuid.UUID) -> None:
+    """Take out an order the order-entry statement inserted (before anything refers to it)."""
+    await session.execute(delete(MarketOrder).where(MarketOrder.id == order_id))
 
 
 # --- trades -------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from gridex.auth.deps import (
 from gridex.auth.service import Principal
 from gridex.core.config import REGION_NAME
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import Conflict, ValidationFailed
+from gridex.core.errors import Conflict, Forbidden, ValidationFailed
 from gridex.core.idempotency import IdempotencyConflict, IdempotencyInProgress
 from gridex.core.pagination import Page, PageDep
 from gridex.core.schemas import AwareDatetime, raises
@@ -38,6 +38,7 @@ from gridex.market.schemas import (
     EpochTradesOut,
     HistoryOut,
     MarketDataOut,
+    MemberSettlementOut,
     OrderBookOut,
     OrderDetailOut,
     OrderIn,
@@ -48,6 +49,7 @@ from gridex.market.schemas import (
     RegionSettingsOut,
     TradeOut,
 )
+from gridex.market.settlement import positions
 from gridex.regions.service import UnknownRegion
 
 market_router = APIRouter(prefix="/market", tags=["market"])
@@ -280,6 +282,24 @@ async def own_trades(
 ) -> Page[TradeOut]:
     """Your trades, newest first, each from your side: quantity, price, value and your fee."""
     return await service.own_trades(session, rt, principal, page, epoch)
+
+
+@market_router.get("/settlements", responses=raises(Forbidden))
+async def settlements(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    page: PageDep,
+    region: RegionQuery = None,
+    user_id: uuid.UUID | None = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    to: AwareDatetime | None = None,
+) -> Page[MemberSettlementOut]:
+    """Your settlement per settled epoch, latest first: energy sold, bought, delivered and
+    consumed, proceeds, fee, shortfall charge, feed-in credit, revenue shares, net and the
+    ledger entries. Operators and admins: every member's, or `user_id`'s."""
+    return await positions.settlements(
+        session, principal, page, user_id=user_id, region=region, since=from_, until=to
+    )
 
 
 @market_router.get("/trades/recent")

@@ -20,6 +20,7 @@ from pydantic import BeforeValidator, Field, WithJsonSchema, model_validator
 from gridex.core.schemas import AwareDatetime, InputModel, Kwh, Money, OutputModel, UtcDatetime
 from gridex.core.units import UnitError, kwh_to_wh, money_to_micros
 from gridex.market.models import EpochState, Mechanism, OrderStatus, OrderType, Side
+from gridex.regions.models import MeterApproval
 
 # One order's quantity: at most 1 GWh, far inside the engine's 2**61 Wh per side.
 MAX_ORDER_WH = 10**9
@@ -306,6 +307,11 @@ class RegionSettingsIn(InputModel):
         description="IANA time zone of the region's local time; UTC for a new region without one",
         examples=["Europe/Berlin"],
     )
+    meter_approval: MeterApproval | None = Field(
+        default=None,
+        description="`operator`: a member's new meter is `pending` until an operator approves "
+        "it; `auto` (a new region's default): active at once. Omitted: unchanged",
+    )
 
     @model_validator(mode="after")
     def _band(self) -> RegionSettingsIn:
@@ -317,12 +323,14 @@ class RegionSettingsIn(InputModel):
 class RegionSettingsOut(OutputModel):
     region: str
     timezone: str
+    meter_approval: MeterApproval
     mechanism: Mechanism
     min_price: Money
     max_price: Money
     fee_bps: int
-    source: Literal["region", "default"] = Field(
-        description="`default`: the region has no settings and uses the deployment's"
+    source: Literal["region", "tariff", "default"] = Field(
+        description="`tariff`: the region has no settings and its band is its tariff's feed-in"
+        " .. import price now; `default`: no settings and no tariff, the deployment's"
     )
     updated_at: UtcDatetime | None
 
@@ -341,3 +349,38 @@ class EpochTradesOut(OutputModel):
     region: str
     trades_hash: str
     trades: list[EpochTradeOut]
+
+
+class MemberSettlementOut(OutputModel):
+    """One member's settlement in one epoch, as last settled (re-settlements included).
+
+    Energy: what the member sold and bought, what its meters delivered (exported) and consumed
+    (imported) in the epoch, and the delivery shortfall / unconsumed energy. Money: ``proceeds``
+    (paid for its sales, after the fee and revenue shares passed on), ``fee`` (the platform's
+    fee on its sales), ``revenue_shares`` (received as a share holder of installations),
+    ``shortfall_charge`` (paid to the grid at the import price), ``feed_in_credit`` (from the
+    grid at the feed-in price), ``purchases`` (paid at clearing for what it bought) and
+    ``net`` = proceeds + revenue_shares + feed_in_credit - shortfall_charge - purchases.
+    ``entries``: the ledger entries of the epoch that touch the member.
+    """
+
+    epoch: UtcDatetime
+    region: str
+    user_id: uuid.UUID
+    sold_kwh: Kwh
+    bought_kwh: Kwh
+    delivered_kwh: Kwh
+    consumed_kwh: Kwh
+    shortfall_kwh: Kwh
+    unconsumed_kwh: Kwh
+    proceeds: Money
+    fee: Money
+    revenue_shares: Money
+    shortfall_charge: Money
+    feed_in_credit: Money
+    purchases: Money
+    net: Money
+    grid_import_price: Money | None
+    feed_in_price: Money | None
+    settled_at: UtcDatetime | None
+    entries: list[uuid.UUID]

@@ -78,13 +78,13 @@ async def get_region_settings(session: AsyncSession, rt: Runtime, region: str) -
     known = await regions.get_region(session, region)
     if known is None:
         raise NotFound("No such region")
-    return params_out(await market_params(session, rt, region), known.timezone)
+    return params_out(await market_params(session, rt, region), known)
 
 
 async def list_region_settings(session: AsyncSession, rt: Runtime) -> list[RegionSettingsOut]:
     """Every region with the market settings in force there."""
     return [
-        params_out(await market_params(session, rt, region.name), region.timezone)
+        params_out(await market_params(session, rt, region.name), region)
         for region in await regions.list_regions(session)
     ]
 
@@ -111,6 +111,9 @@ async def put_region_settings(
         )
     elif data.timezone is not None and data.timezone != known.timezone:
         known.timezone = regions.check_timezone(data.timezone)
+    approval_before = known.meter_approval
+    if data.meter_approval is not None:
+        known.meter_approval = data.meter_approval
     row = await repository.region_settings(session, region)
     before = None
     if row is None:
@@ -139,6 +142,8 @@ async def put_region_settings(
             "min_price_micros": data.min_price,
             "max_price_micros": data.max_price,
             "fee_bps": data.fee_bps,
+            "meter_approval": known.meter_approval.value,
+            "meter_approval_before": approval_before.value,
         },
     )
     return await get_region_settings(session, rt, region)

@@ -22,17 +22,19 @@ from gridex.market.schemas import (
     SettlementOut,
     TradeOut,
 )
+from gridex.regions.models import Region
 
 
-def params_out(params: MarketParams, timezone: str) -> RegionSettingsOut:
+def params_out(params: MarketParams, region: Region) -> RegionSettingsOut:
     return RegionSettingsOut(
         region=params.region,
-        timezone=timezone,
+        timezone=region.timezone,
+        meter_approval=region.meter_approval,
         mechanism=params.mechanism,
         min_price=params.min_price_micros,
         max_price=params.max_price_micros,
         fee_bps=params.fee_bps,
-        source="region" if params.source == "region" else "default",
+        source=params.source,
         updated_at=params.updated_at,
     )
 

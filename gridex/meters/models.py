@@ -39,6 +39,9 @@ class MeterStatus(enum.StrEnum):
     active = "active"
     inactive = "inactive"  # readings are refused
     maintenance = "maintenance"  # readings are still accepted
+    # Registered by a member in a region whose meter approval is `operator`: not eligible for
+    # orders and its readings are refused until an operator approves it (status -> active).
+    pending = "pending"
 
 
 class Meter(IdMixin, Base):

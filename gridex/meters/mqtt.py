@@ -1,12 +1,16 @@
 """The MQTT side of telemetry: a consumer of readings, status and command acks, and the
 publisher of commands. Runs when ``GRIDEX_MQTT_URL`` is set.
 
-Delivery is at least once end to end: the consumer subscribes with QoS 1 in an MQTT v5 shared
-subscription (``$share/<group>/...``) over a persistent session (clean start off, session
-expiry), acknowledges each message only after the transaction that stored it has committed,
-and reconnects with exponential backoff. Redelivered readings are duplicates, which ingest
-counts and ignores. A message that cannot be read goes to the dead-letter table and is
-acknowledged: it never stops the consumer.
+Delivery is at least once end to end, also over a broker restart: the consumer subscribes with
+QoS 1 over a persistent session (fixed client id, clean start off, session expiry) with a plain
+subscription by default, which the broker keeps together with the messages queued for it while
+the consumer is away; it acknowledges each message only after the transaction that stored it
+has committed, and reconnects after a fixed short delay (``GRIDEX_MQTT_RECONNECT_SECONDS``).
+Redelivered readings are duplicates, which ingest counts and ignores. An MQTT v5 shared
+subscription (``GRIDEX_MQTT_SHARED_GROUP``) spreads the load over several consumers, but
+Mosquitto 2.0 drops what is published to a shared group while no member is connected. A
+message that cannot be read goes to the dead-letter table and is acknowledged: it never stops
+the consumer.
 
 Retained status messages are ignored: the broker hands them to every new subscription, so a
 retained ``online`` of a device long dead would mark it online again each time Gridex
@@ -96,10 +100,9 @@ def _payload_text(message: aiomqtt.Message) -> str:
 
 
 class MqttBridge:
-    """One consumer connection per process; several processes share the load through the
-    shared subscription group ``GRIDEX_MQTT_SHARED_GROUP``. An empty group subscribes without
-    sharing: for a single consumer, on brokers that do not keep shared subscriptions over
-    their own restart."""
+    """One consumer connection per process over a persistent session. By default a plain
+    subscription (nothing is lost over a broker restart); with ``GRIDEX_MQTT_SHARED_GROUP``
+    several processes share the load through that shared subscription group."""
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
@@ -144,7 +147,7 @@ class MqttBridge:
         return client
 
     async def _run(self) -> None:
-        backoff = 0.5
+        delay = self.rt.settings.mqtt_reconnect_seconds
         while True:
             try:
                 async with self._new_client() as client:
@@ -162,7 +165,6 @@ class MqttBridge:
                     )
                     self.connected.set()
                     log.info("mqtt_connected", client_id=self.client_id, group=self.group)
-                    backoff = 0.5
                     async with asyncio.TaskGroup() as tasks:
                         tasks.create_task(self._consume(client))
                         tasks.create_task(self._dispatch_commands(client))
@@ -171,9 +173,9 @@ class MqttBridge:
             except Exception as exc:
                 self.connected.clear()
                 self._client = None
-                log.warning("mqtt_disconnected", error=repr(exc), retry_in=backoff)
-                await asyncio.sleep(backoff * (1 + random.random() / 4))
-                backoff = min(backoff * 2, 30.0)
+                log.warning("mqtt_disconnected", error=repr(exc), retry_in=delay)
+                # A little jitter, so that the consumers of a cluster do not reconnect in step.
+                await asyncio.sleep(delay * (1 + random.random() / 4))
 
     # --- consuming -----------------------------------------------------------------------
 

@@ -183,6 +183,13 @@ async def _cover_sums(
     return totals
 
 
+async def meters_sums(
+    session: AsyncSession, meters: Meters, start: datetime, end: datetime
+) -> dict[uuid.UUID, Sums]:
+    """Per meter with readings, the sums of ``[start, end)`` (15-minute aligned)."""
+    return dict(await _cover_sums(session, meters, start, end))
+
+
 async def meter_sums(
     session: AsyncSession, meter_id: uuid.UUID, start: datetime, end: datetime
 ) -> Sums:
@@ -305,6 +312,11 @@ async def rollup_series(
         .order_by(MeterRollup.bucket_start)
     )
     return [(ts, int(c), int(p)) for ts, c, p in rows]
+
+
+def select_count(query: Select[Any]) -> Select[Any]:
+    """The number of rows of ``query``."""
+    return select(func.count()).select_from(query.subquery())
 
 
 def region_meters(region: str) -> Select[uuid.UUID]:

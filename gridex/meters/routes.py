@@ -14,7 +14,6 @@ from gridex.auth.deps import (
     CurrentPrincipal,
     StaffPrincipal,
     require_role,
-    require_scope,
 )
 from gridex.auth.models import Role
 from gridex.auth.service import Principal
@@ -65,13 +64,12 @@ telemetry_router = APIRouter(prefix="/telemetry", tags=["meters"])
 MeterRegistrar = Annotated[
     Principal, Depends(require_role(Role.prosumer, Role.operator, Role.admin))
 ]
-MetersReader = Annotated[Principal, Depends(require_scope("meters:read"))]
 From = Annotated[AwareDatetime | None, Query(alias="from")]
 To = Annotated[AwareDatetime | None, Query(alias="to")]
 
 
 async def _readable_meter(
-    meter_id: uuid.UUID, principal: MetersReader, session: SessionDep
+    meter_id: uuid.UUID, principal: AnyPrincipal, session: SessionDep
 ) -> Meter:
     return await service.get_meter(session, principal, meter_id)
 
@@ -128,7 +126,7 @@ async def register_meter(
 
 @meters_router.get("")
 async def list_meters(
-    principal: MetersReader,
+    principal: AnyPrincipal,
     session: SessionDep,
     page: PageDep,
     region: str | None = None,
@@ -231,7 +229,7 @@ async def unassign_meter(
 async def post_readings(
     meter_id: uuid.UUID,
     request: Request,
-    principal: Annotated[Principal, Depends(require_scope("readings:write"))],
+    principal: AnyPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
 ) -> IngestOut:

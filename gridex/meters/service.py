@@ -60,6 +60,7 @@ from gridex.meters.validation import (
     Window,
     parse_reading,
 )
+from gridex.regions.models import MeterApproval
 from gridex.regions.service import require_region
 
 # Commands an owner may send to their own meter; the others change what is metered or switch
@@ -97,19 +98,15 @@ def _audit(
 # --- access ----------------------------------------------------------------------------------
 
 
-async def get_meter(
-    session: AsyncSession, principal: Principal, meter_id: uuid.UUID, *, scope: str = "meters:read"
-) -> Meter:
-    """The meter if ``principal`` may see it, else 404 (foreign meters do not exist)."""
+async def get_meter(session: AsyncSession, principal: Principal, meter_id: uuid.UUID) -> Meter:
+    """The meter if ``principal`` may see it, else 404 (foreign meters do not exist). Which
+    routes an API key reaches at all is the scope table's (``gridex.auth.scopes``)."""
     meter = await session.get(Meter, meter_id)
     if meter is None or meter.deleted_at is not None:
         raise NotFound("No such meter")
     key = principal.api_key
-    if key is not None:
-        if scope not in key.scopes:
-            raise Forbidden(f"The API key lacks the scope {scope!r}", details={"required": scope})
-        if key.meter_id is not None and key.meter_id != meter.id:
-            raise NotFound("No such meter")
+    if key is not None and key.meter_id is not None and key.meter_id != meter.id:
+        raise NotFound("No such meter")
     if not is_staff(principal) and meter.owner_id != principal.user.id:
         raise NotFound("No such meter")
     return meter
@@ -119,7 +116,7 @@ async def get_ingest_meter(
     session: AsyncSession, principal: Principal, meter_id: uuid.UUID
 ) -> Meter:
     """Readings for one meter come from its owner or from an API key bound to it."""
-    meter = await get_meter(session, principal, meter_id, scope="readings:write")
+    meter = await get_meter(session, principal, meter_id)
     key = principal.api_key
     if key is not None and key.meter_id != meter.id:
         raise Forbidden("Only an API key bound to this meter may send its readings")
@@ -159,13 +156,16 @@ async def register_meter(
     region = data.region or principal.user.region
     if not region:
         raise ValidationFailed("region is required", details={"field": "region"})
-    await require_region(session, region)
+    policy = (await require_region(session, region)).meter_approval
     await _unique_serial(session, data.serial)
     now = rt.clock.now()
+    # Under `operator` approval a member's claim to a serial waits for an operator, who checks
+    # that the device is theirs; staff registrations are that check already.
+    pending = policy is MeterApproval.operator and not is_staff(principal)
     meter = Meter(
         serial=data.serial,
         kind=data.kind,
-        status=MeterStatus.active,
+        status=MeterStatus.pending if pending else MeterStatus.active,
         region=region,
         owner_id=owner_id,
         capacity_w=_capacity_w(data.capacity_kw),
@@ -189,7 +189,12 @@ async def register_meter(
         meter,
         "meter.registered",
         at=now,
-        details={"serial": meter.serial, "owner_id": str(owner_id), "region": region},
+        details={
+            "serial": meter.serial,
+            "owner_id": str(owner_id),
+            "region": region,
+            "status": meter.status.value,
+        },
     )
     return meter
 
@@ -335,14 +340,22 @@ async def delete_meter(
 async def set_status(
     session: AsyncSession, rt: Runtime, principal: Principal, meter: Meter, status: MeterStatus
 ) -> Meter:
+    """Staff set a meter's status; ``active`` on a pending meter is its approval. Nobody sets a
+    meter back to ``pending``: that is only where a member's registration starts."""
     previous = meter.status
+    if status is MeterStatus.pending and previous is not MeterStatus.pending:
+        raise ValidationFailed(
+            "A meter becomes pending only when a member registers it", details={"field": "status"}
+        )
     meter.status = status
     meter.updated_at = rt.clock.now()
     _audit(
         session,
         principal,
         meter,
-        "meter.status_changed",
+        "meter.approved"
+        if previous is MeterStatus.pending and status is MeterStatus.active
+        else "meter.status_changed",
         at=meter.updated_at,
         details={"from": previous.value, "to": status.value},
     )
@@ -445,8 +458,6 @@ async def ingest_batch(
     answered per item as unknown (``NOT_FOUND``)."""
     if principal.api_key is None:
         raise Forbidden("Batch ingest takes an API key with the scope 'readings:write'")
-    if "readings:write" not in principal.api_key.scopes:
-        raise Forbidden("The API key lacks the scope 'readings:write'")
     if (
         not isinstance(body, dict)
         or set(body) != {"readings"}
@@ -590,17 +601,10 @@ async def correction_meter(
     session: AsyncSession, principal: Principal, meter_id: uuid.UUID
 ) -> Meter:
     """Corrections come from operators and admins, or from an API key of one of them with the
-    scope ``readings:correct``."""
-    if principal.api_key is not None and "readings:correct" not in principal.api_key.scopes:
-        raise Forbidden("The API key lacks the scope 'readings:correct'")
+    scope ``readings:correct`` (the scope table lets no other key reach the route)."""
     if not is_staff(principal):
         raise Forbidden("Only operators and admins correct readings")
-    return await get_meter(
-        session,
-        principal,
-        meter_id,
-        scope="readings:correct" if principal.api_key else "meters:read",
-    )
+    return await get_meter(session, principal, meter_id)
 
 
 # --- dead letters ----------------------------------------------------------------------------

@@ -263,6 +263,8 @@ def _check_sender(item: Item) -> tuple[MeterRef, dict[str, Any]]:
         raise InvalidReading("NOT_FOUND", "unknown_meter", "No such meter")
     if meter.status is MeterStatus.inactive:
         raise InvalidReading("CONFLICT", "meter_inactive", "The meter is inactive")
+    if meter.status is MeterStatus.pending:
+        raise InvalidReading("CONFLICT", "meter_pending", "The meter awaits an operator's approval")
     if not isinstance(raw, dict):
         raise _invalid("malformed", "A reading must be a JSON object")
     unknown = raw.keys() - _ALL_FIELDS
@@ -356,7 +358,8 @@ def _quick_float(raw: dict[str, Any], name: str) -> float | None:
 
 
 _fromisoformat = datetime.fromisoformat
-_INACTIVE = MeterStatus.inactive
+# Meters whose readings are refused (the fast path leaves them to parse_reading to word it).
+_REFUSING = frozenset({MeterStatus.inactive, MeterStatus.pending})
 
 
 def _quick_timestamp(stamp: Any) -> datetime:
@@ -382,7 +385,7 @@ def quick_reading(item: Item, window: Window) -> Reading | None:
         or item.malformed is not None
         or type(raw) is not dict
         or meter.public_key is not None
-        or meter.status is _INACTIVE
+        or meter.status in _REFUSING
         or not raw.keys() <= _ALL_FIELDS
     ):
         return None

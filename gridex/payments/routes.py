@@ -29,6 +29,7 @@ from gridex.payments.schemas import (
     WithdrawalOut,
 )
 from gridex.payments.service import WebhookSignatureInvalid
+from gridex.payments.stripe_provider import SIGNATURE_HEADER as STRIPE_SIGNATURE_HEADER
 
 wallet_payments_router = APIRouter(prefix="/wallet", tags=["wallet"])
 payments_router = APIRouter(prefix="/payments", tags=["payments"])
@@ -97,12 +98,21 @@ async def list_withdrawals(
             {
                 "name": SIGNATURE_HEADER,
                 "in": "header",
-                "required": True,
-                "description": "`t=<unix seconds>,v1=<hex>`: `v1` is HMAC-SHA256 with the "
-                "webhook secret over `<t>.<raw body>`; `t` must be within the tolerance "
-                "(300 s by default). Several `v1` values may be given during a secret rotation.",
+                "required": False,
+                "description": "The built-in provider's events: `t=<unix seconds>,v1=<hex>`: "
+                "`v1` is HMAC-SHA256 with the webhook secret over `<t>.<raw body>`; `t` must be "
+                "within the tolerance (300 s by default). Several `v1` values may be given "
+                "during a secret rotation. One of this and `Stripe-Signature` is required.",
                 "schema": {"type": "string", "example": "t=1767225600,v1=5257a869e7..."},
-            }
+            },
+            {
+                "name": STRIPE_SIGNATURE_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Stripe's events (`GRIDEX_PAYMENT_PROVIDER=stripe`), signed by "
+                "Stripe with the endpoint's signing secret (`t=...,v1=...`, Stripe's scheme).",
+                "schema": {"type": "string", "example": "t=1767225600,v1=5257a869e7..."},
+            },
         ],
         "requestBody": {
             "required": True,
@@ -111,10 +121,11 @@ async def list_withdrawals(
     },
 )
 async def webhook(request: Request, session: SessionDep, rt: RuntimeDep) -> WebhookOut:
-    """The provider's callback, signed with `Gridex-Signature: t=<unix>,v1=<hex>`; a wrong or
-    stale (> 5 min) signature is 400 INVALID_SIGNATURE and changes nothing."""
+    """The provider's callback: the built-in provider's events signed with
+    `Gridex-Signature: t=<unix>,v1=<hex>`, or Stripe's own events with `Stripe-Signature`; a
+    wrong or stale (> 5 min) signature is 400 INVALID_SIGNATURE and changes nothing."""
     body = await request.body()
-    return await service.handle_webhook(session, rt, body, request.headers.get(SIGNATURE_HEADER))
+    return await service.handle_webhook(session, rt, body, request.headers)
 
 
 @payments_admin_router.post(

@@ -11,9 +11,12 @@ Ledger entries (all amounts micros):
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -32,7 +35,7 @@ from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money
 from gridex.ledger import service as ledger
 from gridex.ledger.models import AccountKind, EntryType, ReferenceType
-from gridex.payments import providers
+from gridex.payments import providers, stripe_provider
 from gridex.payments.models import (
     PaymentEvent,
     PaymentIntent,
@@ -67,7 +70,32 @@ def webhook_secret(settings: Settings) -> str:
 
 
 def provider(rt: Runtime) -> providers.PaymentProvider:
+    if rt.settings.payment_provider == stripe_provider.NAME:
+        return _stripe(rt.settings.stripe_api_key)
     return providers.get_provider(rt.settings.payment_provider)
+
+
+@functools.cache
+def _stripe(api_key: str) -> stripe_provider.StripeProvider:
+    return stripe_provider.StripeProvider.with_key(api_key)
+
+
+@dataclass(frozen=True, slots=True)
+class _Event:
+    """A verified provider event, in Gridex's terms."""
+
+    id: str
+    type: str
+    outcome: str | None  # "succeeded", "failed" or None (moves nothing)
+    intent_id: uuid.UUID | None  # Gridex's payment id, when the event names it
+    provider_ref: str | None  # the provider's id of the payment, when the event names it
+    amount_micros: int | None
+    currency: str | None
+    provider: str | None  # the adapter whose signature it carries; None: Gridex-Signature
+
+
+# Adapters whose payments only their own signed events complete.
+_OWN_WEBHOOK = frozenset({stripe_provider.NAME})
 
 
 def _audit(
@@ -145,30 +173,25 @@ _DUPLICATE = WebhookOut(received=True, duplicate=True, outcome="ignored")
 
 
 async def handle_webhook(
-    session: AsyncSession, rt: Runtime, body: bytes, signature: str | None
+    session: AsyncSession, rt: Runtime, body: bytes, headers: Mapping[str, str]
 ) -> WebhookOut:
-    """Verify and apply one provider event. Each event id is applied once (a replay answers
+    """Verify and apply one provider event: Stripe's own events (``Stripe-Signature``) or the
+    built-in provider's (``Gridex-Signature``). Each event id is applied once (a replay answers
     ``duplicate``) and each intent is credited at most once, whatever the events say."""
-    event = _verified_event(rt, body, signature)
-    if await session.get(PaymentEvent, event.id) is not None:
-        return _DUPLICATE
-    intent = await session.get(PaymentIntent, event.data.payment_intent_id)
-    if intent is None:
-        raise NotFound("No such payment intent")
-    now = rt.clock.now()
-    outcome = "ignored"
-    if event.type in (SUCCEEDED, FAILED):
-        outcome = await _complete(session, intent, event, now)
-    if not await _remember_event(session, event, intent.id, outcome, now):
-        return _DUPLICATE
-    return WebhookOut(received=True, duplicate=False, outcome=outcome)
+    stripe_signature = headers.get(stripe_provider.SIGNATURE_HEADER)
+    if stripe_signature is not None:
+        _check_signature(rt, rt.settings.stripe_webhook_secret, body, stripe_signature)
+        return await _apply(session, rt, _stripe_event(stripe_provider.parse_event(body)))
+    signature = headers.get(providers.SIGNATURE_HEADER)
+    _check_signature(rt, webhook_secret(rt.settings), body, signature)
+    return await _apply(session, rt, _builtin_event(body))
 
 
-def _verified_event(rt: Runtime, body: bytes, signature: str | None) -> WebhookEvent:
-    """The event of a correctly signed, recent ``body``; else 400 (signature) or 422 (shape)."""
+def _check_signature(rt: Runtime, secret: str, body: bytes, signature: str | None) -> None:
+    """400 ``INVALID_SIGNATURE`` unless ``body`` is correctly signed and recent."""
     try:
         providers.verify(
-            webhook_secret(rt.settings),
+            secret,
             body,
             signature,
             now=rt.clock.now(),
@@ -177,24 +200,92 @@ def _verified_event(rt: Runtime, body: bytes, signature: str | None) -> WebhookE
     except providers.SignatureError as exc:
         log.warning("payment_webhook_rejected", reason=str(exc))
         raise WebhookSignatureInvalid(details={"reason": str(exc)}) from exc
+
+
+def _builtin_event(body: bytes) -> _Event:
     try:
-        return WebhookEvent.model_validate_json(body)
+        event = WebhookEvent.model_validate_json(body)
     except ValidationError as exc:
         fields = [{"loc": list(map(str, e["loc"])), "message": e["msg"]} for e in exc.errors()]
         raise ValidationFailed("The event is not valid", details={"fields": fields}) from exc
+    outcome = {SUCCEEDED: "succeeded", FAILED: "failed"}.get(event.type)
+    return _Event(
+        event.id,
+        event.type,
+        outcome,
+        event.data.payment_intent_id,
+        None,
+        event.data.amount,
+        None,
+        None,
+    )
+
+
+def _stripe_event(event: stripe_provider.StripeEvent) -> _Event:
+    return _Event(
+        event.id,
+        event.type,
+        event.outcome,
+        event.gridex_payment_id,
+        event.payment_intent,
+        event.amount_micros,
+        event.currency,
+        stripe_provider.NAME,
+    )
+
+
+async def _find_intent(session: AsyncSession, event: _Event) -> PaymentIntent | None:
+    """The top-up an event is about: by the provider's payment id, else by Gridex's id."""
+    intent = None
+    if event.provider_ref is not None:
+        intent = await session.scalar(
+            select(PaymentIntent).where(PaymentIntent.provider_ref == event.provider_ref)
+        )
+    if intent is None and event.intent_id is not None:
+        intent = await session.get(PaymentIntent, event.intent_id)
+        if intent is not None and event.provider_ref not in (None, intent.provider_ref):
+            return None  # names our id with another payment: not this top-up
+    if intent is None or event.provider == intent.provider:
+        return intent
+    # The Gridex-signed webhook serves adapters without a webhook of their own; a payment of an
+    # adapter that has one (Stripe) is completed only by that adapter's signed events.
+    if event.provider is None and intent.provider not in _OWN_WEBHOOK:
+        return intent
+    return None
+
+
+async def _apply(session: AsyncSession, rt: Runtime, event: _Event) -> WebhookOut:
+    if await session.get(PaymentEvent, event.id) is not None:
+        return _DUPLICATE
+    intent = await _find_intent(session, event)
+    if intent is None and event.provider is None:
+        raise NotFound("No such payment intent")
+    now = rt.clock.now()
+    outcome = "ignored"
+    # A Stripe account sends events of other business too: those are recorded and ignored
+    # (a 2xx, or Stripe would retry them for days).
+    if intent is not None and event.outcome is not None:
+        outcome = await _complete(session, intent, event, now)
+    if not await _remember_event(session, event, intent.id if intent else None, outcome, now):
+        return _DUPLICATE
+    return WebhookOut(received=True, duplicate=False, outcome=outcome)
 
 
 async def _complete(
-    session: AsyncSession, intent: PaymentIntent, event: WebhookEvent, now: datetime
+    session: AsyncSession, intent: PaymentIntent, event: _Event, now: datetime
 ) -> str:
     """Move a pending intent to succeeded (crediting the wallet) or failed; returns the outcome,
     ``ignored`` when the intent was no longer pending (a second event changes nothing)."""
-    if event.data.amount != intent.amount_micros:
+    if event.outcome == "succeeded" and event.amount_micros != intent.amount_micros:
         raise ValidationFailed(
             "The event's amount is not the intent's",
             details={"expected_micros": intent.amount_micros},
         )
-    new_status = PaymentStatus.succeeded if event.type == SUCCEEDED else PaymentStatus.failed
+    if event.currency is not None and event.currency != intent.currency.upper():
+        raise ValidationFailed(
+            "The event's currency is not the intent's", details={"expected": intent.currency}
+        )
+    new_status = PaymentStatus.succeeded if event.outcome == "succeeded" else PaymentStatus.failed
     moved = await session.execute(
         update(PaymentIntent)
         .where(PaymentIntent.id == intent.id, PaymentIntent.status == PaymentStatus.pending.value)
@@ -226,7 +317,7 @@ async def _complete(
 
 
 async def _remember_event(
-    session: AsyncSession, event: WebhookEvent, intent_id: uuid.UUID, outcome: str, now: datetime
+    session: AsyncSession, event: _Event, intent_id: uuid.UUID | None, outcome: str, now: datetime
 ) -> bool:
     """Record the event id as applied; False when a concurrent duplicate recorded it first.
 
@@ -275,7 +366,7 @@ async def complete_intent(
         }
     )
     header = providers.sign(webhook_secret(rt.settings), body, rt.clock.now())
-    result = await handle_webhook(session, rt, body, header)
+    result = await handle_webhook(session, rt, body, {providers.SIGNATURE_HEADER: header})
     _audit(
         session,
         at=rt.clock.now(),

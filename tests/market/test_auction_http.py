@@ -511,6 +511,7 @@ async def test_region_settings(
     assert default == {
         "region": "north",
         "timezone": "UTC",
+        "meter_approval": "auto",
         "mechanism": "auction",
         "min_price": "0.010000",
         "max_price": "1.000000",

@@ -6,14 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import os
-import signal
-import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -24,19 +20,17 @@ import pytest
 from sqlalchemy import func, select
 
 from gridex.auth.models import Role
-from gridex.core.clock import FrozenClock, utc_iso
+from gridex.core.clock import FrozenClock
 from gridex.core.metrics import MQTT_MESSAGES
 from gridex.core.runtime import Runtime
 from gridex.meters.jobs import expire_commands
-from gridex.meters.models import MeterReading, MeterStatusEvent, RejectedReading
+from gridex.meters.models import MeterStatusEvent, RejectedReading
 from gridex.meters.mqtt import MqttBridge
 from tests.factories import API, signed_in
 from tests.meters.helpers import NOW, Device, make_meter, reading
 
 MQTT_URL = os.environ.get("GRIDEX_TEST_MQTT_URL")
 pytestmark = pytest.mark.skipif(not MQTT_URL, reason="GRIDEX_TEST_MQTT_URL is not set")
-PID_FILE = Path("/run/mosquitto/mosquitto.pid")
-START_BROKER = ["mosquitto", "-d", "-c", "/etc/mosquitto/mosquitto.conf"]
 
 
 def _broker() -> tuple[str, int]:
@@ -284,97 +278,3 @@ async def test_command_round_trip_and_timeout(
         f"{API}/meters/{meter['id']}/commands/{command_id}", headers=operator.headers
     )
     assert final.json()["status"] == "timeout"
-
-
-def _broker_pid() -> int | None:
-    try:
-        return int(PID_FILE.read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-async def _restart_broker() -> None:
-    """Stop Mosquitto (it saves its persistent sessions) and start it again with the machine's
-    configuration (``mosquitto -d -c /etc/mosquitto/mosquitto.conf``)."""
-    pid = _broker_pid()
-    assert pid is not None
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(100):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)
-    subprocess.run(START_BROKER, check=True)  # noqa: ASYNC221 - returns at once (-d)
-    host, port = _broker()
-    for _ in range(100):
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection(host, port)
-            writer.close()
-            return
-        await asyncio.sleep(0.1)
-
-
-async def _publish_reliably(topic: str, payloads: list[bytes], ident: str) -> None:
-    """A device that reconnects and re-sends until each QoS 1 message is acknowledged."""
-    sent = 0
-    while sent < len(payloads):
-        try:
-            async with device_client(identifier=ident, clean_start=False) as dev:
-                while sent < len(payloads):
-                    await dev.publish(topic, payloads[sent], qos=1, timeout=5)
-                    sent += 1
-                    await asyncio.sleep(0.01)
-        except aiomqtt.MqttError:
-            await asyncio.sleep(0.5)
-
-
-@pytest.mark.skipif(
-    not PID_FILE.exists() or _broker()[0] not in ("127.0.0.1", "localhost"),
-    reason="restarting the broker needs the local Mosquitto of services.md",
-)
-async def test_broker_restart_loses_no_qos1_message(
-    client: httpx.AsyncClient, runtime: Runtime, clock: FrozenClock
-) -> None:
-    """Plain persistent subscription: Mosquitto 2.0 keeps it, and the messages queued for it,
-    over its restart (it does not keep shared subscriptions: see docs/devices.md)."""
-    clock.set(NOW)
-    settings = runtime.settings.model_copy(
-        update={"mqtt_shared_group": "", "mqtt_client_id": f"gridex-restart-{uuid.uuid4().hex[:8]}"}
-    )
-    bridge = MqttBridge(dataclasses.replace(runtime, settings=settings))
-    await bridge.start()
-    try:
-        await asyncio.wait_for(bridge.connected.wait(), 10)
-        await _stream_through_restart(client, runtime, bridge)
-    finally:
-        await bridge.stop()
-
-
-async def _stream_through_restart(
-    client: httpx.AsyncClient, runtime: Runtime, bridge: MqttBridge
-) -> None:
-    owner = await signed_in(client, runtime)
-    meter = await make_meter(client, owner, interval_minutes=1)
-    total = 300
-    payloads = [
-        orjson.dumps(reading(NOW - timedelta(minutes=i), 0.01, interval_minutes=1))
-        for i in range(total)
-    ]
-    topic = f"gridex/meters/{meter['serial']}/readings"
-    publisher = asyncio.create_task(
-        _publish_reliably(topic, payloads, f"dev-{uuid.uuid4().hex[:8]}")
-    )
-    meter_id = uuid.UUID(meter["id"])
-    await eventually(lambda: _count_ge(runtime, MeterReading, 50, meter_id=meter_id))
-    await _restart_broker()
-    await asyncio.wait_for(publisher, 60)
-    with contextlib.suppress(AssertionError):
-        await eventually(
-            lambda: _count_ge(runtime, MeterReading, total, meter_id=meter_id), within=60
-        )
-    assert await _count(runtime, MeterReading, meter_id=meter_id) == total
-    assert bridge.connected.is_set()
-    latest = await client.get(f"{API}/meters/{meter['id']}/latest", headers=owner.headers)
-    assert latest.json()["timestamp"] == utc_iso(NOW)

@@ -74,14 +74,14 @@ async def energy_in_epoch(
 
 
 async def readings_complete(session: AsyncSession, epoch: Epoch) -> bool:
-    """Whether every reporting meter (not inactive, not deleted) of every participant in the
+    """Whether every reporting meter (not inactive, pending or deleted) of every participant in the
     epoch's region has readings covering the whole epoch."""
     meters = [
         meter
         for meter, _, status, deleted_at in await _meters(
             session, epoch.region, await _participants(session, epoch.id)
         )
-        if status is not MeterStatus.inactive and deleted_at is None
+        if status not in (MeterStatus.inactive, MeterStatus.pending) and deleted_at is None
     ]
     by_meter: dict[uuid.UUID, list[Interval]] = {meter: [] for meter in meters}
     for reading in await _readings(session, meters, epoch.start, epoch.end):

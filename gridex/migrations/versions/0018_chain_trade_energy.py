@@ -2,7 +2,7 @@
 settlement lane of each outbox transaction (its fee payer)
 
 Revision ID: 0018_chain_trade_energy
-Revises: 0012_order_owner_epoch_index
+Revises: 0017_hardening
 """
 
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0018_chain_trade_energy"
-down_revision: str | None = "0012_order_owner_epoch_index"
+down_revision: str | None = "0017_hardening"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

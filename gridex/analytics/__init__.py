@@ -1,0 +1,1 @@
+"""Analytics and reports for each role, read from rollups and settled data."""
