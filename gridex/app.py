@@ -59,6 +59,8 @@ from gridex.payments.routes import (
     payments_router,
     wallet_payments_router,
 )
+from gridex.realtime.routes import ws_router
+from gridex.realtime.service import close_hub
 from gridex.regions.service import ensure_regions
 from gridex.runtimeconfig import service as runtimeconfig
 from gridex.tariffs.reports import CLEARING_PRICES
@@ -136,6 +138,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             if mqtt is not None:
                 await mqtt.stop()
             rt.jobs.shutdown()
+            await close_hub(rt)
             await close_chain(rt)
             await cache_of(rt).close()
             await rt.pubsub.close()
@@ -204,6 +207,7 @@ def _include_routes(app: FastAPI) -> None:
     ):
         app.include_router(router, prefix=API_PREFIX, responses=API_ERRORS)
     app.include_router(health_router, responses=error_responses(401, 422, 503))
+    app.include_router(ws_router)
 
 
 def _add_middleware(app: FastAPI, rt: Runtime) -> None:

@@ -44,6 +44,7 @@ from gridex.core.errors import (
     RateLimitExceeded,
     ValidationFailed,
 )
+from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.security import (
     AccessClaims,
@@ -588,6 +589,7 @@ async def refresh(session: AsyncSession, rt: Runtime, token: str) -> TokenPair:
     ):
         if auth_session.revoked_at is None:
             auth_session.revoked_at, auth_session.revoked_reason = now, "refresh_token_reuse"
+            sessions_ended(session, rt, auth_session.user_id, session_id=auth_session.id)
         record_account_event(
             session,
             at=now,
@@ -693,6 +695,27 @@ async def authenticate_api_key(session: AsyncSession, rt: Runtime, key: str) -> 
     return Principal(user=user, api_key=api_key)
 
 
+# The event that tells every worker's WebSocket hub to close the sockets of ended sessions.
+SESSION_REVOKED = "session_revoked"
+
+
+def sessions_ended(
+    session: AsyncSession,
+    rt: Runtime,
+    user_id: uuid.UUID,
+    *,
+    session_id: uuid.UUID | None = None,
+    keep: uuid.UUID | None = None,
+) -> None:
+    """After commit, publish on ``user:<id>`` that ``session_id`` (None: every session of the
+    user but ``keep``) has ended, so that live sockets signed in with it close at once."""
+    data = {
+        "session_id": str(session_id) if session_id else None,
+        "except_session_id": str(keep) if keep else None,
+    }
+    emit(session, rt.pubsub, (f"user:{user_id}",), SESSION_REVOKED, data, rt.clock.now())
+
+
 async def revoke_sessions(
     session: AsyncSession,
     rt: Runtime,
@@ -707,7 +730,10 @@ async def revoke_sessions(
     if keep is not None:
         query = query.where(AuthSession.id != keep)
     result = await session.execute(query.values(revoked_at=rt.clock.now(), revoked_reason=reason))
-    return int(result.rowcount)  # type: ignore[attr-defined]
+    count = int(result.rowcount)  # type: ignore[attr-defined]
+    if count:
+        sessions_ended(session, rt, user_id, keep=keep)
+    return count
 
 
 async def logout(session: AsyncSession, rt: Runtime, principal: Principal) -> None:
@@ -717,6 +743,7 @@ async def logout(session: AsyncSession, rt: Runtime, principal: Principal) -> No
         .where(AuthSession.id == principal.session_id)
         .values(revoked_at=rt.clock.now(), revoked_reason="logout")
     )
+    sessions_ended(session, rt, principal.user.id, session_id=principal.session_id)
     record_account_event(
         session,
         at=rt.clock.now(),

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     # Ingest transactions queue for the lock without this limit (see core.db.SQLiteWriteGate).
     sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0)
     redis_url: str | None = None
+    # WebSocket /ws (docs/realtime.md): messages a socket may have waiting before it is closed as
+    # too slow (4429); how long a socket may take to send its auth message; how often each
+    # worker re-checks that its sockets' sessions are still live (revocations also close them at
+    # once through an event); how many channels one socket may hold.
+    ws_send_queue: int = Field(default=256, ge=1)
+    ws_auth_timeout_seconds: float = Field(default=10.0, gt=0)
+    ws_session_check_seconds: float = Field(default=60.0, gt=0)
+    ws_max_channels: int = Field(default=100, ge=1)
     mqtt_url: str | None = None
     smtp_url: str | None = None
     smtp_from: str = "Gridex <no-reply@gridex.local>"

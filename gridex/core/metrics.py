@@ -13,6 +13,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -87,6 +88,28 @@ def _record_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_soft_rollback")
 def _drop_after_rollback(session: Session, _previous: object) -> None:
     session.info.pop(_AFTER_COMMIT, None)
+
+
+WS_CONNECTIONS = Gauge(
+    "gridex_ws_connections",
+    "Open WebSocket connections (signed in) on /ws",
+    multiprocess_mode="livesum",
+)
+WS_SUBSCRIPTIONS = Gauge(
+    "gridex_ws_channels",
+    "Channels this worker subscribes to on the internal pub/sub for its sockets",
+    multiprocess_mode="livesum",
+)
+WS_MESSAGES = Counter(
+    "gridex_ws_messages_total", "Event messages queued for WebSocket clients (one per socket)"
+)
+WS_DROPPED = Counter(
+    "gridex_ws_messages_dropped_total",
+    "Event messages not delivered because the socket's send queue was full (it is closed)",
+)
+WS_CLOSED = Counter(
+    "gridex_ws_closed_total", "WebSocket connections closed by the server, by close code", ["code"]
+)
 
 
 def render() -> tuple[bytes, str]:

@@ -67,6 +67,14 @@ class Subscription(Protocol):
         """The next message (bound the wait with ``asyncio.timeout``)."""
         ...
 
+    async def add(self, *channels: str) -> None:
+        """Also receive ``channels`` from now on (a WebSocket hub grows one subscription)."""
+        ...
+
+    async def remove(self, *channels: str) -> None:
+        """Stop receiving ``channels``."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -82,7 +90,8 @@ def message(type: str, data: dict[str, Any], at: datetime) -> dict[str, Any]:
 class _MemorySubscription:
     def __init__(self, hub: MemoryPubSub, channels: tuple[str, ...], maxsize: int) -> None:
         self._hub = hub
-        self.channels = channels
+        self.channels: tuple[str, ...] = ()
+        hub._add(self, channels)
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize)
 
     async def __aenter__(self) -> _MemorySubscription:
@@ -98,8 +107,14 @@ class _MemorySubscription:
     async def get(self) -> dict[str, Any]:
         return await self.queue.get()
 
+    async def add(self, *channels: str) -> None:
+        self._hub._add(self, channels)
+
+    async def remove(self, *channels: str) -> None:
+        self._hub._remove(self, channels)
+
     async def close(self) -> None:
-        self._hub._remove(self)
+        self._hub._remove(self, self.channels)
 
 
 class MemoryPubSub:
@@ -112,8 +127,16 @@ class MemoryPubSub:
         self._queue_size = queue_size
         self._subscribers: dict[str, set[_MemorySubscription]] = {}
 
-    def _remove(self, sub: _MemorySubscription) -> None:
-        for channel in sub.channels:
+    def _add(self, sub: _MemorySubscription, channels: tuple[str, ...]) -> None:
+        new = tuple(c for c in dict.fromkeys(channels) if c not in sub.channels)
+        sub.channels += new
+        for channel in new:
+            self._subscribers.setdefault(channel, set()).add(sub)
+
+    def _remove(self, sub: _MemorySubscription, channels: tuple[str, ...]) -> None:
+        gone = set(channels)
+        sub.channels = tuple(c for c in sub.channels if c not in gone)
+        for channel in gone:
             subs = self._subscribers.get(channel)
             if subs is not None:
                 subs.discard(sub)
@@ -131,10 +154,7 @@ class MemoryPubSub:
         self.publish_nowait(channel, message)
 
     def subscribe(self, *channels: str) -> _MemorySubscription:
-        sub = _MemorySubscription(self, channels, self._queue_size)
-        for channel in channels:
-            self._subscribers.setdefault(channel, set()).add(sub)
-        return sub
+        return _MemorySubscription(self, channels, self._queue_size)
 
     async def flush(self) -> None:
         return None
@@ -157,8 +177,9 @@ class _RedisSubscription:
 
     async def _ensure(self) -> None:
         if not self._subscribed:
-            await self._pubsub.subscribe(*self.channels)
             self._subscribed = True
+            if self.channels:
+                await self._pubsub.subscribe(*self.channels)
 
     async def __aenter__(self) -> _RedisSubscription:
         await self._ensure()
@@ -176,9 +197,24 @@ class _RedisSubscription:
     async def get(self) -> dict[str, Any]:
         await self._ensure()
         while True:
+            if not self._pubsub.subscribed:  # nothing to read yet (a hub before its first socket)
+                await asyncio.sleep(0.05)
+                continue
             raw = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             if raw is not None and raw.get("type") == "message":
                 return _decode(raw, self._prefix)
+
+    async def add(self, *channels: str) -> None:
+        await self._ensure()
+        names = tuple(self._prefix + c for c in channels)
+        self.channels = tuple(dict.fromkeys(self.channels + names))
+        await self._pubsub.subscribe(*names)
+
+    async def remove(self, *channels: str) -> None:
+        names = {self._prefix + c for c in channels}
+        self.channels = tuple(c for c in self.channels if c not in names)
+        if self._subscribed and names:
+            await self._pubsub.unsubscribe(*names)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from gridex.auth.models import User
 from gridex.core.errors import ValidationFailed
 from gridex.core.pagination import Page, PageParams, paginate
+from gridex.core.pubsub import emit
 from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money, wh_to_kwh
 from gridex.ledger import repository
@@ -336,6 +337,29 @@ async def wallet_balances(session: AsyncSession, user_id: uuid.UUID) -> WalletBa
         reserved_micros=balances.get(AccountKind.reserved, 0),
         escrow_pending_micros=await repository.escrow_pending(session, user_id, ESCROW.id),
     )
+
+
+async def wallet_changed(
+    session: AsyncSession,
+    rt: Runtime,
+    user_id: uuid.UUID,
+    *,
+    reason: str,
+    reference: Reference,
+    at: datetime,
+) -> None:
+    """After commit, tell the user's live sockets (``wallet_updated`` on ``user:<id>``) that a
+    payment moved their money, with the balances as this transaction leaves them. Order
+    reservations and settlements have their own events (``order_*``, ``settlement_completed``)."""
+    balances = await wallet_balances(session, user_id)
+    data = {
+        "reason": reason,
+        "reference_type": reference.type.value,
+        "reference_id": str(reference.id),
+        "available": micros_to_money(balances.available_micros),
+        "reserved": micros_to_money(balances.reserved_micros),
+    }
+    emit(session, rt.pubsub, (f"user:{user_id}",), "wallet_updated", data, at)
 
 
 # --- wallet views (used by the routes) ---------------------------------------------------------

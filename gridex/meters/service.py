@@ -359,6 +359,10 @@ async def set_status(
         at=meter.updated_at,
         details={"from": previous.value, "to": status.value},
     )
+    if status is not previous:
+        data = {"meter_id": str(meter.id), "from": previous.value, "status": status.value}
+        channel = [f"meter:{meter.id}"]
+        emit(session, rt.pubsub, channel, "meter_status_changed", data, meter.updated_at)
     return meter
 
 

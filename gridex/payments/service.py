@@ -266,6 +266,11 @@ async def _apply(session: AsyncSession, rt: Runtime, event: _Event) -> WebhookOu
     # (a 2xx, or Stripe would retry them for days).
     if intent is not None and event.outcome is not None:
         outcome = await _complete(session, intent, event, now)
+    if intent is not None and outcome == "credited":
+        reference = ledger.Reference(ReferenceType.payment, intent.id)
+        await ledger.wallet_changed(
+            session, rt, intent.user_id, reason="topup", reference=reference, at=now
+        )
     if not await _remember_event(session, event, intent.id if intent else None, outcome, now):
         return _DUPLICATE
     return WebhookOut(received=True, duplicate=False, outcome=outcome)
@@ -450,6 +455,14 @@ async def refund(
     )
     session.add(row)
     await session.flush()
+    await ledger.wallet_changed(
+        session,
+        rt,
+        intent.user_id,
+        reason="refund",
+        reference=ledger.Reference(ReferenceType.refund, refund_id),
+        at=now,
+    )
     _audit(
         session,
         at=now,
@@ -491,6 +504,14 @@ async def request_withdrawal(
     )
     session.add(withdrawal)
     await session.flush()
+    await ledger.wallet_changed(
+        session,
+        rt,
+        user_id,
+        reason="withdrawal_requested",
+        reference=ledger.Reference(ReferenceType.withdrawal, withdrawal.id),
+        at=now,
+    )
     _audit(
         session,
         at=now,
@@ -567,6 +588,10 @@ async def _decide(
             reference=reference,
         )
     await session.flush()
+    reason = f"withdrawal_{status.value}"
+    await ledger.wallet_changed(
+        session, rt, withdrawal.user_id, reason=reason, reference=reference, at=now
+    )
     _audit(
         session,
         at=now,
