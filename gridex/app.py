@@ -15,12 +15,16 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 from gridex import __version__
 from gridex.admin.routes import admin_router, departments_router, health_router, system_router
 from gridex.admin.service import DEMO_COMMUNITY, outstanding_invoices
+from gridex.alerts.jobs import DUE_INVOICES, OVERDUE_INVOICES
+from gridex.alerts.routes import alerts_router
 from gridex.analytics.cache import cache_of
 from gridex.analytics.routes import analytics_router, dashboard_router, reports_router
 from gridex.analytics.service import OUTSTANDING_INVOICES
 from gridex.auth.deps import OWNS_METER
 from gridex.auth.routes import router as auth_router
+from gridex.billing.jobs import INVOICES_ISSUED
 from gridex.billing.routes import billing_router
+from gridex.billing.service import overdue_invoices, unpaid_by_user
 from gridex.chain.node import close_chain
 from gridex.chain.routes import chain_admin_router, chain_router
 from gridex.chain.views import wallet_chain_fields
@@ -54,6 +58,8 @@ from gridex.market.routes import market_router
 from gridex.meters.mqtt import MqttBridge
 from gridex.meters.repository import owns_meter
 from gridex.meters.routes import meters_router, readings_router, telemetry_router
+from gridex.notifications.jobs import EXTRA_FEEDS
+from gridex.notifications.routes import notifications_router
 from gridex.payments.routes import (
     payments_admin_router,
     payments_router,
@@ -99,6 +105,9 @@ def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
     runtime.extensions[OWNS_METER] = owns_meter
     runtime.extensions[DEMO_COMMUNITY] = partial(create_community, refuse_existing=True)
     runtime.extensions[OUTSTANDING_INVOICES] = outstanding_invoices
+    runtime.extensions[OVERDUE_INVOICES] = overdue_invoices
+    runtime.extensions[DUE_INVOICES] = unpaid_by_user
+    runtime.extensions[EXTRA_FEEDS] = [INVOICES_ISSUED]
     runtime.extensions[DEFAULT_PRICES] = band_prices
     runtime.extensions[CLEARING_PRICES] = cleared_prices
     register_jobs(runtime)
@@ -202,6 +211,8 @@ def _include_routes(app: FastAPI) -> None:
         analytics_router,
         dashboard_router,
         reports_router,
+        alerts_router,
+        notifications_router,
         tariffs_router,
         billing_router,
     ):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from gridex.alerts.jobs import evaluate as evaluate_alerts
 from gridex.auth.jobs import purge_expired
 from gridex.billing import jobs as billing_jobs
 from gridex.chain import jobs as chain_jobs
@@ -17,6 +18,7 @@ from gridex.market.jobs import (
     settle_due,
 )
 from gridex.meters.jobs import expire_commands, mark_offline
+from gridex.notifications.jobs import notify_facts
 
 
 def register_jobs(rt: Runtime) -> None:
@@ -44,6 +46,14 @@ def register_jobs(rt: Runtime) -> None:
     rt.jobs.add("market_resettlement", lambda: resettle_corrections(rt), every_seconds=30)
     rt.jobs.add("market_horizon", lambda: ensure_horizon(rt), every_seconds=300)
     chain_jobs.register(rt)
+    rt.jobs.add(
+        "alerts", lambda: evaluate_alerts(rt), every_seconds=rt.settings.alerts_interval_seconds
+    )
+    rt.jobs.add(
+        "notifications",
+        lambda: notify_facts(rt),
+        every_seconds=rt.settings.notifications_interval_seconds,
+    )
     # Each region's month once it has ended in its time, then a daily re-read for credit notes.
     rt.jobs.add("billing_cycle", lambda: billing_jobs.generate_due(rt), every_seconds=900)
     rt.jobs.add("billing_overdue", lambda: billing_jobs.mark_overdue(rt), every_seconds=3600)

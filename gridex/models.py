@@ -1,5 +1,6 @@
 """Every domain's tables, imported in one place for Alembic and ``create_all``."""
 
+from gridex.alerts.models import Alert, MeterWatch
 from gridex.audit.models import AuditLog
 from gridex.auth.models import ApiKey, AuthSession, OtpCode, RefreshToken, User, WalletNonce
 from gridex.billing.models import BillingCycle, Dispute, Invoice, InvoiceLine, InvoicePayment
@@ -40,12 +41,14 @@ from gridex.meters.models import (
     ReadingCorrection,
     RejectedReading,
 )
+from gridex.notifications.models import FactCursor, FactReceipt, Notification
 from gridex.payments.models import PaymentEvent, PaymentIntent, Refund, Withdrawal
 from gridex.regions.models import Region
 from gridex.runtimeconfig.models import RuntimeConfigVersion, RuntimeSetting
 from gridex.tariffs.models import TariffOverride, TariffSchedule
 
 __all__ = [
+    "Alert",
     "ApiKey",
     "AuditLog",
     "AuthSession",
@@ -60,6 +63,8 @@ __all__ = [
     "Dispute",
     "EmailOutbox",
     "Epoch",
+    "FactCursor",
+    "FactReceipt",
     "IdempotencyKey",
     "Installation",
     "InstallationShare",
@@ -75,7 +80,9 @@ __all__ = [
     "MeterReading",
     "MeterRollup",
     "MeterStatusEvent",
+    "MeterWatch",
     "MirroredEntry",
+    "Notification",
     "OtpCode",
     "PaymentEvent",
     "PaymentIntent",

@@ -916,3 +916,33 @@ async def pdf_document(session: AsyncSession, rt: Runtime, invoice: Invoice) -> 
         amount_due_micros=invoice.amount_due_micros,
         daily=[(str(d), int(a), int(b)) for d, a, b in invoice.daily],
     )
+
+
+# --- what other domains read: overdue and unpaid invoices ---------------------------------------
+
+
+async def overdue_invoices(session: AsyncSession, now: datetime) -> list[Invoice]:
+    """Every invoice that is ``overdue`` now (paid, disputed or voided ones are not)."""
+    rows = await session.scalars(
+        select(Invoice)
+        .where(Invoice.status == InvoiceStatus.overdue)
+        .order_by(Invoice.due_date, Invoice.number)
+    )
+    return list(rows)
+
+
+async def unpaid_by_user(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID] | None, now: datetime
+) -> dict[uuid.UUID, int]:
+    """Per user (of ``user_ids``, or every user when None), the micros still due on their
+    issued and overdue invoices; users who owe nothing are left out."""
+    query = select(Invoice).where(Invoice.status.in_([InvoiceStatus.issued, InvoiceStatus.overdue]))
+    if user_ids is not None:
+        query = query.where(Invoice.user_id.in_(user_ids))
+    rows = await session.scalars(query)
+    out: dict[uuid.UUID, int] = {}
+    for invoice in rows:
+        due = invoice.amount_due_micros
+        if due > 0:
+            out[invoice.user_id] = out.get(invoice.user_id, 0) + due
+    return out

@@ -161,17 +161,6 @@ class Settings(BaseSettings):
     # meter has not reported the whole interval (settlement then uses what is in).
     settlement_grace_seconds: int = Field(default=900, ge=0)
 
-    # --- Alert thresholds (read by the alerts domain; changeable at runtime) ------------------
-    # A wallet whose available balance falls below this raises `low_balance`.
-    alert_low_balance: Decimal = Decimal("5.000000")
-    # An interval above this multiple of the meter's usual consumption is a `consumption_spike`.
-    alert_consumption_spike_factor: Decimal = Decimal("3")
-    # Generation this many percent below the meter's usual output is a `generation_drop`.
-    alert_generation_drop_percent: int = Field(default=50, ge=1, le=100)
-    # Voltage outside [min, max] is `voltage_out_of_range` (230 V +-10 %, EN 50160).
-    alert_voltage_min_v: Decimal = Decimal("207")
-    alert_voltage_max_v: Decimal = Decimal("253")
-
     # --- Runtime configuration (gridex/runtimeconfig) and analytics --------------------------
     # Each process compares its runtime settings with the database's version at most this often
     # (a change published over pub/sub applies at once; this bounds a missed event).
@@ -205,6 +194,33 @@ class Settings(BaseSettings):
     # entry whose transaction committed late is not skipped.
     chain_mirror_window_seconds: int = Field(default=3600, ge=0)
 
+    # --- Alerts and notifications (gridex/alerts, gridex/notifications) -----------------------
+    # How often the jobs that turn committed facts into alerts and notifications run: an alert
+    # appears within about this long of its fact.
+    alerts_interval_seconds: float = Field(default=15.0, gt=0)
+    notifications_interval_seconds: float = Field(default=15.0, gt=0)
+    # The fact followers re-read this far behind the newest fact they handled, so that a fact
+    # whose transaction committed late is not skipped (each fact is still handled once).
+    alert_lookback_seconds: int = Field(default=600, ge=0)
+    # consumption_spike: a reading's consumption above `factor` x the meter's mean for that hour
+    # of the day (over `profile_days`, with data on at least `profile_min_days` of them) and at
+    # least `spike_min_wh` (scaled to a 15-minute interval) above it.
+    alert_profile_days: int = Field(default=14, ge=1, le=90)
+    alert_profile_min_days: int = Field(default=3, ge=1)
+    alert_spike_factor: float = Field(default=3.0, gt=1)
+    alert_spike_min_wh: int = Field(default=250, ge=0)
+    # generation_drop: production below `ratio` x the meter's mean for that hour of the day,
+    # where that mean is at least `min_expected_wh` (scaled to a 15-minute interval).
+    alert_drop_ratio: float = Field(default=0.25, ge=0, lt=1)
+    alert_drop_min_expected_wh: int = Field(default=100, ge=1)
+    # voltage_out_of_range: EN 50160's 230 V +-10 %; per region as JSON,
+    # e.g. GRIDEX_ALERT_VOLTAGE_RANGES='{"north": [110, 127]}'.
+    alert_voltage_min: float = Field(default=207.0, gt=0)
+    alert_voltage_max: float = Field(default=253.0, gt=0)
+    alert_voltage_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    # reading_rejected: this many rejected readings of one meter within the window.
+    alert_rejections_threshold: int = Field(default=5, ge=1)
+    alert_rejections_window_minutes: int = Field(default=60, ge=1)
     # Billing: the tax rate applied to each invoice's subtotal (0.2 = 20 %, at most 6 decimals)
     # and how many days after issue an invoice falls due.
     tax_rate: Decimal = Field(default=Decimal("0"), ge=0, lt=1)
@@ -233,6 +249,14 @@ class Settings(BaseSettings):
                 "GRIDEX_PAYMENT_PROVIDER=stripe needs GRIDEX_STRIPE_API_KEY and "
                 "GRIDEX_STRIPE_WEBHOOK_SECRET"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _alert_settings(self) -> Settings:
+        ranges = [(self.alert_voltage_min, self.alert_voltage_max)]
+        ranges += list(self.alert_voltage_ranges.values())
+        if any(low >= high for low, high in ranges):
+            raise ValueError("an alert voltage range's minimum must be below its maximum")
         return self
 
     @field_validator("cors_origins", "trusted_proxies", "regions", mode="before")

@@ -43,7 +43,7 @@ CHANNEL = "runtime_config"
 STORE = "runtimeconfig.store"
 _VERSION_ROW = 1
 
-Kind = Literal["int", "decimal", "money", "region_decimals"]
+Kind = Literal["int", "decimal", "float", "money", "region_decimals"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +82,38 @@ SPECS: dict[str, Spec] = {
         Decimal(5),
         "kg CO2e per kWh of grid electricity, per region (overrides the default)",
     ),
-    "alert_low_balance": Spec(
-        "money", Decimal(0), Decimal(1_000_000), "A wallet below this raises low_balance"
-    ),
-    "alert_consumption_spike_factor": Spec(
-        "decimal",
-        Decimal(1),
+    # The alert rules' thresholds (gridex/alerts; docs/alerts.md says how each is used).
+    "alert_spike_factor": Spec(
+        "float",
+        Decimal("1.001"),
         Decimal(100),
-        "An interval above this multiple of the meter's usual consumption is a spike",
+        "consumption_spike: a reading above this multiple of the meter's profile",
         places=3,
     ),
-    "alert_generation_drop_percent": Spec(
-        "int", Decimal(1), Decimal(100), "Generation this many percent below usual is a drop"
+    "alert_spike_min_wh": Spec(
+        "int", Decimal(0), Decimal(1_000_000), "... and at least this many Wh above it"
     ),
-    "alert_voltage_min_v": Spec(
-        "decimal", Decimal(0), Decimal(1000), "Lowest acceptable voltage, V", places=1
+    "alert_drop_ratio": Spec(
+        "float",
+        Decimal(0),
+        Decimal("0.999"),
+        "generation_drop: production below this share of the meter's profile",
+        places=3,
     ),
-    "alert_voltage_max_v": Spec(
-        "decimal", Decimal(0), Decimal(1000), "Highest acceptable voltage, V", places=1
+    "alert_drop_min_expected_wh": Spec(
+        "int", Decimal(1), Decimal(1_000_000), "... where the profile expects at least these Wh"
+    ),
+    "alert_voltage_min": Spec(
+        "float", Decimal(1), Decimal(1000), "voltage_out_of_range below this, V", places=1
+    ),
+    "alert_voltage_max": Spec(
+        "float", Decimal(1), Decimal(1000), "voltage_out_of_range above this, V", places=1
+    ),
+    "alert_rejections_threshold": Spec(
+        "int", Decimal(1), Decimal(10_000), "reading_rejected after this many rejected readings"
+    ),
+    "alert_rejections_window_minutes": Spec(
+        "int", Decimal(1), Decimal(10_080), "... of one meter within this many minutes"
     ),
 }
 
@@ -132,6 +146,8 @@ async def parse(session: AsyncSession, key: str, raw: object) -> Any:
         return int(_number(key, spec, raw))
     if spec.kind == "decimal":
         return _number(key, spec, raw)
+    if spec.kind == "float":
+        return float(_number(key, spec, raw))
     if spec.kind == "money":
         value = _number(key, spec, raw)
         return Decimal(micros_to_money(money_to_micros(value)))
@@ -164,6 +180,8 @@ def _load(key: str, stored: Any) -> Any:
         return int(stored)
     if kind == "region_decimals":
         return {region: Decimal(v) for region, v in stored.items()}
+    if kind == "float":
+        return float(stored)
     return Decimal(stored)
 
 
@@ -173,10 +191,10 @@ def effective(base: Settings, overrides: dict[str, Any]) -> Settings:
 
 
 def _check_combination(values: Settings) -> None:
-    if values.alert_voltage_min_v >= values.alert_voltage_max_v:
+    if values.alert_voltage_min >= values.alert_voltage_max:
         raise ValidationFailed(
-            "alert_voltage_min_v must be below alert_voltage_max_v",
-            details={"field": "alert_voltage_min_v"},
+            "alert_voltage_min must be below alert_voltage_max",
+            details={"field": "alert_voltage_min"},
         )
     if values.gate_closure_seconds >= values.market_horizon_hours * 3600:
         raise ValidationFailed(

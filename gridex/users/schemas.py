@@ -11,16 +11,28 @@ from gridex.auth.schemas import USERNAME_PATTERN
 from gridex.core.schemas import InputModel, Metadata, OutputModel, UtcDatetime
 
 NOTIFICATION_CHANNELS = frozenset({"in_app", "email", "websocket"})
+# Event types a person can choose channels for. `alert_raised` covers every alert type that
+# has no choice of its own.
 NOTIFICATION_EVENTS = frozenset(
     {
         "trade_executed",
         "order_updated",
+        "epoch_cleared",
         "settlement_completed",
-        "device_offline",
-        "alert_raised",
+        "withdrawal_decided",
         "invoice_issued",
-        "low_balance",
         "security",
+        "alert_raised",
+        "device_offline",
+        "consumption_spike",
+        "generation_drop",
+        "voltage_out_of_range",
+        "reading_rejected",
+        "low_balance",
+        "settlement_shortfall",
+        "chain_mismatch",
+        "invoice_overdue",
+        "seller_offline_before_gate",
     }
 )
 

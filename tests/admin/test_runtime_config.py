@@ -96,7 +96,7 @@ async def test_bad_values_change_nothing(client: httpx.AsyncClient, runtime: Run
         {"offline_after_intervals": 0},
         {"grid_emission_factor_kg_per_kwh": "0.1234567"},
         {"region_emission_factors": {"nowhere": "0.2"}},
-        {"alert_voltage_min_v": "260"},  # above the default maximum of 253
+        {"alert_voltage_min": "260"},  # above the default maximum of 253
         {"fee_bps": 50, "gate_closure_seconds": -1},  # all or nothing
         {},
     ):

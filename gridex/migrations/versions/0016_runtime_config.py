@@ -1,7 +1,7 @@
 """Runtime configuration: settings admins change while Gridex runs, and their version
 
 Revision ID: 0016_runtime_config
-Revises: 0014_billing
+Revises: 0015_alerts_notifications
 """
 
 from collections.abc import Sequence
@@ -13,7 +13,7 @@ from alembic import op
 import gridex.core.db
 
 revision: str = "0016_runtime_config"
-down_revision: str | None = "0014_billing"
+down_revision: str | None = "0015_alerts_notifications"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
