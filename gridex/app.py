@@ -73,6 +73,7 @@ from gridex.tariffs.reports import CLEARING_PRICES
 from gridex.tariffs.routes import tariffs_router
 from gridex.tariffs.service import DEFAULT_PRICES
 from gridex.users.routes import me_router, users_router
+from gridex.web.routes import install_web
 
 
 def build_runtime(settings: Settings, clock: Clock | None = None) -> Runtime:
@@ -179,6 +180,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
 
     _include_routes(app)
     app.include_router(graphql_router(rt), prefix="/graphql")
+    # The web app at `/`, over the same public API; after the API so no API path is shadowed.
+    install_web(app)
     _add_middleware(app, rt)
     return app
 

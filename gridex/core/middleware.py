@@ -95,7 +95,13 @@ class RequestContextMiddleware:
             nonlocal status_code
             if message["type"] == "http.response.start":
                 status_code = message["status"]
-                message["headers"] = [*message.get("headers", []), *extra]
+                headers = message.get("headers", [])
+                # A response that brings its own policy (the web app's pages) keeps it.
+                own_csp = any(key.lower() == b"content-security-policy" for key, _ in headers)
+                message["headers"] = [
+                    *headers,
+                    *(h for h in extra if not (own_csp and h[0] == b"content-security-policy")),
+                ]
             await send(message)
 
         try:

@@ -1,0 +1,1 @@
+"""The web app for members and operators: static ES modules served at ``/`` over the public API."""
