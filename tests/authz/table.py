@@ -136,7 +136,7 @@ AUTHZ: dict[str, Rule] = {
     "GET /api/v1/billing/invoices/{invoice_id}/pdf": owned("invoice", STAFF),
     "POST /api/v1/billing/invoices/{invoice_id}/pay": owned("invoice"),
     "POST /api/v1/billing/invoices/{invoice_id}/dispute": owned(
-        "invoice", body={"reason": "the reading of 2 February is wrong"}
+        "invoice", body={"reason": "the reading of 10 February is wrong"}
     ),
     "POST /api/v1/billing/cycles/{period}/generate": owned("invoice", STAFF),
     "POST /api/v1/billing/disputes/{dispute_id}/resolve": owned(
