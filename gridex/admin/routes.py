@@ -11,11 +11,17 @@ from gridex.admin.schemas import DepartmentOut, HealthOut, OutboxEmailOut, Syste
 from gridex.audit.service import audit_query
 from gridex.auth.deps import AdminPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import AuthenticationRequired, error_response
+from gridex.core.errors import (
+    AuthenticationRequired,
+    Forbidden,
+    NotFound,
+    ServiceUnavailable,
+    error_response,
+)
 from gridex.core.metrics import render as render_metrics
 from gridex.core.pagination import Page, PageDep, paginate
 from gridex.core.responses import OrjsonResponse
-from gridex.core.schemas import AwareDatetime
+from gridex.core.schemas import AwareDatetime, raises
 from gridex.core.security import constant_time_equal
 from gridex.mail.service import outbox_query
 from gridex.users.schemas import AuditEntryOut
@@ -25,7 +31,7 @@ system_router = APIRouter(prefix="/system", tags=["system"])
 departments_router = APIRouter(prefix="/departments", tags=["users"])
 
 
-@admin_router.get("/audit-logs")
+@admin_router.get("/audit-logs", responses=raises(Forbidden))
 async def audit_logs(
     _: AdminPrincipal,
     session: SessionDep,
@@ -53,7 +59,7 @@ async def audit_logs(
     return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)
 
 
-@admin_router.get("/outbox")
+@admin_router.get("/outbox", responses=raises(Forbidden))
 async def outbox(
     _: AdminPrincipal,
     session: SessionDep,
@@ -70,7 +76,7 @@ async def outbox(
     return Page.build(items, total, page)
 
 
-@system_router.get("/info")
+@system_router.get("/info", responses=raises(Forbidden))
 async def system_info(_: AdminPrincipal, rt: RuntimeDep) -> SystemInfoOut:
     """Version, backends and a configuration summary without secrets."""
     return SystemInfoOut(
@@ -103,7 +109,7 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@health_router.get("/health/ready")
+@health_router.get("/health/ready", responses=raises(ServiceUnavailable))
 async def ready(rt: RuntimeDep) -> OrjsonResponse:
     """200 when the database answers, else 503: take this worker out of the load balancer."""
     database = await system.check_database(rt)
@@ -112,7 +118,12 @@ async def ready(rt: RuntimeDep) -> OrjsonResponse:
     return OrjsonResponse({"status": "ready", "checks": {"database": database}})
 
 
-@health_router.get("/metrics", response_class=Response, include_in_schema=True)
+@health_router.get(
+    "/metrics",
+    response_class=Response,
+    include_in_schema=True,
+    responses=raises(AuthenticationRequired),
+)
 async def metrics(
     rt: RuntimeDep,
     authorization: Annotated[str | None, Header()] = None,
@@ -129,7 +140,7 @@ async def metrics(
     return Response(payload, media_type=content_type)
 
 
-@departments_router.get("/{name}")
+@departments_router.get("/{name}", responses=raises(NotFound))
 async def department(name: str, session: SessionDep) -> DepartmentOut:
     """Public summary of a department: members by role and regions."""
     return DepartmentOut.model_validate(await service.department_summary(session, name))
