@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import bench  # noqa: F401  (logs to stderr)
 from gridex.auth.models import Role, User, UserStatus
 from gridex.core.clock import SystemClock
 from gridex.core.db import Database, UTCDateTime

@@ -142,12 +142,13 @@ async def _seed(rt: Runtime) -> uuid.UUID:
                     installation_id=installation.id, user_id=users[-1].id, share_bp=8_000
                 )
             )
-        trades, escrow = [], 0
+        trades: list[dict[str, object]] = []
+        escrow: dict[uuid.UUID, int] = {}
         for seq in range(TRADES):
             sell, buy = orders[seq % half], orders[half + rng.randrange(half)]
             quantity = rng.randint(10, 500)
             value = trade_value_micros(quantity, PRICE_MICROS)
-            escrow += value
+            escrow[buy.user_id] = escrow.get(buy.user_id, 0) + value
             trades.append(
                 {
                     "id": uuid.uuid4(),
@@ -168,14 +169,22 @@ async def _seed(rt: Runtime) -> uuid.UUID:
                 }
             )
         await session.execute(insert(Trade), trades)
-        await ledger.transfer(
+        # Each buyer's trades in escrow on the buyer's behalf, as the clearing's captures put
+        # them (the chain mirror keeps escrow in the buyer's lane).
+        await ledger.transfer_many(
             session,
+            [
+                ledger.Transfer(
+                    ledger.DEPOSITS,
+                    ledger.ESCROW,
+                    amount,
+                    EntryType.trade_capture,
+                    "bench escrow",
+                    on_behalf_of=buyer,
+                )
+                for buyer, amount in sorted(escrow.items())
+            ],
             at=now,
-            source=ledger.DEPOSITS,
-            destination=ledger.ESCROW,
-            amount_micros=escrow,
-            type=EntryType.trade_capture,
-            description="bench escrow",
         )
         await session.commit()
         return epoch.id

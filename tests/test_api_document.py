@@ -9,9 +9,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
 from jsonschema import Draft202012Validator
 
+from gridex.app import create_app
+from gridex.auth.models import Role
 from gridex.core.errors import GridexError
+from gridex.core.runtime import Runtime
+from tests.factories import API, signed_in
 
 
 async def test_the_explorer_pages_load_everything_from_gridex_itself(
@@ -135,6 +142,125 @@ async def test_each_route_documents_the_domain_codes_it_answers(
     assert codes("webhook", "400") == {"INVALID_SIGNATURE"}
     assert codes("register_meter", "409") == {"CONFLICT"}
     assert "UNKNOWN_REGION" in codes("register", "422")
+
+
+# Operations that answer only the codes every route may (401, 403 for an API key where a user's
+# token is needed, 422 VALIDATION_ERROR for a malformed request, 429, 500, 503), with why.
+GENERIC_ONLY = {
+    "recent_trades": "the public tape of any region, empty for one without trades",
+    "list_regions": "every region there is",
+    "validate": "the credential's own claims",
+    "logout": "ends the caller's own session",
+    "logout_all": "ends the caller's own sessions",
+    "get_me": "the caller's own account",
+    "get_preferences": "the caller's own preferences",
+    "put_preferences": "the body's schema is the only rule",
+    "my_activity": "the caller's own audit trail",
+    "list_api_keys": "the caller's own keys",
+    "get_wallet": "the caller's own balances",
+    "list_transactions": "the caller's own entries, filtered",
+    "list_topups": "the caller's own top-ups",
+    "list_withdrawals": "the caller's own withdrawals",
+    "list_installations": "the installations the caller may see, filtered",
+    "get_network": "says `backend: off` rather than refusing when the chain is off",
+    "health": "answers its own body, also with 503",
+    "live": "always 200 while the process serves",
+}
+
+
+def _coded(op: dict[str, Any], status: str) -> set[str]:
+    """The codes a route documents itself under ``status`` (``raises``: one example each)."""
+    response = op["responses"].get(status, {})
+    return set(response.get("content", {}).get("application/json", {}).get("examples", {}))
+
+
+def _checks_role_or_scope(dependant: Dependant) -> bool:
+    """Whether a route's dependencies include ``require_role`` or ``require_scope``."""
+    for dependency in dependant.dependencies:
+        name = getattr(dependency.call, "__qualname__", "")
+        if name.startswith(("require_role.", "require_scope.")):
+            return True
+        if _checks_role_or_scope(dependency):
+            return True
+    return False
+
+
+async def test_every_route_names_the_codes_it_answers(client: httpx.AsyncClient) -> None:
+    """A route added without its codes fails here with what to add. Read its service path for
+    the ``GridexError`` subclasses it raises and list them with ``responses=raises(...)``."""
+    spec = await _spec(client)
+    missing: list[str] = []
+    for method, path, op in _operations(spec):
+        where, operation = f"{method} {path}", op["operationId"]
+        own = set().union(*(_coded(op, s) for s in op["responses"] if s.startswith(("4", "5"))))
+        if operation in GENERIC_ONLY:
+            assert not own, f"{where} documents {own}: take {operation!r} out of GENERIC_ONLY"
+        elif not own:
+            missing.append(
+                f"{where} names none of its own error codes: give it responses=raises(...) with "
+                "the errors its service raises (NotFound, Forbidden, Conflict, ...), or, if it "
+                f"answers only the codes every route may, add {operation!r} to GENERIC_ONLY"
+            )
+        for name in re.findall(r"\{(\w+_id)\}", path):
+            if "NOT_FOUND" not in _coded(op, "404"):
+                missing.append(
+                    f"{where} takes {{{name}}} but does not document 404 NOT_FOUND: add NotFound "
+                    "to its responses=raises(...)"
+                )
+    assert missing == []
+    assert set(GENERIC_ONLY) <= {op["operationId"] for _, _, op in _operations(spec)}
+
+
+async def test_routes_for_some_roles_or_scopes_document_403(runtime: Runtime) -> None:
+    app = create_app(runtime=runtime)
+    by_id = {op["operationId"]: (m, p, op) for m, p, op in _operations(app.openapi())}
+    checked: list[str] = []
+    missing: list[str] = []
+    for context in iter_route_contexts(app.routes):
+        route = context.original_route
+        if not isinstance(route, APIRoute) or not _checks_role_or_scope(route.dependant):
+            continue
+        method, path, op = by_id[route.name]
+        checked.append(route.name)
+        if "FORBIDDEN" not in _coded(op, "403"):
+            missing.append(
+                f"{method} {path} lets only some roles or API key scopes through but does not "
+                "document 403 FORBIDDEN: add Forbidden to its responses=raises(...)"
+            )
+    assert missing == []
+    assert {"audit_logs", "put_region", "list_users", "list_meters"} <= set(checked)
+
+
+@pytest.mark.parametrize("settings_overrides", [{"chain": "off"}])
+async def test_refusals_met_in_use_are_the_documented_ones(
+    client: httpx.AsyncClient, runtime: Runtime
+) -> None:
+    """Real refusals of reads and admin views, each found in its operation's document."""
+    spec = await _spec(client)
+    by_id = {op["operationId"]: op for _, _, op in _operations(spec)}
+    user = await signed_in(client, runtime, Role.consumer)
+    nobody = "00000000-0000-4000-8000-000000000000"
+    cases = [
+        ("get_order", f"/market/orders/{nobody}", 404, "NOT_FOUND"),
+        ("get_meter", f"/meters/{nobody}", 404, "NOT_FOUND"),
+        ("get_installation", f"/installations/{nobody}", 404, "NOT_FOUND"),
+        ("revoke_api_key", f"/me/api-keys/{nobody}", 404, "NOT_FOUND"),
+        ("get_epoch_trades", "/market/epochs/2026-01-01T00:00:00Z/trades?region=north", 404, None),
+        ("get_epoch", "/market/epochs/2026-01-01T00:07:00Z", 422, "VALIDATION_ERROR"),
+        ("get_region", "/market/regions/nowhere", 404, "NOT_FOUND"),
+        ("audit_logs", "/admin/audit-logs", 403, "FORBIDDEN"),
+        ("list_users", "/users", 403, "FORBIDDEN"),
+        ("trial_balance", "/admin/ledger/trial-balance", 403, "FORBIDDEN"),
+        ("list_chain_transactions", "/blockchain/transactions", 503, "SERVICE_UNAVAILABLE"),
+        ("get_balance", f"/blockchain/balance/{'1' * 32}", 503, "SERVICE_UNAVAILABLE"),
+    ]
+    for operation, path, status, code in cases:
+        method = "DELETE" if operation == "revoke_api_key" else "GET"
+        response = await client.request(method, f"{API}{path}", headers=user.headers)
+        assert response.status_code == status, (operation, response.text)
+        answered = response.json()["error"]["code"]
+        assert answered == (code or "NOT_FOUND"), (operation, response.text)
+        assert answered in _coded(by_id[operation], str(status)), (operation, status, answered)
 
 
 async def test_every_timestamp_says_date_time(client: httpx.AsyncClient) -> None:

@@ -193,7 +193,7 @@ def _runnable_blocks() -> list[tuple[Path, list[str]]]:
 
 def test_the_docs_have_runnable_examples() -> None:
     names = {document.name for document, _ in _runnable_blocks()}
-    assert {"README.md", "auth.md", "devices.md"} <= names
+    assert {"README.md", "auth.md", "devices.md", "market.md"} <= names
 
 
 @pytest.mark.parametrize(

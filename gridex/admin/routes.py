@@ -23,6 +23,7 @@ from gridex.core.errors import (
     AuthenticationRequired,
     Conflict,
     Forbidden,
+    NotFound,
     ServiceUnavailable,
     ValidationFailed,
     error_response,
@@ -41,7 +42,7 @@ system_router = APIRouter(prefix="/system", tags=["system"])
 departments_router = APIRouter(prefix="/departments", tags=["users"])
 
 
-@admin_router.get("/audit-logs")
+@admin_router.get("/audit-logs", responses=raises(Forbidden))
 async def audit_logs(
     _: AdminPrincipal,
     session: SessionDep,
@@ -69,7 +70,7 @@ async def audit_logs(
     return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)
 
 
-@admin_router.get("/outbox")
+@admin_router.get("/outbox", responses=raises(Forbidden))
 async def outbox(
     _: AdminPrincipal,
     session: SessionDep,
@@ -86,7 +87,7 @@ async def outbox(
     return Page.build(items, total, page)
 
 
-@admin_router.get("/config")
+@admin_router.get("/config", responses=raises(Forbidden))
 async def get_runtime_config(
     _: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> RuntimeConfigOut:
@@ -94,7 +95,7 @@ async def get_runtime_config(
     return RuntimeConfigOut.model_validate(await runtimeconfig.get_config(session, rt))
 
 
-@admin_router.put("/config", responses=raises(ValidationFailed))
+@admin_router.put("/config", responses=raises(Forbidden, ValidationFailed))
 async def put_runtime_config(
     admin: AdminPrincipal,
     session: SessionDep,
@@ -113,7 +114,7 @@ async def put_runtime_config(
     )
 
 
-@admin_router.get("/stats")
+@admin_router.get("/stats", responses=raises(Forbidden))
 async def admin_stats(_: AdminPrincipal, session: SessionDep, rt: RuntimeDep) -> AdminStatsOut:
     """Users, meters, market, ledger and health at a glance."""
     return AdminStatsOut.model_validate(await service.admin_stats(session, rt))
@@ -131,7 +132,7 @@ async def demo_data(admin: AdminPrincipal, rt: RuntimeDep) -> DemoDataOut:
     return DemoDataOut(created=True, lines=lines)
 
 
-@system_router.get("/info")
+@system_router.get("/info", responses=raises(Forbidden))
 async def system_info(_: AdminPrincipal, rt: RuntimeDep) -> SystemInfoOut:
     """Version, backends and a configuration summary without secrets."""
     return SystemInfoOut(
@@ -164,7 +165,7 @@ async def live() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@health_router.get("/health/ready")
+@health_router.get("/health/ready", responses=raises(ServiceUnavailable))
 async def ready(rt: RuntimeDep) -> OrjsonResponse:
     """200 when the database answers, else 503: take this worker out of the load balancer."""
     database = await system.check_database(rt)
@@ -173,7 +174,12 @@ async def ready(rt: RuntimeDep) -> OrjsonResponse:
     return OrjsonResponse({"status": "ready", "checks": {"database": database}})
 
 
-@health_router.get("/metrics", response_class=Response, include_in_schema=True)
+@health_router.get(
+    "/metrics",
+    response_class=Response,
+    include_in_schema=True,
+    responses=raises(AuthenticationRequired),
+)
 async def metrics(
     rt: RuntimeDep,
     authorization: Annotated[str | None, Header()] = None,
@@ -190,7 +196,7 @@ async def metrics(
     return Response(payload, media_type=content_type)
 
 
-@departments_router.get("/{name}")
+@departments_router.get("/{name}", responses=raises(NotFound))
 async def department(name: str, session: SessionDep) -> DepartmentOut:
     """Public summary of a department: members by role and regions."""
     return DepartmentOut.model_validate(await service.department_summary(session, name))

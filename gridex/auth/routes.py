@@ -28,9 +28,12 @@ from gridex.core.errors import (
     AuthenticationRequired,
     Conflict,
     EmailNotVerified,
+    Forbidden,
     InvalidCredentials,
     InvalidSignature,
     InvalidToken,
+    RateLimitExceeded,
+    ValidationFailed,
 )
 from gridex.core.schemas import OutputModel, raises
 from gridex.regions.service import UnknownRegion
@@ -62,21 +65,25 @@ def _client(request: Request) -> tuple[str | None, str | None]:
 
 
 @router.post(
-    "/register", status_code=status.HTTP_201_CREATED, responses=raises(Conflict, UnknownRegion)
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Conflict, UnknownRegion, Forbidden, ValidationFailed),
 )
 async def register(body: RegisterIn, session: SessionDep, rt: RuntimeDep) -> UserOut:
     """Create an account; a 6-digit code is emailed to verify the address."""
     return UserOut.model_validate(await service.register(session, rt, body))
 
 
-@router.post("/verify-email")
+@router.post("/verify-email", responses=raises(ValidationFailed, RateLimitExceeded))
 async def verify_email(body: VerifyEmailIn, session: SessionDep, rt: RuntimeDep) -> UserOut:
     """Confirm the address with the emailed 6-digit code (10 minutes, 5 attempts); a wrong or
     spent code is 422 `VALIDATION_ERROR` with `details.otp`."""
     return UserOut.model_validate(await service.verify_email(session, rt, body.email, body.otp))
 
 
-@router.post("/resend-otp", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/resend-otp", status_code=status.HTTP_202_ACCEPTED, responses=raises(RateLimitExceeded)
+)
 async def resend_otp(body: EmailIn, session: SessionDep, rt: RuntimeDep) -> Accepted:
     """Send a new verification code; always 202, whether or not the account exists."""
     await service.resend_otp(session, rt, body.email)
@@ -85,7 +92,9 @@ async def resend_otp(body: EmailIn, session: SessionDep, rt: RuntimeDep) -> Acce
 
 @router.post(
     "/login",
-    responses=raises(InvalidCredentials, AccountSuspended, EmailNotVerified, AccountLocked),
+    responses=raises(
+        InvalidCredentials, AccountSuspended, EmailNotVerified, AccountLocked, RateLimitExceeded
+    ),
 )
 async def login(
     body: LoginIn, request: Request, session: SessionDep, rt: RuntimeDep
@@ -127,7 +136,7 @@ async def validate(principal: AnyPrincipal) -> ValidateOut:
     )
 
 
-@router.post("/set-password")
+@router.post("/set-password", responses=raises(ValidationFailed, RateLimitExceeded))
 async def set_password(body: SetPasswordIn, session: SessionDep, rt: RuntimeDep) -> UserOut:
     """An invited user sets a first password with the emailed code."""
     user = await service.set_password(session, rt, body.email, body.otp, body.password)
@@ -150,7 +159,7 @@ async def logout_all(principal: CurrentPrincipal, session: SessionDep, rt: Runti
 
 @router.post(
     "/password/change",
-    responses=raises(AuthenticationRequired, InvalidToken, InvalidCredentials),
+    responses=raises(AuthenticationRequired, InvalidToken, InvalidCredentials, ValidationFailed),
 )
 async def change_password(
     body: PasswordChangeIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
@@ -160,21 +169,25 @@ async def change_password(
     return Done()
 
 
-@router.post("/password/forgot", status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/password/forgot",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=raises(RateLimitExceeded),
+)
 async def forgot_password(body: EmailIn, session: SessionDep, rt: RuntimeDep) -> Accepted:
     """Email a reset code; always 202, so that nobody learns which addresses have accounts."""
     await service.forgot_password(session, rt, body.email)
     return Accepted(message="If the account exists, a reset code was sent")
 
 
-@router.post("/password/reset")
+@router.post("/password/reset", responses=raises(ValidationFailed, RateLimitExceeded))
 async def reset_password(body: PasswordResetIn, session: SessionDep, rt: RuntimeDep) -> Done:
     """Set a new password with the emailed reset code; every session is revoked."""
     await service.reset_password(session, rt, body.email, body.otp, body.new_password)
     return Done()
 
 
-@router.post("/wallet/challenge")
+@router.post("/wallet/challenge", responses=raises(ValidationFailed))
 async def wallet_challenge(
     body: WalletChallengeIn, session: SessionDep, rt: RuntimeDep
 ) -> WalletChallengeOut:
@@ -184,7 +197,10 @@ async def wallet_challenge(
     )
 
 
-@router.post("/wallet/verify", responses=raises(InvalidSignature, AccountSuspended))
+@router.post(
+    "/wallet/verify",
+    responses=raises(InvalidSignature, InvalidCredentials, AccountSuspended, ValidationFailed),
+)
 async def wallet_verify(
     body: WalletVerifyIn, request: Request, session: SessionDep, rt: RuntimeDep
 ) -> TokenPairOut:

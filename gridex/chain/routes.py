@@ -9,6 +9,7 @@ from fastapi import APIRouter, Path, Query
 from gridex.auth.deps import AdminPrincipal, CurrentPrincipal
 from gridex.chain import views
 from gridex.chain.models import OutboxStatus, TxKind
+from gridex.chain.node import ChainDisabled
 from gridex.chain.schemas import (
     BalanceOut,
     ChainTransactionDetailOut,
@@ -17,7 +18,9 @@ from gridex.chain.schemas import (
     ReconciliationOut,
 )
 from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import Forbidden, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageDep
+from gridex.core.schemas import raises
 
 chain_router = APIRouter(prefix="/blockchain", tags=["blockchain"])
 chain_admin_router = APIRouter(prefix="/admin/chain", tags=["admin"])
@@ -31,7 +34,7 @@ async def get_network(principal: CurrentPrincipal, rt: RuntimeDep) -> NetworkOut
     return await views.network(rt)
 
 
-@chain_router.get("/transactions")
+@chain_router.get("/transactions", responses=raises(ChainDisabled))
 async def list_chain_transactions(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -51,7 +54,7 @@ async def list_chain_transactions(
     )
 
 
-@chain_router.get("/transactions/{signature}")
+@chain_router.get("/transactions/{signature}", responses=raises(NotFound, ChainDisabled))
 async def get_transaction(
     signature: Annotated[str, Path(min_length=64, max_length=100)],
     principal: CurrentPrincipal,
@@ -62,20 +65,20 @@ async def get_transaction(
     return await views.transaction(session, rt, principal, signature)
 
 
-@chain_router.get("/accounts/{address}")
+@chain_router.get("/accounts/{address}", responses=raises(ValidationFailed, ChainDisabled))
 async def get_account(address: Address, principal: CurrentPrincipal, rt: RuntimeDep) -> BalanceOut:
     """SOL and token balances of an address (chain data is public)."""
     return await views.balance(rt, address)
 
 
-@chain_router.get("/balance/{address}")
+@chain_router.get("/balance/{address}", responses=raises(ValidationFailed, ChainDisabled))
 async def get_balance(address: Address, principal: CurrentPrincipal, rt: RuntimeDep) -> BalanceOut:
     """The same balances as `GET /blockchain/accounts/{address}`, under the name older
     clients use."""
     return await views.balance(rt, address)
 
 
-@chain_admin_router.get("/reconciliation")
+@chain_admin_router.get("/reconciliation", responses=raises(Forbidden, ChainDisabled))
 async def get_reconciliation(
     principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> ReconciliationOut:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query, status
 
 from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, StaffPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import Conflict, ValidationFailed
+from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageDep
 from gridex.core.schemas import AwareDatetime, raises
 from gridex.ledger import installations, service
@@ -50,7 +50,7 @@ async def list_transactions(
     )
 
 
-@wallet_router.get("/statements")
+@wallet_router.get("/statements", responses=raises(ValidationFailed))
 async def list_statements(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -80,7 +80,11 @@ async def list_installations(
     return await installations.list_installations(session, principal, page, meter_id)
 
 
-@installations_router.post("", status_code=status.HTTP_201_CREATED, responses=raises(Conflict))
+@installations_router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Forbidden, Conflict, ValidationFailed),
+)
 async def create_installation(
     body: InstallationIn, staff: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> InstallationOut:
@@ -88,7 +92,7 @@ async def create_installation(
     return await installations.create_installation(session, rt, staff, body)
 
 
-@installations_router.get("/{installation_id}")
+@installations_router.get("/{installation_id}", responses=raises(NotFound))
 async def get_installation(
     installation_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
 ) -> InstallationOut:
@@ -96,7 +100,9 @@ async def get_installation(
     return await installations.get_installation(session, principal, installation_id)
 
 
-@installations_router.put("/{installation_id}", responses=raises(Conflict))
+@installations_router.put(
+    "/{installation_id}", responses=raises(Forbidden, NotFound, Conflict, ValidationFailed)
+)
 async def update_installation(
     installation_id: uuid.UUID,
     body: InstallationIn,
@@ -108,7 +114,7 @@ async def update_installation(
     return await installations.update_installation(session, rt, staff, installation_id, body)
 
 
-@ledger_admin_router.get("/trial-balance")
+@ledger_admin_router.get("/trial-balance", responses=raises(Forbidden))
 async def trial_balance(_: AdminPrincipal, session: SessionDep, rt: RuntimeDep) -> TrialBalanceOut:
     """Every account's balance; `total` is always "0.000000"."""
     return await service.trial_balance(session, rt)

@@ -18,7 +18,7 @@ from gridex.auth.deps import (
 from gridex.auth.service import Principal
 from gridex.core.config import REGION_NAME
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import Conflict, Forbidden, ValidationFailed
+from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gridex.core.idempotency import IdempotencyConflict, IdempotencyInProgress
 from gridex.core.pagination import Page, PageDep
 from gridex.core.schemas import AwareDatetime, raises
@@ -122,7 +122,7 @@ async def place_order(
     return await orders.place_order(session, rt, caller, body.as_new_order())
 
 
-@market_router.get("/orders")
+@market_router.get("/orders", responses=raises(ValidationFailed))
 async def list_orders(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -138,7 +138,7 @@ async def list_orders(
     )
 
 
-@market_router.get("/orders/{order_id}")
+@market_router.get("/orders/{order_id}", responses=raises(NotFound))
 async def get_order(
     order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
 ) -> OrderDetailOut:
@@ -146,7 +146,7 @@ async def get_order(
     return await service.get_order(session, principal, order_id)
 
 
-@market_router.patch("/orders/{order_id}", responses=raises(*ENTRY_REFUSALS))
+@market_router.patch("/orders/{order_id}", responses=raises(*ENTRY_REFUSALS, NotFound))
 async def modify_order(
     order_id: uuid.UUID,
     body: OrderUpdate,
@@ -158,7 +158,7 @@ async def modify_order(
     return await orders.modify_order(session, rt, principal, order_id, body.as_change())
 
 
-@market_router.delete("/orders/{order_id}", responses=raises(GateClosed, Conflict))
+@market_router.delete("/orders/{order_id}", responses=raises(GateClosed, Conflict, NotFound))
 async def cancel_order(
     order_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> OrderOut:
@@ -166,7 +166,7 @@ async def cancel_order(
     return await orders.cancel_order(session, rt, principal, order_id)
 
 
-@market_router.get("/epochs")
+@market_router.get("/epochs", responses=raises(ValidationFailed))
 async def list_epochs(
     principal: AnyPrincipal,
     session: SessionDep,
@@ -183,7 +183,7 @@ async def list_epochs(
     )
 
 
-@market_router.get("/epochs/current")
+@market_router.get("/epochs/current", responses=raises(ValidationFailed))
 async def current_epochs(
     principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep, region: RegionQuery = None
 ) -> CurrentEpochsOut:
@@ -191,7 +191,7 @@ async def current_epochs(
     return await service.current_epochs(session, rt, _region(principal, region))
 
 
-@market_router.get("/epochs/{epoch}")
+@market_router.get("/epochs/{epoch}", responses=raises(ValidationFailed))
 async def get_epoch(
     epoch: AwareDatetime,
     principal: AnyPrincipal,
@@ -203,7 +203,7 @@ async def get_epoch(
     return await service.get_epoch(session, rt, _region(principal, region), epoch)
 
 
-@market_router.get("/epochs/{epoch}/trades", responses=raises(Conflict))
+@market_router.get("/epochs/{epoch}/trades", responses=raises(NotFound, Conflict, ValidationFailed))
 async def get_epoch_trades(
     epoch: AwareDatetime,
     session: SessionDep,
@@ -214,7 +214,9 @@ async def get_epoch_trades(
     return await epoch_trades.epoch_trades(session, rt, region, epoch)
 
 
-@market_router.post("/epochs/{epoch}/clear", responses=raises(Conflict))
+@market_router.post(
+    "/epochs/{epoch}/clear", responses=raises(Forbidden, Conflict, ValidationFailed)
+)
 async def clear_epoch(
     epoch: AwareDatetime,
     principal: StaffPrincipal,
@@ -226,7 +228,9 @@ async def clear_epoch(
     return await service.clear_now(session, rt, principal, _region(principal, region), epoch)
 
 
-@market_router.post("/epochs/{epoch}/settle", responses=raises(Conflict))
+@market_router.post(
+    "/epochs/{epoch}/settle", responses=raises(Forbidden, Conflict, ValidationFailed)
+)
 async def settle_epoch(
     epoch: AwareDatetime,
     principal: StaffPrincipal,
@@ -238,7 +242,7 @@ async def settle_epoch(
     return await service.settle_now(session, rt, principal, _region(principal, region), epoch)
 
 
-@market_router.get("/orderbook")
+@market_router.get("/orderbook", responses=raises(ValidationFailed))
 async def orderbook(
     principal: AnyPrincipal,
     session: SessionDep,
@@ -250,7 +254,7 @@ async def orderbook(
     return await service.orderbook(session, rt, principal, _region(principal, region), epoch)
 
 
-@market_router.get("/data")
+@market_router.get("/data", responses=raises(ValidationFailed))
 async def market_data(
     principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep, region: RegionQuery = None
 ) -> MarketDataOut:
@@ -259,7 +263,7 @@ async def market_data(
     return await service.market_data(session, rt, _region(principal, region))
 
 
-@market_router.get("/history")
+@market_router.get("/history", responses=raises(ValidationFailed))
 async def history(
     principal: AnyPrincipal,
     session: SessionDep,
@@ -272,7 +276,7 @@ async def history(
     return await service.history(session, _region(principal, region), page, since=from_, until=to)
 
 
-@market_router.get("/trades")
+@market_router.get("/trades", responses=raises(ValidationFailed))
 async def own_trades(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -321,7 +325,7 @@ async def list_regions(
     return await service.list_region_settings(session, rt)
 
 
-@market_router.get("/regions/{region}")
+@market_router.get("/regions/{region}", responses=raises(NotFound))
 async def get_region(
     region: RegionPath, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> RegionSettingsOut:
@@ -330,7 +334,7 @@ async def get_region(
     return await service.get_region_settings(session, rt, region)
 
 
-@market_router.put("/regions/{region}", responses=raises(Conflict))
+@market_router.put("/regions/{region}", responses=raises(Forbidden, ValidationFailed))
 async def put_region(
     region: RegionPath,
     body: RegionSettingsIn,

@@ -86,7 +86,7 @@ async def _staff_meter(
     return await service.get_meter(session, principal, meter_id)
 
 
-# Foreign meters answer 404 through these loaders.
+# Foreign meters answer 404 through these loaders; an API key without the scope, 403.
 ReadableMeter = Annotated[Meter, Depends(_readable_meter)]
 UserMeter = Annotated[Meter, Depends(_user_meter)]
 StaffMeter = Annotated[Meter, Depends(_staff_meter)]
@@ -114,7 +114,9 @@ def _body_doc(model: type[Any]) -> dict[str, Any]:
 
 
 @meters_router.post(
-    "", status_code=status.HTTP_201_CREATED, responses=raises(Conflict, UnknownRegion, Forbidden)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Conflict, UnknownRegion, Forbidden, NotFound, ValidationFailed),
 )
 async def register_meter(
     body: MeterIn, principal: MeterRegistrar, session: SessionDep, rt: RuntimeDep
@@ -124,7 +126,7 @@ async def register_meter(
     return await service.meter_out(session, meter)
 
 
-@meters_router.get("")
+@meters_router.get("", responses=raises(Forbidden))
 async def list_meters(
     principal: AnyPrincipal,
     session: SessionDep,
@@ -139,13 +141,15 @@ async def list_meters(
     return Page.build(await service.meter_outs(session, rows), total, page)
 
 
-@meters_router.get("/{meter_id}")
+@meters_router.get("/{meter_id}", responses=raises(Forbidden, NotFound))
 async def get_meter(meter: ReadableMeter, session: SessionDep) -> MeterOut:
     """One meter with its last reading, totals and whether it is online."""
     return await service.meter_out(session, meter)
 
 
-@meters_router.patch("/{meter_id}", responses=raises(UnknownRegion, Forbidden))
+@meters_router.patch(
+    "/{meter_id}", responses=raises(UnknownRegion, Forbidden, NotFound, ValidationFailed)
+)
 async def update_meter(
     body: MeterUpdate,
     meter: UserMeter,
@@ -158,7 +162,9 @@ async def update_meter(
     return await service.meter_out(session, meter)
 
 
-@meters_router.delete("/{meter_id}", status_code=status.HTTP_204_NO_CONTENT)
+@meters_router.delete(
+    "/{meter_id}", status_code=status.HTTP_204_NO_CONTENT, responses=raises(Forbidden, NotFound)
+)
 async def delete_meter(
     meter_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> Response:
@@ -169,7 +175,7 @@ async def delete_meter(
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@meters_router.put("/{meter_id}/status")
+@meters_router.put("/{meter_id}/status", responses=raises(Forbidden, NotFound))
 async def set_status(
     body: StatusIn,
     meter: StaffMeter,
@@ -183,7 +189,7 @@ async def set_status(
     return await service.meter_out(session, meter)
 
 
-@meters_router.post("/{meter_id}/assign", responses=raises(Conflict))
+@meters_router.post("/{meter_id}/assign", responses=raises(Forbidden, NotFound, Conflict))
 async def assign_meter(
     meter_id: uuid.UUID,
     body: AssignIn,
@@ -197,7 +203,7 @@ async def assign_meter(
     return await service.meter_out(session, meter)
 
 
-@meters_router.post("/{meter_id}/unassign")
+@meters_router.post("/{meter_id}/unassign", responses=raises(Forbidden, NotFound))
 async def unassign_meter(
     meter_id: uuid.UUID, principal: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> MeterOut:
@@ -212,7 +218,7 @@ async def unassign_meter(
 
 @meters_router.post(
     "/{meter_id}/readings",
-    responses=raises(PayloadTooLarge),
+    responses=raises(PayloadTooLarge, Forbidden, NotFound, ValidationFailed),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -238,7 +244,11 @@ async def post_readings(
     return await service.ingest_for_meter(session, rt, meter, await _json_body(request))
 
 
-@readings_router.post("/batch", responses=raises(PayloadTooLarge), openapi_extra=_body_doc(BatchIn))
+@readings_router.post(
+    "/batch",
+    responses=raises(PayloadTooLarge, Forbidden, ValidationFailed),
+    openapi_extra=_body_doc(BatchIn),
+)
 async def post_batch(
     request: Request, principal: AnyPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> IngestOut:
@@ -246,7 +256,9 @@ async def post_batch(
     return await service.ingest_batch(session, rt, principal, await _json_body(request))
 
 
-@meters_router.put("/{meter_id}/readings/{timestamp}", responses=raises(Forbidden, NotFound))
+@meters_router.put(
+    "/{meter_id}/readings/{timestamp}", responses=raises(Forbidden, NotFound, ValidationFailed)
+)
 async def correct_reading(
     meter_id: uuid.UUID,
     timestamp: AwareDatetime,
@@ -271,7 +283,7 @@ async def correct_reading(
     )
 
 
-@readings_router.get("/rejected")
+@readings_router.get("/rejected", responses=raises(Forbidden))
 async def rejected_readings(
     _: StaffPrincipal,
     session: SessionDep,
@@ -301,13 +313,13 @@ async def rejected_readings(
 # --- queries ---------------------------------------------------------------------------------
 
 
-@meters_router.get("/{meter_id}/latest")
+@meters_router.get("/{meter_id}/latest", responses=raises(Forbidden, NotFound))
 async def latest_reading(meter: ReadableMeter, session: SessionDep) -> ReadingOut:
     """The newest stored reading (404 `NOT_FOUND` before the first)."""
     return service.reading_out(await telemetry.latest(session, meter))
 
 
-@meters_router.get("/{meter_id}/readings")
+@meters_router.get("/{meter_id}/readings", responses=raises(Forbidden, NotFound, ValidationFailed))
 async def get_readings(
     meter: ReadableMeter,
     session: SessionDep,
@@ -322,7 +334,7 @@ async def get_readings(
     return await telemetry.points(session, rt, meter, interval, start, end, after, limit)
 
 
-@meters_router.get("/{meter_id}/stats")
+@meters_router.get("/{meter_id}/stats", responses=raises(Forbidden, NotFound, ValidationFailed))
 async def get_stats(
     meter: ReadableMeter, session: SessionDep, rt: RuntimeDep, start: From = None, end: To = None
 ) -> StatsOut:
@@ -331,7 +343,7 @@ async def get_stats(
     return await telemetry.stats(session, rt, meter, start, end)
 
 
-@meters_router.get("/{meter_id}/analytics")
+@meters_router.get("/{meter_id}/analytics", responses=raises(Forbidden, NotFound, ValidationFailed))
 async def get_analytics(
     meter: ReadableMeter, session: SessionDep, rt: RuntimeDep, start: From = None, end: To = None
 ) -> AnalyticsOut:
@@ -340,7 +352,7 @@ async def get_analytics(
     return await telemetry.analytics(session, rt, meter, start, end)
 
 
-@meters_router.get("/{meter_id}/compare")
+@meters_router.get("/{meter_id}/compare", responses=raises(Forbidden, NotFound))
 async def get_compare(
     meter: ReadableMeter,
     session: SessionDep,
@@ -357,7 +369,7 @@ async def get_compare(
 @meters_router.post(
     "/{meter_id}/commands",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=raises(Forbidden, ServiceUnavailable),
+    responses=raises(Forbidden, NotFound, ServiceUnavailable, ValidationFailed),
 )
 async def send_command(
     body: CommandIn,
@@ -371,7 +383,7 @@ async def send_command(
     return CommandOut.model_validate(command)
 
 
-@meters_router.get("/{meter_id}/commands/{command_id}")
+@meters_router.get("/{meter_id}/commands/{command_id}", responses=raises(NotFound))
 async def get_command(command_id: uuid.UUID, meter: UserMeter, session: SessionDep) -> CommandOut:
     """A command's state: `pending`, `sent`, `acked`, `failed` or `timeout`."""
     return CommandOut.model_validate(await service.get_command(session, meter, command_id))
@@ -387,7 +399,8 @@ async def get_command(command_id: uuid.UUID, meter: UserMeter, session: SessionD
         200: {
             "description": "A Green Button (ESPI) Atom feed, as a download",
             "content": {"application/atom+xml": {"schema": {"type": "string"}}},
-        }
+        },
+        **raises(Forbidden, NotFound, ValidationFailed),
     },
 )
 async def export_green_button(
@@ -404,7 +417,7 @@ async def export_green_button(
 
 @meters_router.post(
     "/{meter_id}/import/green-button",
-    responses=raises(PayloadTooLarge),
+    responses=raises(PayloadTooLarge, NotFound, ValidationFailed),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -423,7 +436,7 @@ async def import_green_button(
 # --- region telemetry ------------------------------------------------------------------------
 
 
-@telemetry_router.get("/regions/{region}/stats")
+@telemetry_router.get("/regions/{region}/stats", responses=raises(Forbidden, ValidationFailed))
 async def region_stats(
     region: str,
     _: StaffPrincipal,
@@ -436,7 +449,9 @@ async def region_stats(
     return await telemetry.region_stats(session, rt, region, start, end)
 
 
-@telemetry_router.get("/regions/{region}/top-consumers")
+@telemetry_router.get(
+    "/regions/{region}/top-consumers", responses=raises(Forbidden, ValidationFailed)
+)
 async def region_top_consumers(
     region: str,
     _: StaffPrincipal,
@@ -450,7 +465,7 @@ async def region_top_consumers(
     return await telemetry.top_consumers(session, rt, region, start, end, limit)
 
 
-@telemetry_router.get("/regions/{region}/realtime")
+@telemetry_router.get("/regions/{region}/realtime", responses=raises(Forbidden))
 async def region_realtime(
     region: str, _: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> RealtimeOut:

@@ -142,7 +142,7 @@ async def complete_payment(
 @payments_admin_router.post(
     "/payments/{payment_id}/refund",
     status_code=status.HTTP_201_CREATED,
-    responses=raises(Conflict, *IDEMPOTENT),
+    responses=raises(Forbidden, NotFound, Conflict, *IDEMPOTENT),
 )
 @idempotent
 async def refund_payment(
@@ -157,7 +157,7 @@ async def refund_payment(
     return RefundOut.model_validate(refund)
 
 
-@payments_admin_router.get("/withdrawals")
+@payments_admin_router.get("/withdrawals", responses=raises(Forbidden))
 async def admin_withdrawals(
     _: StaffPrincipal,
     session: SessionDep,
@@ -171,7 +171,8 @@ async def admin_withdrawals(
 
 
 @payments_admin_router.post(
-    "/withdrawals/{withdrawal_id}/approve", responses=raises(Conflict, *IDEMPOTENT)
+    "/withdrawals/{withdrawal_id}/approve",
+    responses=raises(Forbidden, NotFound, Conflict, *IDEMPOTENT),
 )
 @idempotent
 async def approve_withdrawal(
@@ -183,7 +184,8 @@ async def approve_withdrawal(
 
 
 @payments_admin_router.post(
-    "/withdrawals/{withdrawal_id}/reject", responses=raises(Conflict, *IDEMPOTENT)
+    "/withdrawals/{withdrawal_id}/reject",
+    responses=raises(Forbidden, NotFound, Conflict, *IDEMPOTENT),
 )
 @idempotent
 async def reject_withdrawal(

@@ -11,7 +11,7 @@ from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, OwnsMeterDep, Sta
 from gridex.auth.models import Role, UserStatus
 from gridex.auth.schemas import ApiKeyCreatedOut, ApiKeyIn, ApiKeyOut, UserOut, WalletVerifyIn
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import Conflict, Forbidden, InvalidSignature
+from gridex.core.errors import Conflict, Forbidden, InvalidSignature, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageDep, paginate
 from gridex.core.schemas import raises
 from gridex.regions.service import UnknownRegion
@@ -40,7 +40,7 @@ async def get_me(principal: CurrentPrincipal) -> UserOut:
     return UserOut.model_validate(principal.user)
 
 
-@me_router.patch("")
+@me_router.patch("", responses=raises(Forbidden, UnknownRegion))
 async def patch_me(
     body: ProfileUpdate, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
@@ -62,7 +62,7 @@ async def put_preferences(
     return await service.put_preferences(session, rt, principal, body)
 
 
-@me_router.post("/wallet", responses=raises(InvalidSignature, Conflict))
+@me_router.post("/wallet", responses=raises(InvalidSignature, Conflict, ValidationFailed))
 async def link_wallet(
     body: WalletVerifyIn, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
@@ -73,7 +73,7 @@ async def link_wallet(
     return UserOut.model_validate(user)
 
 
-@me_router.delete("/wallet", responses=raises(Conflict))
+@me_router.delete("/wallet", responses=raises(NotFound, Conflict))
 async def unlink_wallet(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
@@ -90,7 +90,11 @@ async def my_activity(
     return Page.build([AuditEntryOut.model_validate(r) for r in rows], total, page)
 
 
-@me_router.post("/api-keys", status_code=status.HTTP_201_CREATED)
+@me_router.post(
+    "/api-keys",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(NotFound, ValidationFailed),
+)
 async def create_api_key(
     body: ApiKeyIn,
     principal: CurrentPrincipal,
@@ -115,7 +119,9 @@ async def list_api_keys(principal: CurrentPrincipal, session: SessionDep) -> lis
     ]
 
 
-@me_router.delete("/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
+@me_router.delete(
+    "/api-keys/{key_id}", status_code=status.HTTP_204_NO_CONTENT, responses=raises(NotFound)
+)
 async def revoke_api_key(
     key_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> None:
@@ -126,7 +132,7 @@ async def revoke_api_key(
 # --- /users (admin; operators read) -------------------------------------------------------
 
 
-@users_router.get("")
+@users_router.get("", responses=raises(Forbidden))
 async def list_users(
     _: StaffPrincipal,
     session: SessionDep,
@@ -152,7 +158,8 @@ async def list_users(
         200: {
             "description": "The accounts as CSV, one row per account",
             "content": {"text/csv": {"schema": {"type": "string"}}},
-        }
+        },
+        **raises(Forbidden),
     },
 )
 async def export_users(
@@ -176,7 +183,9 @@ async def export_users(
 
 
 @users_router.post(
-    "", status_code=status.HTTP_201_CREATED, responses=raises(Conflict, UnknownRegion)
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Forbidden, Conflict, UnknownRegion),
 )
 async def invite_user(
     body: InviteIn, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
@@ -185,13 +194,13 @@ async def invite_user(
     return UserOut.model_validate(await service.invite_user(session, rt, admin, body))
 
 
-@users_router.get("/{user_id}")
+@users_router.get("/{user_id}", responses=raises(Forbidden, NotFound))
 async def get_user(user_id: uuid.UUID, _: StaffPrincipal, session: SessionDep) -> UserOut:
     """Staff: one account."""
     return UserOut.model_validate(await service.get_user(session, user_id))
 
 
-@users_router.patch("/{user_id}")
+@users_router.patch("/{user_id}", responses=raises(Forbidden, NotFound, Conflict, UnknownRegion))
 async def update_user(
     user_id: uuid.UUID,
     body: AdminUserUpdate,
@@ -203,7 +212,7 @@ async def update_user(
     return UserOut.model_validate(await service.admin_update(session, rt, admin, user_id, body))
 
 
-@users_router.put("/{user_id}/role")
+@users_router.put("/{user_id}/role", responses=raises(Forbidden, NotFound, Conflict))
 async def set_role(
     user_id: uuid.UUID, body: RoleIn, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
@@ -211,7 +220,7 @@ async def set_role(
     return UserOut.model_validate(await service.set_role(session, rt, admin, user_id, body.role))
 
 
-@users_router.post("/{user_id}/suspend", responses=raises(Forbidden, Conflict))
+@users_router.post("/{user_id}/suspend", responses=raises(Forbidden, NotFound, Conflict))
 async def suspend_user(
     user_id: uuid.UUID,
     body: SuspendIn,
@@ -223,7 +232,7 @@ async def suspend_user(
     return UserOut.model_validate(await service.suspend(session, rt, admin, user_id, body.reason))
 
 
-@users_router.post("/{user_id}/activate", responses=raises(Forbidden, Conflict))
+@users_router.post("/{user_id}/activate", responses=raises(Forbidden, NotFound, Conflict))
 async def activate_user(
     user_id: uuid.UUID, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> UserOut:
@@ -231,7 +240,11 @@ async def activate_user(
     return UserOut.model_validate(await service.activate(session, rt, admin, user_id))
 
 
-@users_router.delete("/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+@users_router.delete(
+    "/{user_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=raises(Forbidden, NotFound, Conflict),
+)
 async def delete_user(
     user_id: uuid.UUID, admin: AdminPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> None:
@@ -239,7 +252,7 @@ async def delete_user(
     await service.soft_delete(session, rt, admin, user_id)
 
 
-@users_router.get("/{user_id}/activity")
+@users_router.get("/{user_id}/activity", responses=raises(Forbidden, NotFound))
 async def user_activity(
     user_id: uuid.UUID, _: StaffPrincipal, session: SessionDep, page: PageDep
 ) -> Page[AuditEntryOut]:
