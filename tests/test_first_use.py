@@ -101,12 +101,14 @@ def test_the_server_says_where_it_listens(live_server: str) -> None:
 
 # --- the generated client --------------------------------------------------------------------
 
-# Green Button feeds are Atom XML; the generator sends any body of an unknown media type as
-# bytes when told so. No post-hooks: the generated code is imported, not committed.
+# Green Button feeds are Atom XML and invoices PDF; the generator sends and returns any body of
+# an unknown media type as bytes when told so. No post-hooks: the generated code is imported,
+# not committed.
 OUTPUT = "client/gridex_client"
 GENERATOR_CONFIG = """\
 content_type_overrides:
   application/atom+xml: application/octet-stream
+  application/pdf: application/octet-stream
 post_hooks: []
 """
 

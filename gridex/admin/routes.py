@@ -121,7 +121,9 @@ async def admin_stats(_: AdminPrincipal, session: SessionDep, rt: RuntimeDep) ->
 
 
 @admin_router.post(
-    "/demo-data", status_code=status.HTTP_201_CREATED, responses=raises(Forbidden, Conflict)
+    "/demo-data",
+    status_code=status.HTTP_201_CREATED,
+    responses=raises(Forbidden, Conflict, ServiceUnavailable),
 )
 async def demo_data(admin: AdminPrincipal, rt: RuntimeDep) -> DemoDataOut:
     """Create the demo community of `gridex serve --demo` (refused in production: 403; once

@@ -11,19 +11,19 @@ from fastapi import APIRouter, Query
 from gridex.alerts import service
 from gridex.alerts.models import AlertStatus, AlertType, Severity
 from gridex.alerts.schemas import (
+    AlertAnalyticsOut,
     AlertOut,
-    AnalyticsOut,
+    AlertResolveIn,
+    AlertStatsOut,
     BulkAcknowledgeIn,
     BulkAcknowledgeOut,
-    ResolveIn,
-    StatsOut,
     SummaryOut,
 )
 from gridex.auth.deps import CurrentPrincipal, StaffPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import ValidationFailed
+from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gridex.core.pagination import Page, PageDep, paginate
-from gridex.core.schemas import AwareDatetime
+from gridex.core.schemas import AwareDatetime, raises
 
 alerts_router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -68,20 +68,20 @@ async def alerts_summary(principal: CurrentPrincipal, session: SessionDep) -> Su
     return await service.summary(session, principal)
 
 
-@alerts_router.get("/stats")
+@alerts_router.get("/stats", responses=raises(ValidationFailed))
 async def alerts_stats(
     principal: CurrentPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
-) -> StatsOut:
+) -> AlertStatsOut:
     """Alerts raised in [from, to) (default: the last 30 days) that the caller sees."""
     start, end = _period(rt.clock.now(), from_, to)
     return await service.stats(session, principal, start, end)
 
 
-@alerts_router.get("/unresolved")
+@alerts_router.get("/unresolved", responses=raises(Forbidden))
 async def unresolved_alerts(
     principal: StaffPrincipal,
     session: SessionDep,
@@ -98,7 +98,7 @@ async def unresolved_alerts(
     return Page.build([AlertOut.model_validate(r) for r in rows], total, page)
 
 
-@alerts_router.get("/analytics")
+@alerts_router.get("/analytics", responses=raises(Forbidden, ValidationFailed))
 async def alerts_analytics(
     principal: StaffPrincipal,
     session: SessionDep,
@@ -106,13 +106,13 @@ async def alerts_analytics(
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
     region: str | None = None,
-) -> AnalyticsOut:
+) -> AlertAnalyticsOut:
     """Counts by type and region, mean time to acknowledge and to resolve."""
     start, end = _period(rt.clock.now(), from_, to)
     return await service.analytics(session, principal, start, end, region)
 
 
-@alerts_router.post("/bulk-acknowledge")
+@alerts_router.post("/bulk-acknowledge", responses=raises(Forbidden, NotFound))
 async def bulk_acknowledge_alerts(
     body: BulkAcknowledgeIn, principal: StaffPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> BulkAcknowledgeOut:
@@ -120,14 +120,15 @@ async def bulk_acknowledge_alerts(
     return await service.bulk_acknowledge(session, rt, principal, body.ids)
 
 
-@alerts_router.get("/{alert_id}")
+@alerts_router.get("/{alert_id}", responses=raises(NotFound))
 async def get_alert(
     alert_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
 ) -> AlertOut:
+    """One alert the caller sees (own; operators their region's; admins any), else 404."""
     return AlertOut.model_validate(await service.get_alert(session, principal, alert_id))
 
 
-@alerts_router.post("/{alert_id}/acknowledge")
+@alerts_router.post("/{alert_id}/acknowledge", responses=raises(NotFound, Conflict))
 async def acknowledge_alert(
     alert_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> AlertOut:
@@ -135,13 +136,13 @@ async def acknowledge_alert(
     return AlertOut.model_validate(await service.acknowledge(session, rt, principal, alert_id))
 
 
-@alerts_router.post("/{alert_id}/resolve")
+@alerts_router.post("/{alert_id}/resolve", responses=raises(NotFound, Conflict))
 async def resolve_alert(
     alert_id: uuid.UUID,
     principal: CurrentPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
-    body: ResolveIn | None = None,
+    body: AlertResolveIn | None = None,
 ) -> AlertOut:
     """Resolve with an optional note; an already resolved alert is 409 CONFLICT."""
     note = body.note if body else None

@@ -50,7 +50,7 @@ class AlertOut(OutputModel):
         return value
 
 
-class ResolveIn(InputModel):
+class AlertResolveIn(InputModel):
     note: str | None = Field(default=None, max_length=1000)
 
 
@@ -75,7 +75,7 @@ class SummaryOut(OutputModel):
     oldest_unresolved_at: UtcDatetime | None
 
 
-class StatsOut(OutputModel):
+class AlertStatsOut(OutputModel):
     """Alerts raised in [from, to) that the caller sees, by status, type and severity."""
 
     from_: UtcDatetime = Field(serialization_alias="from")
@@ -97,7 +97,7 @@ class TypeAnalyticsOut(OutputModel):
     mean_time_to_resolve_seconds: float | None
 
 
-class AnalyticsOut(OutputModel):
+class AlertAnalyticsOut(OutputModel):
     """Alerts raised in [from, to) in the staff member's scope (optionally one region)."""
 
     from_: UtcDatetime = Field(serialization_alias="from")

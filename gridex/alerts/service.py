@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.alerts.models import Alert, AlertStatus, AlertType, Severity, SubjectKind
 from gridex.alerts.schemas import (
+    AlertAnalyticsOut,
     AlertOut,
-    AnalyticsOut,
+    AlertStatsOut,
     BulkAcknowledgeOut,
-    StatsOut,
     SummaryOut,
     TypeAnalyticsOut,
 )
@@ -314,7 +314,7 @@ async def summary(session: AsyncSession, principal: Principal) -> SummaryOut:
 
 async def stats(
     session: AsyncSession, principal: Principal, start: datetime, end: datetime
-) -> StatsOut:
+) -> AlertStatsOut:
     rows = (
         await session.execute(
             select(
@@ -322,7 +322,7 @@ async def stats(
             ).where(visible_to(principal), Alert.raised_at >= start, Alert.raised_at < end)
         )
     ).all()
-    return StatsOut(
+    return AlertStatsOut(
         from_=start,
         to=end,
         raised=len(rows),
@@ -344,7 +344,7 @@ async def analytics(
     start: datetime,
     end: datetime,
     region: str | None,
-) -> AnalyticsOut:
+) -> AlertAnalyticsOut:
     """Counts by type and region; mean time to acknowledge (over acknowledged alerts) and to
     resolve (over resolved ones), in seconds from being raised."""
     query = select(
@@ -372,7 +372,7 @@ async def analytics(
                 mean_time_to_resolve_seconds=_mean_seconds([(r[3], r[5]) for r in mine]),
             )
         )
-    return AnalyticsOut(
+    return AlertAnalyticsOut(
         from_=start,
         to=end,
         region=region,

@@ -39,6 +39,9 @@ _ROUTES_OF_SCOPE: Final[Mapping[str, tuple[str, ...]]] = {
         "GET /meters/{meter_id}/compare",
         "GET /meters/{meter_id}/commands/{command_id}",
         "GET /meters/{meter_id}/export/green-button",
+        "GET /analytics/energy",
+        "GET /reports/consumption",
+        "GET /tariffs/estimate",
     ),
     # Changing the owner's meters: their details, device commands, Green Button imports.
     "meters:write": (
@@ -57,6 +60,12 @@ _ROUTES_OF_SCOPE: Final[Mapping[str, tuple[str, ...]]] = {
         "GET /market/trades/recent",
         "GET /market/regions",
         "GET /market/regions/{region}",
+        "GET /analytics/market",
+        "GET /tariffs/current",
+        "GET /tariffs/current/{region}",
+        "GET /tariffs/history",
+        "GET /tariffs/estimate",
+        "GET /tariffs/forecast",
     ),
     # Trading for the owner: orders and their own trades.
     "market:trade": (
@@ -66,12 +75,23 @@ _ROUTES_OF_SCOPE: Final[Mapping[str, tuple[str, ...]]] = {
         "PATCH /market/orders/{order_id}",
         "DELETE /market/orders/{order_id}",
         "GET /market/trades",
+        "GET /analytics/trading",
     ),
-    # The owner's balances and statements (read only: money never moves through a key).
+    # The owner's balances, statements, settlements and invoices (read only: money never moves
+    # through a key, so paying or disputing an invoice takes the owner's access token).
     "wallet:read": (
         "GET /wallet",
         "GET /wallet/transactions",
         "GET /wallet/statements",
+        "GET /market/settlements",
+        "GET /billing/invoices",
+        "GET /billing/invoices/{invoice_id}",
+        "GET /billing/invoices/{invoice_id}/pdf",
+        "GET /billing/payments",
+        "GET /billing/current-cycle",
+        "GET /billing/estimate",
+        "GET /analytics/investments",
+        "GET /reports/revenue",
     ),
     ANY_SCOPE: ("GET /auth/validate",),
 }

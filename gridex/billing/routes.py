@@ -16,21 +16,25 @@ from gridex.billing import pdf, service
 from gridex.billing.models import Dispute, Invoice, InvoiceLine, InvoiceStatus
 from gridex.billing.rules import Line
 from gridex.billing.schemas import (
-    AnalyticsOut,
+    BillingAnalyticsOut,
+    BillingEstimateLineOut,
+    BillingEstimateOut,
     CurrentCycleOut,
     CycleOut,
     DisputeIn,
     DisputeOut,
-    EstimateLineOut,
-    EstimateOut,
+    DisputeResolveIn,
     InvoiceOut,
     InvoiceSummaryOut,
     PaymentOut,
-    ResolveIn,
 )
 from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
+from gridex.core.idempotency import IdempotencyConflict, IdempotencyInProgress
 from gridex.core.pagination import Page, PageDep, paginate
-from gridex.core.schemas import error_responses
+from gridex.core.schemas import raises
+from gridex.ledger.errors import InsufficientFunds
+from gridex.regions.service import UnknownRegion
 
 billing_router = APIRouter(prefix="/billing", tags=["billing"])
 
@@ -75,7 +79,7 @@ async def list_invoices(
     return Page.build([InvoiceSummaryOut.model_validate(r) for r in rows], total, page)
 
 
-@billing_router.get("/invoices/{invoice_id}", responses=error_responses(404))
+@billing_router.get("/invoices/{invoice_id}", responses=raises(NotFound))
 async def get_invoice(
     invoice_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep
 ) -> InvoiceOut:
@@ -88,7 +92,7 @@ async def get_invoice(
 @billing_router.get(
     "/invoices/{invoice_id}/pdf",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}}, **error_responses(404)},
+    responses={200: {"content": {"application/pdf": {}}}, **raises(NotFound)},
 )
 async def invoice_pdf(
     invoice_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
@@ -107,7 +111,9 @@ async def invoice_pdf(
 @billing_router.post(
     "/invoices/{invoice_id}/pay",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(404, 409),
+    responses=raises(
+        NotFound, Conflict, InsufficientFunds, IdempotencyConflict, IdempotencyInProgress
+    ),
 )
 @idempotent
 async def pay_invoice(
@@ -121,7 +127,7 @@ async def pay_invoice(
 @billing_router.post(
     "/invoices/{invoice_id}/dispute",
     status_code=status.HTTP_201_CREATED,
-    responses=error_responses(404, 409, 422),
+    responses=raises(NotFound, Conflict, ValidationFailed),
 )
 async def dispute_invoice(
     invoice_id: uuid.UUID,
@@ -130,6 +136,8 @@ async def dispute_invoice(
     session: SessionDep,
     rt: RuntimeDep,
 ) -> DisputeOut:
+    """Dispute your invoice with a reason: it is not payable until staff resolve it (a credit
+    note may follow); 409 when it is a credit note, void or already disputed."""
     dispute = await service.dispute_invoice(session, rt, principal.user, invoice_id, body.reason)
     return DisputeOut.model_validate(dispute)
 
@@ -143,9 +151,9 @@ async def list_invoice_payments(
     return Page.build([PaymentOut.model_validate(r) for r in rows], total, page)
 
 
-def _estimate_lines(lines: list[Line]) -> list[EstimateLineOut]:
+def _estimate_lines(lines: list[Line]) -> list[BillingEstimateLineOut]:
     return [
-        EstimateLineOut(
+        BillingEstimateLineOut(
             kind=line.kind.value,
             description=line.description,
             band=line.band,
@@ -157,7 +165,7 @@ def _estimate_lines(lines: list[Line]) -> list[EstimateLineOut]:
     ]
 
 
-@billing_router.get("/current-cycle", responses=error_responses(404, 422))
+@billing_router.get("/current-cycle", responses=raises(NotFound, UnknownRegion))
 async def current_billing_cycle(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep, region: str | None = None
 ) -> CurrentCycleOut:
@@ -181,13 +189,13 @@ async def current_billing_cycle(
     )
 
 
-@billing_router.get("/estimate", responses=error_responses(404, 422))
+@billing_router.get("/estimate", responses=raises(NotFound, UnknownRegion))
 async def billing_estimate(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep, region: str | None = None
-) -> EstimateOut:
+) -> BillingEstimateOut:
     """The month's bill estimated from usage to date."""
     cycle = await service.current_cycle(session, rt, principal.user, region)
-    return EstimateOut(
+    return BillingEstimateOut(
         region=cycle.region,
         period=cycle.period,
         as_of=cycle.as_of,
@@ -203,7 +211,10 @@ async def billing_estimate(
 # --- operators ---------------------------------------------------------------------------------
 
 
-@billing_router.post("/cycles/{period}/generate", responses=error_responses(409, 422))
+@billing_router.post(
+    "/cycles/{period}/generate",
+    responses=raises(Forbidden, Conflict, ValidationFailed, UnknownRegion),
+)
 async def generate_billing_cycle(
     period: Period,
     staff: StaffPrincipal,
@@ -218,7 +229,7 @@ async def generate_billing_cycle(
     return CycleOut.model_validate(result)
 
 
-@billing_router.get("/overdue")
+@billing_router.get("/overdue", responses=raises(Forbidden))
 async def billing_overdue(
     _: StaffPrincipal, session: SessionDep, page: PageDep, region: str | None = None
 ) -> Page[InvoiceSummaryOut]:
@@ -227,17 +238,17 @@ async def billing_overdue(
     return Page.build([InvoiceSummaryOut.model_validate(r) for r in rows], total, page)
 
 
-@billing_router.get("/analytics")
+@billing_router.get("/analytics", responses=raises(Forbidden))
 async def billing_analytics(
     _: StaffPrincipal,
     session: SessionDep,
     rt: RuntimeDep,
     region: str | None = None,
     period: PeriodQuery = None,
-) -> AnalyticsOut:
+) -> BillingAnalyticsOut:
     """Billed, settled through the wallet, paid, outstanding and overdue amounts; disputes."""
     a = await service.analytics(session, region, period)
-    return AnalyticsOut(
+    return BillingAnalyticsOut(
         region=region,
         period=period,
         currency=rt.settings.currency,
@@ -254,7 +265,7 @@ async def billing_analytics(
     )
 
 
-@billing_router.get("/export.csv", response_class=StreamingResponse)
+@billing_router.get("/export.csv", response_class=StreamingResponse, responses=raises(Forbidden))
 async def export_invoices_csv(
     _: StaffPrincipal,
     rt: RuntimeDep,
@@ -270,10 +281,13 @@ async def export_invoices_csv(
     )
 
 
-@billing_router.post("/disputes/{dispute_id}/resolve", responses=error_responses(404, 409, 422))
+@billing_router.post(
+    "/disputes/{dispute_id}/resolve",
+    responses=raises(Forbidden, NotFound, Conflict, ValidationFailed),
+)
 async def resolve_dispute(
     dispute_id: uuid.UUID,
-    body: ResolveIn,
+    body: DisputeResolveIn,
     staff: StaffPrincipal,
     session: SessionDep,
     rt: RuntimeDep,

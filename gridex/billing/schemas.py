@@ -89,7 +89,7 @@ class DisputeIn(InputModel):
     reason: str = Field(min_length=3, max_length=2000)
 
 
-class ResolveIn(InputModel):
+class DisputeResolveIn(InputModel):
     resolution: str = Field(min_length=1, max_length=2000)
     credit_amount: AmountIn | None = None
 
@@ -102,7 +102,7 @@ class CycleOut(OutputModel):
     unchanged: int
 
 
-class EstimateLineOut(OutputModel):
+class BillingEstimateLineOut(OutputModel):
     kind: str
     description: str
     band: str | None = None
@@ -118,14 +118,14 @@ class CurrentCycleOut(OutputModel):
     period_end: UtcDatetime
     as_of: UtcDatetime
     currency: str
-    lines: list[EstimateLineOut]
+    lines: list[BillingEstimateLineOut]
     subtotal: Money
     tax: Money
     total: Money
     daily: list[dict[str, Any]]
 
 
-class EstimateOut(OutputModel):
+class BillingEstimateOut(OutputModel):
     region: str
     period: str
     as_of: UtcDatetime
@@ -133,13 +133,13 @@ class EstimateOut(OutputModel):
     # The month so far, and the whole month projected from it (each line scaled by the month's
     # length over the time elapsed).
     to_date_total: Money
-    lines: list[EstimateLineOut]
+    lines: list[BillingEstimateLineOut]
     subtotal: Money
     tax: Money
     total: Money
 
 
-class AnalyticsOut(OutputModel):
+class BillingAnalyticsOut(OutputModel):
     region: str | None
     period: str | None
     currency: str

@@ -8,7 +8,9 @@ from fastapi import APIRouter
 
 from gridex.auth.deps import CurrentPrincipal
 from gridex.core.deps import RuntimeDep, SessionDep
+from gridex.core.errors import NotFound
 from gridex.core.pagination import Page, PageDep, paginate
+from gridex.core.schemas import raises
 from gridex.notifications import repository, service
 from gridex.notifications.schemas import (
     NotificationOut,
@@ -40,6 +42,7 @@ async def list_notifications(
 async def unread_notifications_count(
     principal: CurrentPrincipal, session: SessionDep
 ) -> UnreadCountOut:
+    """How many of your notifications are unread."""
     return UnreadCountOut(count=await service.unread_count(session, principal))
 
 
@@ -47,6 +50,7 @@ async def unread_notifications_count(
 async def read_all_notifications(
     principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> ReadAllOut:
+    """Mark all your unread notifications read; `marked` says how many."""
     return ReadAllOut(marked=await service.mark_all_read(session, rt, principal))
 
 
@@ -78,10 +82,11 @@ async def send_test_notification(
     return await service.send_test(session, rt, principal, body.channels if body else None)
 
 
-@notifications_router.post("/{notification_id}/read")
+@notifications_router.post("/{notification_id}/read", responses=raises(NotFound))
 async def mark_notification_read(
     notification_id: uuid.UUID, principal: CurrentPrincipal, session: SessionDep, rt: RuntimeDep
 ) -> NotificationOut:
+    """Mark one of your notifications read (another user's is 404)."""
     return NotificationOut.model_validate(
         await service.mark_read(session, rt, principal, notification_id)
     )

@@ -31,12 +31,9 @@ from gridex.tariffs import repository, service
 from gridex.tariffs.models import TariffOverride, TariffSchedule
 from gridex.tariffs.rules import PriceSegment
 from gridex.tariffs.schemas import (
-    AnalyticsOut,
     BandHoursOut,
     CurrentBandOut,
     CurrentOut,
-    EstimateLineOut,
-    EstimateOut,
     ForecastOut,
     ForecastPointOut,
     HistoryItemOut,
@@ -44,6 +41,9 @@ from gridex.tariffs.schemas import (
     OverrideOut,
     RegionTariffOut,
     ScheduleOut,
+    TariffAnalyticsOut,
+    TariffEstimateLineOut,
+    TariffEstimateOut,
     band_out,
 )
 
@@ -197,10 +197,12 @@ async def regions_overview(session: AsyncSession, rt: Runtime) -> list[RegionTar
 # --- estimates ------------------------------------------------------------------------------------
 
 
-def _lines(kind: str, amounts: dict[tuple[str, int], int], sign: int) -> list[EstimateLineOut]:
+def _lines(
+    kind: str, amounts: dict[tuple[str, int], int], sign: int
+) -> list[TariffEstimateLineOut]:
     """One line per (band, unit price): Wh x price / 1000, rounded half-even once per line."""
     return [
-        EstimateLineOut(
+        TariffEstimateLineOut(
             kind=kind,
             band=band,
             kwh=wh,
@@ -214,12 +216,12 @@ def _lines(kind: str, amounts: dict[tuple[str, int], int], sign: int) -> list[Es
 
 async def estimate_kwh(
     session: AsyncSession, rt: Runtime, region: Region, wh: int, at: datetime | None
-) -> EstimateOut:
+) -> TariffEstimateOut:
     """What ``wh`` of grid import would cost at ``at`` (default now)."""
     at = at or rt.clock.now()
     price = await service.price_at(session, rt, region.name, at)
     lines = _lines("import", {(price.band, price.import_price_micros): wh}, 1)
-    return EstimateOut(
+    return TariffEstimateOut(
         region=region.name,
         from_=at,
         to=None,
@@ -230,7 +232,7 @@ async def estimate_kwh(
 
 async def estimate_usage(
     session: AsyncSession, rt: Runtime, principal: Principal, start: datetime, end: datetime
-) -> EstimateOut:
+) -> TariffEstimateOut:
     """The caller's metered grid import over ``[start, end)`` at the tariff, one line per band
     and price, and its export credited at the feed-in price. Each quarter-hour is priced at its
     start, with the tariff of its meter's region."""
@@ -247,7 +249,7 @@ async def estimate_usage(
             imports[(segment.band, segment.import_price_micros)] += sums.consumed_wh
             exports[("feed_in", segment.feed_in_price_micros)] += sums.produced_wh
     lines = _lines("import", imports, 1) + _lines("export", exports, -1)
-    return EstimateOut(
+    return TariffEstimateOut(
         region=regions_used[0] if len(regions_used) == 1 else None,
         from_=start,
         to=end,
@@ -315,7 +317,7 @@ def _time_weighted(segments: Sequence[PriceSegment], price: Callable[[PriceSegme
 
 async def analytics(
     session: AsyncSession, rt: Runtime, region: Region, start: datetime, end: datetime
-) -> AnalyticsOut:
+) -> TariffAnalyticsOut:
     """The region's tariff over ``[start, end)``: hours and average price per band, overrides,
     and the local market against it (cleared epochs priced at the tariff of their time)."""
     _check_period(start, end)
@@ -342,7 +344,7 @@ async def analytics(
         feed_ins.append((segment.feed_in_price_micros, wh))
         saved += round_half_even(wh * (segment.import_price_micros - price), 1000)
         earned += round_half_even(wh * (price - segment.feed_in_price_micros), 1000)
-    return AnalyticsOut(
+    return TariffAnalyticsOut(
         region=region.name,
         timezone=region.timezone,
         from_=start,

@@ -19,15 +19,15 @@ from gridex.core.units import UnitError, kwh_to_wh
 from gridex.regions.service import UnknownRegion
 from gridex.tariffs import reports, service
 from gridex.tariffs.schemas import (
-    AnalyticsOut,
     CurrentOut,
-    EstimateOut,
     ForecastOut,
     HistoryItemOut,
     OverrideIn,
     OverrideOut,
     RegionTariffOut,
     ScheduleOut,
+    TariffAnalyticsOut,
+    TariffEstimateOut,
     TariffIn,
 )
 
@@ -92,7 +92,7 @@ async def tariff_estimate(
     region: RegionQuery = None,
     from_: From = None,
     to: AwareDatetime | None = None,
-) -> EstimateOut:
+) -> TariffEstimateOut:
     """`kwh` (and `at`): what that grid import costs at the tariff then. `from`, `to`: your own
     meters' import and export over the period at the tariff, line by line per band."""
     if kwh is not None:
@@ -136,7 +136,7 @@ async def tariff_analytics(
     region: RegionQuery = None,
     from_: From = None,
     to: AwareDatetime | None = None,
-) -> AnalyticsOut:
+) -> TariffAnalyticsOut:
     """Operators: hours and prices per band over a period (default the last 30 days), and the
     local market's clearing prices against the tariff."""
     end = to or rt.clock.now()

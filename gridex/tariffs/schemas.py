@@ -239,7 +239,7 @@ class HistoryItemOut(OutputModel):
     starts_at: UtcDatetime
 
 
-class EstimateLineOut(OutputModel):
+class TariffEstimateLineOut(OutputModel):
     kind: Literal["import", "export"]
     band: str
     kwh: Kwh
@@ -247,11 +247,11 @@ class EstimateLineOut(OutputModel):
     amount: Money = Field(description="export lines are credits (negative)")
 
 
-class EstimateOut(OutputModel):
+class TariffEstimateOut(OutputModel):
     region: str | None
     from_: UtcDatetime | None = Field(serialization_alias="from")
     to: UtcDatetime | None
-    lines: list[EstimateLineOut]
+    lines: list[TariffEstimateLineOut]
     total: Money
 
 
@@ -306,7 +306,7 @@ class MarketVsTariffOut(OutputModel):
     earned_vs_feed_in: Money = Field(description="what sellers got above the feed-in price")
 
 
-class AnalyticsOut(OutputModel):
+class TariffAnalyticsOut(OutputModel):
     region: str
     timezone: str
     from_: UtcDatetime = Field(serialization_alias="from")

@@ -29,6 +29,8 @@ from typing import Any
 
 import httpx
 
+from gridex.alerts.models import AlertType, Severity, SubjectKind
+from gridex.alerts.service import Condition, raise_alert
 from gridex.auth.models import Role
 from gridex.chain.models import ChainTransaction, ChainTransactionUser
 from gridex.core.runtime import Runtime
@@ -37,6 +39,9 @@ from tests.factories import API, Account
 from tests.ledger.helpers import fund
 from tests.market.helpers import NEXT, TRADER_KW, place
 from tests.meters.helpers import NOW, make_meter, reading
+
+REGION = "north"  # the victims' and their meters' region
+PERIOD = "2026-02"  # a billed month: it has ended at the tests' NOW
 
 NOBODY: frozenset[Role] = frozenset()
 ADMIN = frozenset({Role.admin})
@@ -123,6 +128,25 @@ AUTHZ: dict[str, Rule] = {
     "GET /api/v1/blockchain/transactions/{signature}": owned("chain_transaction", ADMIN),
     "GET /api/v1/blockchain/accounts/{address}": public("balances on chain are public"),
     "GET /api/v1/blockchain/balance/{address}": public("balances on chain are public"),
+    # tariffs
+    "GET /api/v1/tariffs/current/{region}": public("a region's tariff is public"),
+    "DELETE /api/v1/tariffs/overrides/{override_id}": owned("override", ADMIN),
+    # billing
+    "GET /api/v1/billing/invoices/{invoice_id}": owned("invoice", STAFF),
+    "GET /api/v1/billing/invoices/{invoice_id}/pdf": owned("invoice", STAFF),
+    "POST /api/v1/billing/invoices/{invoice_id}/pay": owned("invoice"),
+    "POST /api/v1/billing/invoices/{invoice_id}/dispute": owned(
+        "invoice", body={"reason": "the reading of 10 February is wrong"}
+    ),
+    "POST /api/v1/billing/cycles/{period}/generate": owned("invoice", STAFF),
+    "POST /api/v1/billing/disputes/{dispute_id}/resolve": owned(
+        "dispute", STAFF, body={"resolution": "the reading was right"}
+    ),
+    # alerts (operators see their region's, admins all) and notifications
+    "GET /api/v1/alerts/{alert_id}": owned("alert", STAFF),
+    "POST /api/v1/alerts/{alert_id}/acknowledge": owned("alert", STAFF),
+    "POST /api/v1/alerts/{alert_id}/resolve": owned("alert", STAFF),
+    "POST /api/v1/notifications/{notification_id}/read": owned("notification"),
 }
 
 
@@ -233,6 +257,58 @@ async def _chain_transaction(ctx: Ctx) -> dict[str, str]:
     return {"signature": signature}
 
 
+async def _override(ctx: Ctx) -> dict[str, str]:
+    body = {
+        "region": REGION,
+        "import_price": "0.55",
+        "reason": "grid emergency",
+        "expires_at": "2026-03-05T12:00:00Z",
+    }
+    made = await ctx.post("/tariffs/overrides", ctx.admin, body)
+    return {"override_id": str(made["id"])}
+
+
+async def _invoice(ctx: Ctx) -> dict[str, str]:
+    """The victim's February invoice: a reading in February, then the month billed."""
+    meter = await _meter(ctx)
+    february = NOW.replace(month=2, day=10)
+    await ctx.post(f"/meters/{meter['meter_id']}/readings", ctx.victim, reading(february, 2.0))
+    generate = f"/billing/cycles/{PERIOD}/generate?region={REGION}"
+    await ctx.post(generate, ctx.admin, None)
+    page = await ctx.client.get(f"{API}/billing/invoices", headers=ctx.victim.headers)
+    (invoice,) = page.json()["items"]
+    return {"invoice_id": str(invoice["id"]), "period": PERIOD}
+
+
+async def _dispute(ctx: Ctx) -> dict[str, str]:
+    invoice_id = (await _invoice(ctx))["invoice_id"]
+    body = {"reason": "the reading of 10 February is wrong"}
+    made = await ctx.post(f"/billing/invoices/{invoice_id}/dispute", ctx.victim, body)
+    return {"dispute_id": str(made["id"])}
+
+
+async def _alert(ctx: Ctx) -> dict[str, str]:
+    condition = Condition(
+        AlertType.low_balance,
+        Severity.critical,
+        SubjectKind.user,
+        str(ctx.victim.id),
+        "in debt",
+        user_id=ctx.victim.id,
+        region=REGION,
+    )
+    async with ctx.rt.db.sessionmaker() as session:
+        alert = await raise_alert(session, ctx.rt, condition)
+        await session.commit()
+    assert alert is not None
+    return {"alert_id": str(alert.id)}
+
+
+async def _notification(ctx: Ctx) -> dict[str, str]:
+    sent = await ctx.post("/notifications/test", ctx.victim, {"channels": ["in_app"]})
+    return {"notification_id": str(sent["notification"]["id"])}
+
+
 SUBJECTS: dict[str, Callable[[Ctx], Awaitable[dict[str, str]]]] = {
     "meter": _meter,
     "reading": _reading,
@@ -244,6 +320,11 @@ SUBJECTS: dict[str, Callable[[Ctx], Awaitable[dict[str, str]]]] = {
     "withdrawal": _withdrawal,
     "installation": _installation,
     "chain_transaction": _chain_transaction,
+    "override": _override,
+    "invoice": _invoice,
+    "dispute": _dispute,
+    "alert": _alert,
+    "notification": _notification,
 }
 
 __all__ = ["AUTHZ", "SUBJECTS", "Ctx", "Rule"]
