@@ -163,6 +163,16 @@ GENERIC_ONLY = {
     "list_withdrawals": "the caller's own withdrawals",
     "list_installations": "the installations the caller may see, filtered",
     "get_network": "says `backend: off` rather than refusing when the chain is off",
+    "list_alerts": "the alerts the caller may see, filtered",
+    "alerts_summary": "the caller's own view of unresolved alerts",
+    "list_notifications": "the caller's own notifications",
+    "unread_notifications_count": "the caller's own count",
+    "read_all_notifications": "marks the caller's own notifications",
+    "get_notification_preferences": "the caller's own preferences",
+    "put_notification_preferences": "the body's schema is the only rule",
+    "send_test_notification": "to the caller, on the channels the body's schema allows",
+    "list_invoices": "the invoices the caller may see, filtered",
+    "list_invoice_payments": "the caller's own payments",
     "health": "answers its own body, also with 503",
     "live": "always 200 while the process serves",
 }
@@ -228,7 +238,7 @@ async def test_routes_for_some_roles_or_scopes_document_403(runtime: Runtime) ->
                 "document 403 FORBIDDEN: add Forbidden to its responses=raises(...)"
             )
     assert missing == []
-    assert {"audit_logs", "put_region", "list_users", "list_meters"} <= set(checked)
+    assert {"audit_logs", "put_region", "list_users"} <= set(checked)
 
 
 @pytest.mark.parametrize("settings_overrides", [{"chain": "off"}])

@@ -22,9 +22,10 @@ from gridex.analytics.schemas import (
 from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, StaffPrincipal
 from gridex.core.csvexport import Cell, iter_csv
 from gridex.core.deps import RuntimeDep, SessionDep
-from gridex.core.errors import ValidationFailed
-from gridex.core.schemas import AwareDatetime
+from gridex.core.errors import Forbidden, ValidationFailed
+from gridex.core.schemas import AwareDatetime, raises
 from gridex.core.units import UnitError, money_to_micros
+from gridex.regions.service import UnknownRegion
 
 analytics_router = APIRouter(prefix="/analytics", tags=["analytics"])
 dashboard_router = APIRouter(prefix="/dashboard", tags=["analytics"])
@@ -35,7 +36,12 @@ Region = Annotated[str | None, Query(max_length=64)]
 Format = Annotated[Literal["json", "csv"], Query(alias="format")]
 
 
-@analytics_router.get("/energy")
+# What a figure of a region can be refused for: a member naming a region, a bad period, an
+# unknown region.
+_REPORT_ERRORS = raises(Forbidden, ValidationFailed, UnknownRegion)
+
+
+@analytics_router.get("/energy", responses=_REPORT_ERRORS)
 async def energy_analytics(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -50,7 +56,7 @@ async def energy_analytics(
     return await service.energy(session, rt, principal, from_, to, group, region)
 
 
-@analytics_router.get("/trading")
+@analytics_router.get("/trading", responses=_REPORT_ERRORS)
 async def trading_analytics(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -63,7 +69,7 @@ async def trading_analytics(
     return await service.trading(session, rt, principal, from_, to, region)
 
 
-@analytics_router.get("/market")
+@analytics_router.get("/market", responses=_REPORT_ERRORS)
 async def market_analytics(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -77,7 +83,7 @@ async def market_analytics(
     return await service.market(session, rt, principal, from_, to, region, group)
 
 
-@analytics_router.get("/investments")
+@analytics_router.get("/investments", responses=raises(ValidationFailed))
 async def investment_analytics(
     principal: CurrentPrincipal,
     session: SessionDep,
@@ -98,7 +104,7 @@ async def investment_analytics(
     return await service.investments(session, rt, principal, from_, to, capital_micros)
 
 
-@analytics_router.get("/users")
+@analytics_router.get("/users", responses=raises(Forbidden, ValidationFailed))
 async def user_analytics(
     _: AdminPrincipal,
     session: SessionDep,
@@ -110,7 +116,7 @@ async def user_analytics(
     return await service.users(session, rt, from_, to)
 
 
-@analytics_router.get("/financial")
+@analytics_router.get("/financial", responses=raises(Forbidden, ValidationFailed))
 async def financial_analytics(
     _: AdminPrincipal,
     session: SessionDep,
@@ -122,7 +128,7 @@ async def financial_analytics(
     return await service.financial(session, rt, from_, to)
 
 
-@dashboard_router.get("/stats")
+@dashboard_router.get("/stats", responses=_REPORT_ERRORS)
 async def dashboard_stats(
     principal: StaffPrincipal,
     session: SessionDep,
@@ -146,7 +152,10 @@ def _csv(name: str, header: Sequence[str], rows: list[Sequence[Cell]]) -> Stream
 @reports_router.get(
     "/consumption",
     response_model=ConsumptionReport,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={
+        200: {"content": {"text/csv": {}}},
+        **raises(Forbidden, ValidationFailed, UnknownRegion),
+    },
 )
 async def consumption_report(
     principal: CurrentPrincipal,
@@ -189,7 +198,12 @@ _REVENUE = [
 
 
 @reports_router.get(
-    "/revenue", response_model=RevenueReport, responses={200: {"content": {"text/csv": {}}}}
+    "/revenue",
+    response_model=RevenueReport,
+    responses={
+        200: {"content": {"text/csv": {}}},
+        **raises(Forbidden, ValidationFailed, UnknownRegion),
+    },
 )
 async def revenue_report(
     principal: CurrentPrincipal,
