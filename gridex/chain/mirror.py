@@ -164,7 +164,10 @@ class TxPlan:
     def estimated_bytes(self, memo_bytes: int) -> int:
         sellers = {seller for (seller, _), wh in self.energy.items() if wh > 0}
         instructions = len(self.credits) + len(sellers) + len(self.energy) + len(self.pools)
-        keys = _FIXED_KEYS + 2 * len(self.users) + len(self.pools)
+        # The fixed keys hold one escrow and one fees account; a plan outside the lanes may
+        # move several lanes' (a payout to a seller in debt keeps its buyer's lane).
+        lanes = len({h for h in self.credits if platform_lane(h) is not None})
+        keys = _FIXED_KEYS + max(0, lanes - 2) + 2 * len(self.users) + len(self.pools)
         overhead = _OVERHEAD
         if self.lane is not None:
             keys += _LANE_KEYS
@@ -206,7 +209,7 @@ class Planner:
                 continue
             users = {h for h in credits if platform_lane(h) is None}
             users |= {h for seller, buyer, _ in moves for h in (seller, buyer)}
-            plan = self._plan_for(item.epoch_id, lane, users)
+            plan = self._plan_for(item.epoch_id, lane, users, set(credits))
             for holder, change in credits.items():
                 plan.credits[holder] += change
             for seller, buyer, wh in moves:
@@ -226,7 +229,9 @@ class Planner:
                 out.append((delivery.seller, delivery.buyer, delivery.wh - (before or 0)))
         return out
 
-    def _plan_for(self, epoch_id: uuid.UUID | None, lane: int | None, users: set[str]) -> TxPlan:
+    def _plan_for(
+        self, epoch_id: uuid.UUID | None, lane: int | None, users: set[str], holders: set[str]
+    ) -> TxPlan:
         """The open plan if this item fits in it, else a new one. A lane's item goes to its
         (epoch, lane)'s plan; any other item only to the last plan, if that is not a lane's."""
         if lane is not None:
@@ -235,9 +240,8 @@ class Planner:
             last = self.plans[-1] if self.plans else None
             open_plan = last if last is not None and last.lane is None else None
         if open_plan is not None and open_plan.epoch_id == epoch_id:
-            trial = TxPlan(
-                epoch_id, open_plan.credits, open_plan.energy, open_plan.users | users, lane
-            )
+            credits = dict(open_plan.credits) | dict.fromkeys(holders - open_plan.credits.keys(), 1)
+            trial = TxPlan(epoch_id, credits, open_plan.energy, open_plan.users | users, lane)
             # Room for this item's instructions too (one credit and two energy at most).
             if trial.estimated_bytes(self.memo_bytes) + 3 * _INSTRUCTION_BYTES <= MAX_TX_BYTES:
                 return open_plan

@@ -367,6 +367,7 @@ async def _enqueue(
         setup = pack(platform.open_wallet(addresses[user_id]))
         rows.append({"kind": TxKind.account.value, "instructions": setup, "signers": str(user_id)})
         involved.append([user_id])
+    seen: dict[bytes, int] = {}
     for plan in plans:
         instructions = _plan_instructions(plan, platform, addresses)
         transfers = len(instructions)
@@ -374,10 +375,19 @@ async def _enqueue(
         if plan.epoch_id is not None and plan.epoch_id in epochs:
             memo = settlement_memo(epochs[plan.epoch_id])
             instructions.append(platform.memo(memo))
+        packed = pack(instructions)
+        if memo is not None and packed in seen:
+            # Two settlement transactions with the same movements (one payout each of the same
+            # amounts between the same holders) would sign to the same signature, which the
+            # chain takes for one transaction: a second memo tells them apart.
+            seen[packed] += 1
+            instructions.append(platform.memo(f"gridex:part={seen[packed]}"))
+            packed = pack(instructions)
+        seen.setdefault(packed, 0)
         rows.append(
             {
                 "kind": plan.kind.value,
-                "instructions": pack(instructions),
+                "instructions": packed,
                 "epoch_id": plan.epoch_id,
                 "memo": memo,
                 "transfers": transfers,
