@@ -30,8 +30,6 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.system_program import CreateAccountWithSeedParams, create_account_with_seed
 from spl.memo.constants import MEMO_PROGRAM_ID
-from spl.memo.instructions import create_memo
-from spl.memo.models import MemoParams
 from spl.token import instructions as spl
 from spl.token import models as params
 from spl.token.constants import TOKEN_PROGRAM_ID
@@ -244,8 +242,13 @@ class Platform:
         return _token(_TRANSFER_CHECKED, wh, ENERGY_DECIMALS, source, self.energy_mint, self, dest)
 
     def memo(self, text: str) -> Instruction:
-        return create_memo(
-            MemoParams(program_id=MEMO_PROGRAM_ID, signer=self.authority, message=text.encode())
+        """A Memo signed by the platform. spl's ``create_memo`` marks its signer writable, which
+        would make the platform account a writable account of every transaction with a memo
+        (every settlement transaction, across lanes); the Memo program only needs the signature."""
+        return Instruction(
+            MEMO_PROGRAM_ID,
+            text.encode(),
+            [AccountMeta(self.authority, is_signer=True, is_writable=False)],
         )
 
 

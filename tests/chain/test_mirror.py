@@ -259,6 +259,7 @@ def _assert_lanes_share_no_writable_account(
         assert writable & everything <= lanes[row.lane]
         assert platform.energy_mint not in writable
         assert platform.credit_mint not in writable
+        assert platform.authority not in writable  # it signs (memo, authority), pays nothing
     minting = [r for r in settlement if platform.energy_mint in _writable(r)]
     assert all(r.lane is None for r in minting)
     pools = set(platform.energy_pools)
