@@ -23,6 +23,7 @@ from gridex.auth.deps import AdminPrincipal, CurrentPrincipal, StaffPrincipal
 from gridex.core.csvexport import Cell, iter_csv
 from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import Forbidden, ValidationFailed
+from gridex.core.responses import csv_download
 from gridex.core.schemas import AwareDatetime, raises
 from gridex.core.units import UnitError, money_to_micros
 from gridex.regions.service import UnknownRegion
@@ -39,6 +40,8 @@ Format = Annotated[Literal["json", "csv"], Query(alias="format")]
 # What a figure of a region can be refused for: a member naming a region, a bad period, an
 # unknown region.
 _REPORT_ERRORS = raises(Forbidden, ValidationFailed, UnknownRegion)
+# A report: JSON, or CSV with ``format=csv``.
+_CSV_REPORT = {200: {"content": {"text/csv": {}}}, **_REPORT_ERRORS}
 
 
 @analytics_router.get("/energy", responses=_REPORT_ERRORS)
@@ -142,20 +145,13 @@ async def dashboard_stats(
 
 
 def _csv(name: str, header: Sequence[str], rows: list[Sequence[Cell]]) -> StreamingResponse:
-    return StreamingResponse(
-        iter_csv(header, rows),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="gridex-{name}.csv"'},
-    )
+    return csv_download(name, iter_csv(header, rows))
 
 
 @reports_router.get(
     "/consumption",
     response_model=ConsumptionReport,
-    responses={
-        200: {"content": {"text/csv": {}}},
-        **raises(Forbidden, ValidationFailed, UnknownRegion),
-    },
+    responses=_CSV_REPORT,
 )
 async def consumption_report(
     principal: CurrentPrincipal,
@@ -200,10 +196,7 @@ _REVENUE = [
 @reports_router.get(
     "/revenue",
     response_model=RevenueReport,
-    responses={
-        200: {"content": {"text/csv": {}}},
-        **raises(Forbidden, ValidationFailed, UnknownRegion),
-    },
+    responses=_CSV_REPORT,
 )
 async def revenue_report(
     principal: CurrentPrincipal,

@@ -6,14 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from gridex.billing import service
 from gridex.billing.models import DocumentKind, Invoice
 from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money
-from gridex.notifications.facts import Source, unseen, uuid_key
+from gridex.notifications.facts import Source, unseen_since
 from gridex.notifications.jobs import Feed
 from gridex.notifications.service import Draft
 
@@ -40,13 +39,7 @@ async def mark_overdue(rt: Runtime) -> int:
 
 
 async def _issued(session: AsyncSession, since: datetime) -> Sequence[Invoice]:
-    rows = await session.scalars(
-        select(Invoice)
-        .where(Invoice.issued_at >= since, unseen(ISSUED_SOURCE, uuid_key(session, Invoice.id)))
-        .order_by(Invoice.issued_at, Invoice.id)
-        .limit(500)
-    )
-    return list(rows)
+    return await unseen_since(session, Invoice, Invoice.issued_at, ISSUED_SOURCE, since, 500)
 
 
 async def _issued_drafts(session: AsyncSession, invoices: Sequence[Invoice]) -> list[Draft]:

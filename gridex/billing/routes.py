@@ -32,6 +32,7 @@ from gridex.core.deps import RuntimeDep, SessionDep
 from gridex.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from gridex.core.idempotency import IdempotencyConflict, IdempotencyInProgress
 from gridex.core.pagination import Page, PageDep, paginate
+from gridex.core.responses import csv_download
 from gridex.core.schemas import raises
 from gridex.ledger.errors import InsufficientFunds
 from gridex.regions.service import UnknownRegion
@@ -274,11 +275,7 @@ async def export_invoices_csv(
     status: InvoiceStatus | None = None,
 ) -> StreamingResponse:
     """Every invoice and credit note as CSV (streamed; opens in a spreadsheet)."""
-    return StreamingResponse(
-        service.export_csv(rt, region, period, status),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": 'attachment; filename="gridex-invoices.csv"'},
-    )
+    return csv_download("invoices", service.export_csv(rt, region, period, status))
 
 
 @billing_router.post(

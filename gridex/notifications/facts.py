@@ -49,6 +49,21 @@ def uuid_key(session: AsyncSession, column: Any) -> ColumnElement[str]:
     return cast(column, String)
 
 
+async def unseen_since(
+    session: AsyncSession, entity: type[T], at: Any, source: str, since: datetime, limit: int
+) -> list[T]:
+    """Rows of ``entity`` (keyed by its UUID ``id``) whose ``at`` column is at or after
+    ``since`` and that ``source`` has no receipt for, oldest first, at most ``limit``."""
+    key = entity.id  # type: ignore[attr-defined]
+    rows = await session.scalars(
+        select(entity)
+        .where(at >= since, unseen(source, uuid_key(session, key)))
+        .order_by(at, key)
+        .limit(limit)
+    )
+    return list(rows)
+
+
 def cast_str(column: Any) -> ColumnElement[str]:
     """An integer id column as its receipt key ``str(id)``."""
     return cast(column, String)

@@ -17,7 +17,7 @@ from gridex.core.clock import utc_iso
 from gridex.core.runtime import Runtime
 from gridex.core.units import micros_to_money, wh_to_kwh
 from gridex.market.models import Epoch, MarketOrder, SettlementPosition, Side, Trade
-from gridex.notifications.facts import Source, follow, unseen, uuid_key
+from gridex.notifications.facts import Source, follow, unseen, unseen_since, uuid_key
 from gridex.notifications.service import Draft, deliver
 from gridex.payments.models import Withdrawal, WithdrawalStatus
 
@@ -48,13 +48,7 @@ EXTRA_FEEDS = "notifications.extra_feeds"
 
 
 async def _trades(session: AsyncSession, since: datetime) -> Sequence[Trade]:
-    rows = await session.scalars(
-        select(Trade)
-        .where(Trade.executed_at >= since, unseen("trades", uuid_key(session, Trade.id)))
-        .order_by(Trade.executed_at, Trade.id)
-        .limit(BATCH)
-    )
-    return list(rows)
+    return await unseen_since(session, Trade, Trade.executed_at, "trades", since, BATCH)
 
 
 async def _trade_drafts(session: AsyncSession, trades: Sequence[Trade]) -> list[Draft]:
@@ -102,13 +96,7 @@ TRADES = Feed(
 
 
 async def _cleared(session: AsyncSession, since: datetime) -> Sequence[Epoch]:
-    rows = await session.scalars(
-        select(Epoch)
-        .where(Epoch.cleared_at >= since, unseen("epochs_cleared", uuid_key(session, Epoch.id)))
-        .order_by(Epoch.cleared_at, Epoch.id)
-        .limit(BATCH)
-    )
-    return list(rows)
+    return await unseen_since(session, Epoch, Epoch.cleared_at, "epochs_cleared", since, BATCH)
 
 
 async def _clearing_drafts(session: AsyncSession, epochs: Sequence[Epoch]) -> list[Draft]:

@@ -2,7 +2,8 @@
 the object it names may reach it. ``tests/authz/test_authz_table.py`` builds the object for
 each entry (owned by one prosumer, the victim), then calls the route as another user of every
 role and with an API key of every scope (owned by another prosumer): everyone not in
-``allowed`` must get 404 or 403 (API.md: foreign ids are 404), and everyone in ``allowed``
+``allowed`` must get 404 or 403 (an object of someone else is answered as if it did not exist:
+404), and everyone in ``allowed``
 must get something else. A route with a path parameter missing from ``AUTHZ`` fails the test.
 
 To add a route: one line in ``AUTHZ``, keyed "METHOD /api/v1/path/{param}" exactly as the
